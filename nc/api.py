@@ -1,0 +1,157 @@
+"""One-call encoding and decoding: `nc.encode`, `nc.decode`, and the file-to-file jobs the CLI runs."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+
+from nc.errors import UsageError
+from nc.media.facts import ImageFacts
+from nc.media.files import MediaSink, local_path, open_media
+from nc.stream import Reader, TrackInfo, TrackSpec, Writer, facts_from_kwargs
+from nc.stream import open as nc_open
+
+
+@dataclass
+class DecodedTrack:
+    info: TrackInfo
+    data: np.ndarray  # audio (samples, channels) float32; image (h, w, c) / video (n, h, w, 3) uint8
+
+
+@dataclass
+class Decoded:
+    """What `nc.decode` returns: each track's media with its facts, and any damage stepped over."""
+
+    tracks: list[DecodedTrack]
+    damage: list[str] = field(default_factory=list)
+
+    def __getitem__(self, i: int) -> DecodedTrack:
+        return self.tracks[i]
+
+    @property
+    def data(self) -> np.ndarray:
+        """The first track's media."""
+        return self.tracks[0].data
+
+    def first(self, modality: str) -> DecodedTrack | None:
+        return next((t for t in self.tracks if t.info.modality == modality), None)
+
+
+def encode(media, codec: str | None = None, bitrate=None, quality=None, **facts) -> bytes:
+    """Encode a media file path, or an array with its facts, to the bytes of an `.ncb` file.
+
+    `nc.encode(samples, sample_rate=16000, channels=1, bitrate="6k")`;
+    `nc.encode(image_uint8_hwc)` (image facts follow from the shape);
+    `nc.encode(frames, fps=25)` (video: width and height follow from the shape).
+    """
+    out = io.BytesIO()
+    if isinstance(media, (str, os.PathLike)):
+        encode_file(os.fspath(media), out, codec=codec, bitrate=bitrate, quality=quality)
+        return out.getvalue()
+    shape = np.shape(media)
+    if "fps" in facts and len(shape) == 4:
+        facts.setdefault("height", shape[1])
+        facts.setdefault("width", shape[2])
+    spec_facts = facts_from_kwargs(**facts) if facts else _image_facts(shape)
+    with Writer(out, [TrackSpec(spec_facts, codec, bitrate, quality)]) as w:
+        w.write(media)
+    return out.getvalue()
+
+
+def _image_facts(shape: tuple) -> ImageFacts:
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)):
+        channels = 1 if len(shape) == 2 else shape[2]
+        return ImageFacts(shape[1], shape[0], {1: "L", 3: "RGB", 4: "RGBA"}[channels])
+    raise UsageError("say what the array is: pass sample_rate=... for audio or fps=... for video")
+
+
+def decode(source, ignore_errors: bool = False) -> Decoded:
+    """Decode `.ncb` bytes, a path or a binary file object into arrays."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    with nc_open(source, "rb", ignore_errors=ignore_errors) as reader:
+        pieces: dict[int, list[np.ndarray]] = {t.index: [] for t in reader.tracks}
+        for track, block in reader:
+            pieces[track].append(block)
+        tracks = []
+        for info in reader.tracks:
+            blocks = pieces[info.index]
+            if info.modality == "image":
+                data = blocks[0] if blocks else None
+            else:
+                data = np.concatenate(blocks) if blocks else reader.read(info.index)
+            if data is not None:
+                tracks.append(DecodedTrack(info, data))
+        return Decoded(tracks, list(reader.damage))
+
+
+@dataclass
+class EncodeReport:
+    tracks: list[tuple[str, str]]  # (codec id, rate point name)
+    bytes: int
+    seconds: float  # media duration (0 for an image)
+
+
+def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None, quality=None,
+                audio_codec: str | None = None, audio_bitrate=None, progress: bool = False) -> EncodeReport:
+    """Encode a media file into an open binary stream. A video's soundtrack becomes a second track."""
+    with local_path(path) as local:
+        source = open_media(local)
+        main = source.facts[0].modality
+        specs = [TrackSpec(f, codec, bitrate, quality) if f.modality == main or not f.modality == "audio"
+                 else TrackSpec(f, audio_codec, audio_bitrate) for f in source.facts]
+        writer = Writer(out, specs)
+        length = [0] * len(specs)
+        with _progress(progress, source.seconds, "encoding") as bar:
+            for track, block in source.blocks():
+                writer.write(block, track)
+                if track == 0 and main != "image":
+                    before = source.facts[0].seconds(length[0])
+                    length[0] += len(block)
+                    bar.update(source.facts[0].seconds(length[0]) - before)
+        writer.close()
+        seconds = source.facts[0].seconds(length[0]) if main != "image" else 0.0
+        return EncodeReport(list(zip(writer.codecs, [r.name for r in writer.rates])), writer.bytes_written, seconds)
+
+
+def decode_file(source, out_path: str, fmt: str | None = None, ignore_errors: bool = False,
+                progress: bool = False) -> Reader:
+    """Decode an `.ncb` path or stream to a media file; returns the reader (its tracks and damage)."""
+    with nc_open(source, "rb", ignore_errors=ignore_errors) as reader:
+        sink = MediaSink(out_path, [t.facts for t in reader.tracks], fmt)
+        main = reader.tracks[0]
+        try:
+            with _progress(progress, main.seconds, "decoding") as bar:
+                for track, block in reader:
+                    sink.write(track, block)
+                    if track == 0 and main.modality != "image":
+                        bar.update(main.facts.seconds(len(block)))
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close()
+        return reader
+
+
+class _NoBar:
+    def update(self, _):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        pass
+
+
+def _progress(enabled: bool, total_seconds: float | None, what: str):
+    """A tqdm bar on stderr for inputs longer than a minute (tqdm hides itself when stderr is not a TTY)."""
+    if not enabled or not total_seconds or total_seconds < 60:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=round(total_seconds, 1), unit="s", desc=what, disable=None, leave=False,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")

@@ -1,0 +1,1 @@
+"""The `.ncb` container (`container`) and the entropy coders codecs use (`entropy`)."""

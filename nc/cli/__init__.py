@@ -1,0 +1,4 @@
+"""The `nc` command-line tool."""
+from nc.cli.main import main
+
+__all__ = ["main"]

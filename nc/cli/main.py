@@ -1,0 +1,186 @@
+"""The `nc` command. Exit codes: 0 ok, 1 failure (one line on stderr), 2 usage error."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import nc
+from nc.errors import NCError, UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc", description="Compress audio, images and video into .ncb files.")
+    p.add_argument("--version", action="version", version=f"nc {nc.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("encode", help="media file -> .ncb")
+    e.add_argument("input", help="audio, image or video file ('-' for stdin)")
+    e.add_argument("output", help=".ncb file ('-' for stdout)")
+    e.add_argument("--codec", help="codec id (see `nc codecs`); default: the best installed for the input")
+    rate = e.add_mutually_exclusive_group()
+    rate.add_argument("--bitrate", help="e.g. 6k, 1.5kbps, 2M (audio/video) or 0.5bpp (images)")
+    rate.add_argument("--quality", type=float, help="codec quality scale (see `nc codecs`)")
+    e.add_argument("--audio-codec", help="codec for a video's soundtrack")
+    e.add_argument("--audio-bitrate", help="bitrate for a video's soundtrack")
+    e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    d = sub.add_parser("decode", help=".ncb -> media file")
+    d.add_argument("input", help=".ncb file ('-' for stdin)")
+    d.add_argument("output", help="output file; its extension picks the format ('-' for stdout)")
+    d.add_argument("--format", help="output format when writing to stdout (wav, flac, png, mkv, mp4, ...)")
+    d.add_argument("--ignore-errors", action="store_true",
+                   help="step over damaged chunks (gaps become silence / the last good frame)")
+    d.add_argument("-q", "--quiet", action="store_true")
+
+    i = sub.add_parser("info", help="describe an .ncb file")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--chunks", action="store_true", help="list every chunk")
+
+    sub.add_parser("codecs", help="list installed codecs and their rates")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "codecs": cmd_codecs}[args.command](args)
+    except UsageError as e:
+        print(f"nc: error: {e}", file=sys.stderr)
+        return 2
+    except NCError as e:
+        print(f"nc: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def _status(args, text: str) -> None:
+    """Reports go to stderr when the payload goes to stdout."""
+    if not args.quiet:
+        print(text, file=sys.stderr if args.output == "-" else sys.stdout)
+
+
+def cmd_encode(args) -> int:
+    from nc.api import encode_file
+
+    out, owned = _open_output(args.output)
+    try:
+        report = encode_file(args.input, out, codec=args.codec, bitrate=args.bitrate, quality=args.quality,
+                             audio_codec=args.audio_codec, audio_bitrate=args.audio_bitrate, progress=True)
+    except BaseException:
+        if owned:
+            out.close()
+            _remove(args.output)
+        raise
+    if owned:
+        out.close()
+    tracks = ", ".join(f"{c} @ {r}" for c, r in report.tracks)
+    rate = f", {report.bytes * 8 / report.seconds / 1000:.2f} kbps" if report.seconds else ""
+    _status(args, f"{args.output}: {report.bytes} bytes{rate} ({tracks})")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from nc.api import decode_file
+
+    if args.output == "-" and not args.format:
+        raise UsageError("decoding to stdout needs --format (e.g. wav, png, mkv)")
+    reader = decode_file(args.input, args.output, fmt=args.format, ignore_errors=args.ignore_errors, progress=True)
+    for line in reader.damage:
+        print(f"nc: warning: {line}", file=sys.stderr)
+    _status(args, f"{args.output}: " + "; ".join(_describe_track(t) for t in reader.tracks))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from nc.bitstream.container import Chunk, ContainerReader
+
+    with nc.open(args.input, "rb") as reader:
+        info = {"file": args.input, "created_by": reader.created_by,
+                "tracks": [_track_json(t) for t in reader.tracks]}
+        if args.chunks:
+            container: ContainerReader = reader._container
+            info["chunks"] = [
+                {"number": c.number, "offset": c.offset, "track": c.track, "start": c.start,
+                 "duration": c.duration, "keyframe": c.keyframe, "bytes": len(c.payload)}
+                if isinstance(c, Chunk) else {"number": c.number, "offset": c.offset, "damage": c.message}
+                for c in container.chunks()
+            ]
+            info["tracks"] = [_track_json(t) for t in _with_totals(reader, container)]
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.input}: written by {info['created_by'] or 'unknown'}")
+    for t in info["tracks"]:
+        length = "length unknown (no index)" if t["length"] is None else f"{t['seconds']:.3f} s" \
+            if t["modality"] != "image" else ""
+        facts = ", ".join(f"{k}={v}" for k, v in t["facts"].items() if k != "modality")
+        print(f"  track {t['index']}: {t['codec']} v{t['codec_version']} @ {t['rate']} | {facts} | {length}".rstrip(" |"))
+    for c in info.get("chunks", []):
+        print("  chunk " + ", ".join(f"{k}={v}" for k, v in c.items() if k != "number") + f"  (#{c['number']})")
+    return 0
+
+
+def _with_totals(reader, container):
+    from nc.stream import _track_info
+
+    totals = container.totals
+    return [_track_info(i, h, totals) for i, h in enumerate(container.tracks)]
+
+
+def _track_json(t) -> dict:
+    from nc.media.facts import facts_to_json
+
+    return {"index": t.index, "codec": t.codec, "codec_version": t.codec_version, "rate": t.rate.name,
+            "weights_sha256": t.weights_sha256, "modality": t.modality, "facts": facts_to_json(t.facts),
+            "length": t.length, "seconds": t.seconds}
+
+
+def _describe_track(t) -> str:
+    if t.modality == "image":
+        return f"{t.codec} image {t.facts.width}x{t.facts.height}"
+    return f"{t.codec} {t.modality} {t.seconds:.2f} s" if t.seconds is not None else f"{t.codec} {t.modality}"
+
+
+def cmd_codecs(args) -> int:
+    from nc.plugins import registry
+
+    reg = registry()
+    for d in reg.descriptors():
+        flags = ", ".join(x for x, on in (("streaming", d.streaming), ("deterministic", d.deterministic)) if on)
+        print(f"{d.id:<18} v{d.version}  rank {d.rank:<3} [{reg.provider[d.id]}]  rates: {d.describe_rates()}")
+        print(f"{'':<18} {d.summary}" + (f" ({flags})" if flags else ""))
+    for problem in reg.problems:
+        print(f"nc: warning: {problem}", file=sys.stderr)
+    if not reg.codecs:
+        print("no codecs installed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _open_output(path: str):
+    if path == "-":
+        return sys.stdout.buffer, False
+    try:
+        return open(path, "wb"), True
+    except OSError as e:
+        raise NCError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _remove(path: str) -> None:
+    import os
+
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""What a codec is to nc: a descriptor plus a stateful encoder and decoder.
+
+A codec never sees the container. Its encoder turns media blocks (any size) into
+`Packet`s; nc writes each packet as one chunk of the `.ncb` file, with the
+packet's start, duration and keyframe flag in the chunk header. Its decoder turns
+packets back into media. Packets must be decodable without earlier packets'
+*bytes* (entropy coders reset per packet); a decoder may still carry signal
+state from packet to packet, in which case only keyframe packets are seek points.
+
+Media arrays (numpy):
+- audio: float32, shape (samples, channels), nominally in [-1, 1]
+- image: uint8, shape (height, width, channels), channels 1 (L), 3 (RGB) or 4 (RGBA)
+- video: uint8, shape (frames, height, width, 3), RGB
+
+Plugins subclass `Codec`, `Encoder` and `Decoder` and register the codec through
+the `nc_register_codecs` hook (see `nc.plugins.hookspecs`).
+"""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from nc.errors import UsageError
+from nc.media.facts import MediaFacts
+
+MODALITIES = ("audio", "image", "video")
+_CODEC_ID = re.compile(r"^(audio|image|video)/[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One operating point: `value` in `unit` ("bps", "bpp" or "quality")."""
+
+    name: str
+    value: float
+    unit: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "value": self.value, "unit": self.unit}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RatePoint":
+        return cls(str(d["name"]), float(d["value"]), str(d["unit"]))
+
+
+@dataclass(frozen=True)
+class RateRange:
+    """A continuous range of values a codec accepts in one unit."""
+
+    unit: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One independently entropy-coded unit; becomes one chunk of the file.
+
+    `start` and `duration` are in samples (audio) or frames (video; images use
+    start 0, duration 1) at the track's own rate.
+    """
+
+    payload: bytes
+    start: int
+    duration: int
+    keyframe: bool = True
+
+
+@dataclass(frozen=True)
+class CodecDescriptor:
+    """Everything nc needs to know about a codec without loading it."""
+
+    id: str
+    version: int
+    modality: str
+    summary: str
+    points: tuple[RatePoint, ...] = ()
+    ranges: tuple[RateRange, ...] = ()
+    default: RatePoint | None = None
+    streaming: bool = True
+    deterministic: bool = True
+    weights_sha256: str = ""
+    rank: int = 0
+    extensions: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if not _CODEC_ID.match(self.id):
+            raise ValueError(f"codec id {self.id!r} must look like 'audio/name', 'image/name' or 'video/name'")
+        if self.id.split("/")[0] != self.modality:
+            raise ValueError(f"codec id {self.id!r} does not match modality {self.modality!r}")
+        if not self.points and not self.ranges:
+            raise ValueError(f"codec {self.id!r} declares no rate points or ranges")
+
+    def describe_rates(self) -> str:
+        parts = [p.name for p in self.points]
+        parts += [f"{_fmt(r.low, r.unit)}..{_fmt(r.high, r.unit)}" for r in self.ranges]
+        return ", ".join(parts)
+
+    def resolve(self, bitrate: str | float | None = None, quality: float | None = None) -> RatePoint:
+        """Map a user's `--bitrate` / `--quality` request to a rate point of this codec."""
+        if bitrate is not None and quality is not None:
+            raise UsageError("give --bitrate or --quality, not both")
+        if bitrate is None and quality is None:
+            return self.default or (self.points[0] if self.points else _mid(self.ranges[0]))
+        value, unit = (parse_rate(bitrate, self.modality) if bitrate is not None else (float(quality), "quality"))
+        for r in self.ranges:
+            if r.unit == unit:
+                if not r.low <= value <= r.high:
+                    raise UsageError(f"{self.id} accepts {_fmt(r.low, unit)} to {_fmt(r.high, unit)}, not {_fmt(value, unit)}")
+                return RatePoint(_fmt(value, unit), value, unit)
+        same_unit = [p for p in self.points if p.unit == unit]
+        if not same_unit:
+            raise UsageError(f"{self.id} has no {unit} rate points; it offers {self.describe_rates()}")
+        return min(same_unit, key=lambda p: abs(np.log(max(p.value, 1e-9) / max(value, 1e-9))))
+
+
+def _mid(r: RateRange) -> RatePoint:
+    v = (r.low * r.high) ** 0.5 if r.unit != "quality" else (r.low + r.high) / 2
+    return RatePoint(_fmt(v, r.unit), v, r.unit)
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "bps":
+        return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
+    if unit == "bpp":
+        return f"{value:g}bpp"
+    return f"q{value:g}"
+
+
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(k|m)?\s*(bps|bpp|b/s)?\s*$", re.IGNORECASE)
+
+
+def parse_rate(text: str | float, modality: str) -> tuple[float, str]:
+    """'6k' -> (6000, 'bps'); '0.5bpp' -> (0.5, 'bpp'). Plain numbers are bps for audio/video, bpp for images."""
+    if isinstance(text, (int, float)):
+        return float(text), ("bpp" if modality == "image" else "bps")
+    m = _RATE.match(str(text))
+    if not m:
+        raise UsageError(f"cannot read bitrate {text!r}: use e.g. 6k, 1.5kbps, 128000 or 0.5bpp")
+    value = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[(m.group(2) or "").lower() or None]
+    unit = (m.group(3) or "").lower()
+    if unit == "bpp" or (not unit and modality == "image" and not m.group(2)):
+        return value, "bpp"
+    return value, "bps"
+
+
+class Encoder(ABC):
+    """Stateful: `encode` accepts blocks of any size, `flush` ends the stream."""
+
+    #: JSON-able parameters the decoder needs; stored in the track header, so
+    #: they must be final before the first packet.
+    params: dict = {}
+
+    @abstractmethod
+    def encode(self, block: np.ndarray) -> Iterable[Packet]:
+        """Consume a block of media; return the packets that are complete."""
+
+    @abstractmethod
+    def flush(self) -> Iterable[Packet]:
+        """Return the remaining packets. The encoder is finished afterwards."""
+
+
+class Decoder(ABC):
+    @abstractmethod
+    def decode(self, packet: Packet) -> np.ndarray:
+        """Media for this packet. Output may lag the packet (see `flush`);
+        nc trims the stream's total to the exact length recorded in the file."""
+
+    def flush(self) -> np.ndarray | None:
+        """Media still held back at the end of the stream (or before a reset)."""
+        return None
+
+    def reset(self) -> None:
+        """Forget carried state: the next packet follows a seek or a lost chunk."""
+
+
+class Codec(ABC):
+    """A codec plugin. Construction must be cheap: load weights lazily."""
+
+    descriptor: CodecDescriptor
+
+    def check(self, facts: MediaFacts) -> None:
+        """Raise UsageError if this codec cannot encode media with these facts."""
+        if facts.modality != self.descriptor.modality:
+            raise UsageError(f"{self.descriptor.id} encodes {self.descriptor.modality}, not {facts.modality}")
+
+    @abstractmethod
+    def encoder(self, facts: MediaFacts, rate: RatePoint) -> Encoder:
+        ...
+
+    @abstractmethod
+    def decoder(self, facts: MediaFacts, rate: RatePoint, params: dict) -> Decoder:
+        ...

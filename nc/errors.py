@@ -1,0 +1,49 @@
+"""The one exception family nc raises for anything a user can cause.
+
+Every failure that comes from input (a file, a request, an installed plugin)
+is an `NCError` with a one-line message; the CLI prints that line and exits 1.
+Anything else escaping nc is a bug.
+"""
+
+
+class NCError(Exception):
+    """Base class: a problem with input, a request or the installation."""
+
+
+class UsageError(NCError):
+    """A request that cannot be honoured as asked (bad option, wrong modality)."""
+
+
+class MediaError(NCError):
+    """An input media file is missing, unreadable or of an unsupported format."""
+
+
+class FormatError(NCError):
+    """A `.ncb` file is not valid: bad magic, unknown critical chunk, bad header."""
+
+
+class CorruptChunkError(FormatError):
+    """One chunk failed its checksum or could not be decoded.
+
+    `chunk_number` counts chunks from 0 in file order, the way `nc info` lists them.
+    """
+
+    def __init__(self, message: str, chunk_number: int | None = None):
+        super().__init__(message)
+        self.chunk_number = chunk_number
+
+
+class TruncatedError(FormatError):
+    """The file ends inside a chunk or before its closing chunk."""
+
+
+class UnknownCodecError(NCError):
+    """A codec id that no installed plugin provides."""
+
+
+class WeightsMismatchError(NCError):
+    """A track was encoded with different weights from the installed ones."""
+
+
+class PluginError(NCError):
+    """A plugin failed to load or registered something invalid."""

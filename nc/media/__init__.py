@@ -1,0 +1,1 @@
+"""Media facts, reading and writing media files, resampling."""

@@ -1,0 +1,306 @@
+"""Reading media files into blocks of arrays, and writing decoded arrays back to files.
+
+Readers stream: audio comes in blocks via soundfile (WAV, FLAC, Ogg, ...) or
+PyAV (MP3, M4A, Opus, ...), video frames and their soundtrack come from PyAV
+in file order, so an hour-long input never sits in memory. Images are read
+whole with Pillow. `-` reads stdin (spooled to a temporary file, since the
+format sniffers need to seek) or writes stdout.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterator
+
+import numpy as np
+
+from nc.errors import MediaError, UsageError
+from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts
+
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm"}
+VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".y4m"}
+AUDIO_BLOCK = 1 << 16  # samples per block read from audio files
+VIDEO_BLOCK = 8  # frames per block
+
+
+@dataclass
+class MediaSource:
+    """An opened input: the facts of each track, and a generator of (track, block)."""
+
+    facts: list[MediaFacts]
+    blocks: Callable[[], Iterator[tuple[int, np.ndarray]]]
+    seconds: float | None = None  # for progress bars
+
+
+@contextmanager
+def local_path(path: str):
+    """A real file path for `path`, spooling stdin to a temporary file for '-'."""
+    if path != "-":
+        if not os.path.exists(path):
+            raise MediaError(f"{path}: no such file")
+        if not os.path.isfile(path):
+            raise MediaError(f"{path}: not a regular file")
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="nc-stdin-") as tmp:
+        shutil.copyfileobj(sys.stdin.buffer, tmp)
+        tmp.flush()
+        yield tmp.name
+
+
+def open_media(path: str) -> MediaSource:
+    """Sniff and open a media file (by extension first, then by trying each reader)."""
+    ext = os.path.splitext(path)[1].lower()
+    order = [_open_image, _open_soundfile, _open_av]
+    if ext in AUDIO_EXTS:
+        order = [_open_soundfile, _open_av]
+    elif ext in VIDEO_EXTS:
+        order = [_open_av]
+    for opener in order:
+        source = opener(path)
+        if source is not None:
+            return source
+    raise MediaError(f"{path}: not a supported audio, image or video file")
+
+
+def _open_image(path: str) -> MediaSource | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode if im.mode in ("L", "RGB", "RGBA") else ("RGBA" if "A" in im.getbands() else "RGB")
+            array = np.asarray(im.convert(mode))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    array = array[:, :, None] if array.ndim == 2 else array
+    facts = ImageFacts(array.shape[1], array.shape[0], mode)
+    return MediaSource([facts], lambda: iter([(0, array)]), 0.0)
+
+
+def _open_soundfile(path: str) -> MediaSource | None:
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    facts = AudioFacts(int(info.samplerate), int(info.channels))
+
+    def blocks():
+        try:
+            for block in sf.blocks(path, blocksize=AUDIO_BLOCK, dtype="float32", always_2d=True):
+                yield 0, block
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise MediaError(f"{path}: read error: {e}") from None
+
+    return MediaSource([facts], blocks, info.frames / max(info.samplerate, 1))
+
+
+def _open_av(path: str) -> MediaSource | None:
+    import av
+
+    try:
+        with av.open(path) as container:
+            video = next(iter(container.streams.video), None)
+            audio = next(iter(container.streams.audio), None)
+            if video is None and audio is None:
+                return None
+            facts, seconds = [], container.duration / 1e6 if container.duration else None
+            if video is not None:
+                rate = Fraction(video.average_rate or video.guessed_rate or 25).limit_denominator(100_000)
+                facts.append(VideoFacts(video.codec_context.width, video.codec_context.height,
+                                        rate.numerator, rate.denominator))
+            if audio is not None:
+                facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels))
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+    return MediaSource(facts, lambda: _av_blocks(path, video is not None, audio is not None), seconds)
+
+
+def _av_blocks(path: str, has_video: bool, has_audio: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode frames in file order: video (RGB uint8) as track 0, audio (float32) as the next."""
+    import av
+
+    audio_track = 1 if has_video else 0
+    pending: list[np.ndarray] = []
+    try:
+        with av.open(path) as container:
+            streams = [s for s in (next(iter(container.streams.video), None), next(iter(container.streams.audio), None))
+                       if s is not None]
+            resampler = None
+            for packet in container.demux(streams):
+                for frame in packet.decode():
+                    if isinstance(frame, av.VideoFrame):
+                        pending.append(frame.to_ndarray(format="rgb24"))
+                        if len(pending) >= VIDEO_BLOCK:
+                            yield 0, np.stack(pending)
+                            pending = []
+                    else:
+                        if resampler is None:
+                            resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.sample_rate)
+                        for f in resampler.resample(frame):
+                            yield audio_track, f.to_ndarray().reshape(-1, len(f.layout.channels))
+            if pending:
+                yield 0, np.stack(pending)
+            if resampler is not None:
+                for f in resampler.resample(None):
+                    yield audio_track, f.to_ndarray().reshape(-1, len(f.layout.channels))
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: decode error: {e}") from None
+
+
+# ---------------------------------------------------------------- writing
+
+
+class MediaSink:
+    """Writes decoded tracks to one output file, chosen by its extension."""
+
+    def __init__(self, path: str, facts: list[MediaFacts], fmt: str | None = None):
+        self.path, self.facts = path, facts
+        self._stdout = path == "-"
+        ext = "." + fmt.lstrip(".") if fmt else os.path.splitext(path)[1].lower()
+        modalities = [f.modality for f in facts]
+        if not ext or ext == ".":
+            ext = {"audio": ".wav", "image": ".png", "video": ".mkv"}[_main_modality(modalities)]
+        self._target = tempfile.NamedTemporaryFile(prefix="nc-out-", suffix=ext, delete=False).name \
+            if self._stdout else path
+        self._ext = ext
+        if "video" in modalities:
+            if ext not in _VIDEO_OUT:
+                raise UsageError(f"cannot write video to {ext!r}; use one of {', '.join(sorted(_VIDEO_OUT))}")
+            self._writer = _VideoFileWriter(self._target, facts, ext)
+        elif modalities == ["audio"]:
+            if ext not in AUDIO_EXTS:
+                raise UsageError(f"cannot write audio to {ext!r}; use .wav, .flac or .ogg")
+            self._writer = _AudioFileWriter(self._target, facts[0])
+        elif modalities == ["image"]:
+            if ext not in IMAGE_EXTS:
+                raise UsageError(f"cannot write an image to {ext!r}; use .png")
+            self._writer = _ImageFileWriter(self._target, facts[0])
+        else:
+            raise UsageError(f"cannot write tracks {modalities} to one file")
+
+    def write(self, track: int, block: np.ndarray) -> None:
+        self._writer.write(track, block)
+
+    def close(self) -> None:
+        self._writer.close()
+        if self._stdout:
+            with open(self._target, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            os.unlink(self._target)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            if self._stdout:
+                os.unlink(self._target)
+
+
+def _main_modality(modalities: list[str]) -> str:
+    return "video" if "video" in modalities else modalities[0]
+
+
+class _AudioFileWriter:
+    def __init__(self, path: str, facts: AudioFacts):
+        import soundfile as sf
+
+        try:
+            subtype = "PCM_16" if path.lower().endswith((".wav", ".flac", ".aiff", ".aif")) else None
+            self._f = sf.SoundFile(path, "w", facts.sample_rate, facts.channels, subtype=subtype)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            raise MediaError(f"cannot write {path}: {e}") from None
+
+    def write(self, track: int, block: np.ndarray) -> None:
+        self._f.write(np.clip(block, -1.0, 1.0))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _ImageFileWriter:
+    def __init__(self, path: str, facts: ImageFacts):
+        self.path, self.facts = path, facts
+
+    def write(self, track: int, block: np.ndarray) -> None:
+        from PIL import Image
+
+        pixels = block[:, :, 0] if self.facts.mode == "L" else block
+        try:
+            Image.fromarray(np.ascontiguousarray(pixels), self.facts.mode).save(self.path)
+        except (OSError, ValueError, KeyError) as e:
+            raise MediaError(f"cannot write {self.path}: {e}") from None
+
+    def close(self) -> None:
+        pass
+
+
+# extension -> (video codec, pixel format, options, audio codec)
+_VIDEO_OUT = {
+    ".mp4": ("libx264", "yuv420p", {"crf": "12", "preset": "fast"}, "aac"),
+    ".mov": ("libx264", "yuv420p", {"crf": "12", "preset": "fast"}, "aac"),
+    ".mkv": ("ffv1", "bgr0", {}, "flac"),  # lossless: what nc decoded, exactly
+    ".webm": ("libvpx-vp9", "yuv420p", {"crf": "15", "b": "0"}, "libopus"),
+}
+
+
+class _VideoFileWriter:
+    """Muxes a video track (and optional audio track) with PyAV."""
+
+    def __init__(self, path: str, facts: list[MediaFacts], ext: str):
+        import av
+
+        vcodec, pix_fmt, options, acodec = _VIDEO_OUT[ext]
+        self._out = av.open(path, "w")
+        self._facts = facts
+        self._streams, self._pts, self._resamplers = {}, {}, {}
+        for track, f in enumerate(facts):
+            if isinstance(f, VideoFacts):
+                s = self._out.add_stream(vcodec, rate=f.fps, options=options)
+                even = pix_fmt == "yuv420p"
+                s.width, s.height, s.pix_fmt = f.width + (f.width & even), f.height + (f.height & even), pix_fmt
+            else:
+                s = self._out.add_stream(acodec, rate=f.sample_rate if acodec != "libopus" else 48000)
+                s.layout = "mono" if f.channels == 1 else "stereo" if f.channels == 2 else f"{f.channels}c"
+                self._resamplers[track] = av.AudioResampler(format=s.format.name, layout=s.layout, rate=s.rate)
+            self._streams[track] = s
+            self._pts[track] = 0
+
+    def write(self, track: int, block: np.ndarray) -> None:
+        import av
+
+        s = self._streams[track]
+        if s.type == "video":
+            for frame in block:
+                padded = np.pad(frame, ((0, s.height - frame.shape[0]), (0, s.width - frame.shape[1]), (0, 0)), "edge")
+                vf = av.VideoFrame.from_ndarray(padded, format="rgb24")
+                vf.pts = self._pts[track]
+                self._pts[track] += 1
+                self._out.mux(s.encode(vf))
+            return
+        block = np.ascontiguousarray(np.clip(block, -1, 1).T, dtype=np.float32)
+        af = av.AudioFrame.from_ndarray(block, format="fltp", layout=s.layout.name)
+        af.sample_rate = self._facts[track].sample_rate
+        af.pts = self._pts[track]
+        self._pts[track] += block.shape[1]
+        for rf in self._resamplers[track].resample(af):
+            rf.pts = None
+            self._out.mux(s.encode(rf))
+
+    def close(self) -> None:
+        for track, s in self._streams.items():
+            if s.type == "audio":
+                for rf in self._resamplers[track].resample(None):
+                    rf.pts = None
+                    self._out.mux(s.encode(rf))
+            self._out.mux(s.encode(None))
+        self._out.close()

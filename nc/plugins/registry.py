@@ -1,0 +1,111 @@
+"""The codec registry: nc's own codecs plus every plugin found through entry points.
+
+A broken plugin never takes the others down: its failure is recorded as a
+one-line problem (shown by `nc codecs`, and named in the error when someone
+asks for one of its codecs) and loading goes on.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+from dataclasses import dataclass, field
+
+import pluggy
+
+from nc.codecs.base import Codec, CodecDescriptor
+from nc.errors import UnknownCodecError, UsageError
+from nc.plugins import hookspecs
+
+ENTRY_POINT_GROUP = "nc.plugins"
+#: comma-separated plugin names to skip, like pytest's `-p no:NAME`
+BLOCK_ENV = "NC_DISABLE_PLUGINS"
+
+
+@dataclass
+class Registry:
+    codecs: dict[str, Codec] = field(default_factory=dict)
+    provider: dict[str, str] = field(default_factory=dict)  # codec id -> plugin name
+    problems: list[str] = field(default_factory=list)
+
+    def get(self, codec_id: str) -> Codec:
+        if codec_id in self.codecs:
+            return self.codecs[codec_id]
+        hint = f" ({'; '.join(self.problems)})" if self.problems else ""
+        known = ", ".join(sorted(self.codecs)) or "none"
+        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{hint}")
+
+    def default(self, modality: str) -> Codec:
+        """The highest-ranked codec for a modality (ties: alphabetical id)."""
+        candidates = [c for c in self.codecs.values() if c.descriptor.modality == modality]
+        if not candidates:
+            raise UnknownCodecError(f"no {modality} codec is installed")
+        return min(candidates, key=lambda c: (-c.descriptor.rank, c.descriptor.id))
+
+    def descriptors(self) -> list[CodecDescriptor]:
+        return sorted((c.descriptor for c in self.codecs.values()), key=lambda d: d.id)
+
+    def add(self, codec: object, plugin: str) -> None:
+        descriptor = getattr(codec, "descriptor", None)
+        if not isinstance(codec, Codec) or not isinstance(descriptor, CodecDescriptor):
+            self.problems.append(f"plugin {plugin!r} registered {codec!r}, which is not an nc Codec")
+            return
+        if descriptor.id in self.codecs:
+            self.problems.append(f"plugin {plugin!r} registers codec {descriptor.id!r}, already provided by "
+                                 f"plugin {self.provider[descriptor.id]!r}; keeping the first")
+            return
+        self.codecs[descriptor.id] = codec
+        self.provider[descriptor.id] = plugin
+
+
+def load_registry(use_entry_points: bool = True) -> Registry:
+    from nc.codecs import builtin
+
+    registry = Registry()
+    manager = pluggy.PluginManager("nc")
+    manager.add_hookspecs(hookspecs)
+    manager.register(builtin, name="nc")
+    if use_entry_points:
+        _register_entry_points(manager, registry)
+    for impl in manager.hook.nc_register_codecs.get_hookimpls():
+        try:
+            codecs = list(impl.function())
+        except Exception as e:  # a plugin's bug must not hide the other codecs
+            registry.problems.append(f"plugin {impl.plugin_name!r} failed to register codecs: {_one_line(e)}")
+            continue
+        for codec in codecs:
+            registry.add(codec, impl.plugin_name)
+    return registry
+
+
+def _register_entry_points(manager: pluggy.PluginManager, registry: Registry) -> None:
+    blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in blocked or manager.has_plugin(ep.name):
+            continue
+        try:
+            module = ep.load()
+            manager.register(module, name=ep.name)
+        except Exception as e:
+            registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {_one_line(e)}")
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+
+
+@functools.lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    return load_registry()
+
+
+def find_codec(codec_id: str | None, modality: str) -> Codec:
+    """The codec a user asked for (checked against the modality), or the default for it."""
+    if codec_id is None:
+        return registry().default(modality)
+    codec = registry().get(codec_id)
+    if codec.descriptor.modality != modality:
+        raise UsageError(f"{codec_id} is a {codec.descriptor.modality} codec; the input is {modality}")
+    return codec

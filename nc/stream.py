@@ -1,0 +1,420 @@
+"""The stream API: `nc.open(path, "wb", ...)` writers and `nc.open(path, "rb")` readers.
+
+Writers take media in pieces of any size and write chunks as the codecs emit
+them, so memory stays bounded whatever the input's length. Readers decode
+chunk by chunk, restore each track's exact length, seek through the file's
+index, and (with `ignore_errors=True`) step over damaged chunks, filling the
+gap with silence or the last good frame and recording what was lost.
+"""
+from __future__ import annotations
+
+import builtins
+import sys
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+import nc
+from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
+from nc.codecs.base import Codec, Decoder, Packet, RatePoint
+from nc.errors import CorruptChunkError, FormatError, MediaError, NCError, TruncatedError, UsageError, WeightsMismatchError
+from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
+from nc.plugins import find_codec, registry
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """What a writer needs for one track: a codec, its rate point and the media facts."""
+
+    facts: MediaFacts
+    codec: str | None = None
+    bitrate: str | float | None = None
+    quality: float | None = None
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """One track of a file being read."""
+
+    index: int
+    codec: str
+    codec_version: int
+    weights_sha256: str
+    rate: RatePoint
+    facts: MediaFacts
+    params: dict
+    length: int | None  # samples or frames; None until known (stream without FINI)
+
+    @property
+    def modality(self) -> str:
+        return self.facts.modality
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.length is None else self.facts.seconds(self.length)
+
+
+# ---------------------------------------------------------------- writing
+
+
+class Writer:
+    """Encodes media into an `.ncb` stream; use as a context manager."""
+
+    def __init__(self, out: BinaryIO, specs: list[TrackSpec], close_out: bool = False):
+        self._out, self._close_out = out, close_out
+        self._encoders, self.facts, self.rates, self.codecs = [], [], [], []
+        headers = []
+        for spec in specs:
+            facts = spec.facts.validate()
+            codec = find_codec(spec.codec, facts.modality)
+            codec.check(facts)
+            rate = codec.descriptor.resolve(spec.bitrate, spec.quality)
+            encoder = codec.encoder(facts, rate)
+            d = codec.descriptor
+            headers.append(TrackHeader(d.id, d.version, d.weights_sha256, rate.to_json(), facts_to_json(facts),
+                                       dict(encoder.params)))
+            self._encoders.append(encoder)
+            self.facts.append(facts)
+            self.rates.append(rate)
+            self.codecs.append(d.id)
+        self._container = ContainerWriter(_CountingWriter(out), headers, f"nc {nc.__version__}")
+        self._closed = False
+
+    @property
+    def bytes_written(self) -> int:
+        return self._container._out.count
+
+    def write(self, block, track: int = 0) -> None:
+        """Encode the next piece of a track: samples (n, ch), frames (n, h, w, 3) or a whole image."""
+        if self._closed:
+            raise UsageError("write to a closed nc writer")
+        if not 0 <= track < len(self._encoders):
+            raise UsageError(f"track {track} does not exist; this file has {len(self._encoders)}")
+        self._put(track, self._encoders[track].encode(as_media(block, self.facts[track])))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for track, encoder in enumerate(self._encoders):
+            self._put(track, encoder.flush())
+        self._container.close()
+        if self._close_out:
+            self._out.close()
+
+    def _put(self, track: int, packets) -> None:
+        for p in packets:
+            self._container.write_chunk(track, p.start, p.duration, p.keyframe, p.payload)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        elif self._close_out:
+            self._out.close()
+
+
+class _CountingWriter:
+    def __init__(self, out: BinaryIO):
+        self._out, self.count = out, 0
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+        self.count += len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def as_media(block, facts: MediaFacts) -> np.ndarray:
+    """Check and convert one block of user media (numpy or torch) to nc's array conventions."""
+    if hasattr(block, "detach") and hasattr(block, "cpu"):  # a torch tensor, without importing torch
+        block = block.detach().cpu().numpy()
+    a = np.asarray(block)
+    if isinstance(facts, AudioFacts):
+        if a.ndim == 1 and facts.channels == 1:
+            a = a[:, None]
+        if a.ndim != 2 or a.shape[1] != facts.channels:
+            raise UsageError(f"audio blocks must have shape (samples, {facts.channels}), not {a.shape}")
+        if a.dtype.kind == "i":
+            return (a / float(np.iinfo(a.dtype).max + 1)).astype(np.float32)
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if isinstance(facts, ImageFacts):
+        if a.ndim == 2:
+            a = a[:, :, None]
+        want = (facts.height, facts.width, facts.channels)
+        if a.shape != want:
+            raise UsageError(f"the image must have shape {want}, not {a.shape}")
+        return _as_uint8(a)
+    if a.ndim == 3:
+        a = a[None]
+    want = (facts.height, facts.width, 3)
+    if a.ndim != 4 or a.shape[1:] != want:
+        raise UsageError(f"video blocks must have shape (frames, {want[0]}, {want[1]}, 3), not {a.shape}")
+    return _as_uint8(a)
+
+
+def _as_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype.kind == "f":
+        return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+    raise UsageError(f"pixels must be uint8 or floats in [0, 1], not {a.dtype}")
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class _TrackState:
+    info: TrackInfo
+    decoder: Decoder | None = None
+    emitted: int = 0  # position (sample or frame) of the next output handed out
+    next_start: int = 0  # where the next chunk should start if nothing was lost
+    discard: int = 0  # output to drop after a seek that landed before its target
+    from_offset: int = 0  # ignore this track's chunks before this file offset (after a seek)
+    last_frame: np.ndarray | None = None
+    failed: str | None = None  # why this track cannot be decoded (with ignore_errors)
+
+
+@dataclass
+class Reader:
+    """Decodes an `.ncb` stream chunk by chunk. Iterate for `(track, array)` pieces."""
+
+    source: BinaryIO
+    ignore_errors: bool = False
+    close_in: bool = False
+    damage: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._container = ContainerReader(self.source)
+        self.tracks = [_track_info(i, h, self._container.totals) for i, h in enumerate(self._container.tracks)]
+        self._states = [_TrackState(t) for t in self.tracks]
+        self._start_offset, self._start_number = None, 0
+
+    @property
+    def created_by(self) -> str:
+        return self._container.created_by
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        for item in self._container.chunks(self._start_offset, self._start_number):
+            if isinstance(item, Damage):
+                self._note_damage(item)
+            else:
+                yield from self._decode_chunk(item)
+        yield from self._finish()
+
+    def read(self, track: int = 0) -> np.ndarray:
+        """The whole of one track, decoded (for long media prefer iterating)."""
+        pieces = [a for t, a in self if t == track]
+        if self.tracks[track].modality == "image":
+            if not pieces:
+                raise FormatError("the image could not be decoded")
+            return pieces[0]
+        empty = _empty(self.tracks[track].facts)
+        return np.concatenate([empty] + pieces) if pieces else empty
+
+    def seek(self, seconds: float) -> None:
+        """Make the next iteration start at this time (every track), through the file's index."""
+        index = self._container.index
+        if index is None:
+            raise UsageError("this file has no index to seek with (it may be truncated or a stream)")
+        first = None
+        for state in self._states:
+            info = state.info
+            if info.modality == "image":
+                continue
+            target = int(round(seconds * (info.facts.sample_rate if info.modality == "audio" else info.facts.fps)))
+            if info.length is not None:
+                target = min(max(target, 0), info.length)
+            keys = [(i, e) for i, e in enumerate(index) if e.track == info.index and e.keyframe and e.start <= target]
+            i, entry = keys[-1] if keys else next(((i, e) for i, e in enumerate(index) if e.track == info.index),
+                                                  (len(index), None))
+            start = entry.start if entry else 0
+            state.from_offset = entry.offset if entry else 1 << 62
+            state.next_start = start
+            state.emitted = max(start, target)  # the next sample handed out is the target's
+            state.discard = state.emitted - start
+            if state.decoder is not None:
+                state.decoder.reset()
+            if entry is not None and (first is None or i < first[0]):
+                first = (i, entry.offset)
+        self._start_number, self._start_offset = first if first else (len(index), self._container.data_at)
+
+    def close(self) -> None:
+        if self.close_in:
+            self.source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+    # -- internals
+
+    def _note_damage(self, damage: Damage) -> None:
+        if not self.ignore_errors:
+            cls = TruncatedError if "truncated" in damage.message else CorruptChunkError
+            raise cls(damage.message + " (decode with --ignore-errors to recover the rest)", damage.number)
+        self.damage.append(damage.message)
+
+    def _decode_chunk(self, chunk: Chunk) -> Iterator[tuple[int, np.ndarray]]:
+        state = self._states[chunk.track]
+        if chunk.offset < state.from_offset or state.failed:
+            return
+        try:
+            if state.decoder is None:
+                state.decoder = _make_decoder(state.info)
+            if chunk.start != state.next_start:
+                yield from self._fill_gap(state, chunk.start)
+            out = state.decoder.decode(Packet(chunk.payload, chunk.start, chunk.duration, chunk.keyframe))
+        except NCError as e:
+            if not self.ignore_errors or state.decoder is None:
+                raise
+            self.damage.append(f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {e}")
+            state.decoder.reset()
+            return
+        except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
+            raise CorruptChunkError(f"chunk {chunk.number} (track {chunk.track}) could not be decoded: "
+                                    f"{e.__class__.__name__}: {e}", chunk.number) from e
+        state.next_start = chunk.start + chunk.duration
+        yield from self._emit(state, out)
+
+    def _fill_gap(self, state: _TrackState, start: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Chunks went missing before `start`: end the decoder's output there, pad the gap, reset."""
+        if start > state.next_start:
+            self.damage.append(f"track {state.info.index}: {start - state.next_start} samples/frames lost "
+                               f"before position {start}")
+        yield from self._emit(state, state.decoder.flush(), limit=start)
+        if state.emitted < start:
+            yield from self._emit(state, self._filler(state, start - state.emitted), limit=start)
+        state.decoder.reset()
+        state.discard = max(0, state.emitted - start)  # output already given for [start, emitted)
+
+    def _finish(self) -> Iterator[tuple[int, np.ndarray]]:
+        totals = self._container.totals
+        for state in self._states:
+            if state.decoder is None or state.info.modality == "image":
+                continue
+            end = totals[state.info.index][0] if totals else state.next_start
+            yield from self._emit(state, state.decoder.flush(), limit=end)
+            if state.emitted < end:
+                yield from self._emit(state, self._filler(state, end - state.emitted), limit=end)
+        if totals:
+            self.tracks = [_track_info(i, h, totals) for i, h in enumerate(self._container.tracks)]
+
+    def _emit(self, state: _TrackState, out: np.ndarray | None, limit: int | None = None):
+        if out is None or len(out) == 0:
+            return
+        if state.info.modality == "image":
+            yield state.info.index, out
+            return
+        if state.discard:
+            drop = min(state.discard, len(out))
+            out, state.discard = out[drop:], state.discard - drop
+        limit = state.info.length if limit is None else limit
+        if limit is not None:
+            out = out[:max(0, limit - state.emitted)]
+        if len(out):
+            state.emitted += len(out)
+            if state.info.modality == "video":
+                state.last_frame = out[-1]
+            yield state.info.index, out
+
+    def _filler(self, state: _TrackState, n: int) -> np.ndarray:
+        facts = state.info.facts
+        if isinstance(facts, AudioFacts):
+            return np.zeros((n, facts.channels), np.float32)
+        frame = state.last_frame if state.last_frame is not None else np.zeros((facts.height, facts.width, 3), np.uint8)
+        return np.repeat(frame[None], n, axis=0)
+
+
+def _track_info(i: int, h: TrackHeader, totals) -> TrackInfo:
+    try:
+        rate = RatePoint.from_json(h.rate)
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"track {i}'s rate point is malformed") from None
+    return TrackInfo(i, h.codec, h.codec_version, h.weights_sha256, rate, facts_from_json(h.facts), h.params,
+                     totals[i][0] if totals else None)
+
+
+def _make_decoder(info: TrackInfo) -> Decoder:
+    codec: Codec = registry().get(info.codec)
+    d = codec.descriptor
+    if info.codec_version > d.version:
+        raise FormatError(f"track {info.index} uses {d.id} bitstream version {info.codec_version}; "
+                          f"the installed codec reads up to version {d.version}")
+    if info.weights_sha256 != d.weights_sha256:
+        raise WeightsMismatchError(f"track {info.index} was encoded with {d.id} weights {info.weights_sha256[:12] or 'none'}, "
+                                   f"but the installed weights are {d.weights_sha256[:12] or 'none'}")
+    return codec.decoder(info.facts, info.rate, info.params)
+
+
+def _empty(facts: MediaFacts) -> np.ndarray:
+    if isinstance(facts, AudioFacts):
+        return np.zeros((0, facts.channels), np.float32)
+    return np.zeros((0, facts.height, facts.width, 3), np.uint8)
+
+
+# ---------------------------------------------------------------- nc.open
+
+
+def open(target, mode: str = "rb", *, codec: str | None = None, bitrate=None, quality=None,
+         tracks: list[TrackSpec] | None = None, ignore_errors: bool = False, **facts):
+    """Open an `.ncb` file (path, '-' or binary file object) for streaming.
+
+    Writing one track: `nc.open("x.ncb", "wb", codec="audio/opus", bitrate="12k", sample_rate=16000, channels=1)`;
+    several: `nc.open("x.ncb", "wb", tracks=[TrackSpec(...), ...])` and `write(block, track=i)`.
+    Media facts: audio `sample_rate`, `channels`; image `width`, `height`, `mode`;
+    video `width`, `height`, `fps` (a number or Fraction).
+    """
+    if mode not in ("rb", "wb"):
+        raise UsageError(f"mode must be 'rb' or 'wb', not {mode!r}")
+    f, owned = _open_binary(target, mode)
+    try:
+        if mode == "rb":
+            return Reader(f, ignore_errors=ignore_errors, close_in=owned)
+        if tracks is None:
+            tracks = [TrackSpec(facts_from_kwargs(**facts), codec, bitrate, quality)]
+        elif facts or codec or bitrate or quality:
+            raise UsageError("give either tracks=[...] or one track's codec, rate and facts, not both")
+        return Writer(f, tracks, close_out=owned)
+    except BaseException:
+        if owned:
+            f.close()
+        raise
+
+
+def facts_from_kwargs(**kw) -> MediaFacts:
+    """Media facts from keyword arguments; the modality follows from which are given."""
+    from fractions import Fraction
+
+    try:
+        if "sample_rate" in kw:
+            return AudioFacts(int(kw.pop("sample_rate")), int(kw.pop("channels", 1)))
+        if "fps" in kw:
+            fps = Fraction(kw.pop("fps")).limit_denominator(1001)
+            return VideoFacts(int(kw.pop("width")), int(kw.pop("height")), fps.numerator, fps.denominator)
+        if "width" in kw:
+            return ImageFacts(int(kw.pop("width")), int(kw.pop("height")), str(kw.pop("mode", "RGB")))
+    except KeyError as e:
+        raise UsageError(f"missing media fact {e}") from None
+    finally:
+        if kw:
+            raise UsageError(f"unknown arguments: {', '.join(sorted(kw))}")
+    raise UsageError("say what the media is: sample_rate=... (audio), width/height (image) or width/height/fps (video)")
+
+
+def _open_binary(target, mode: str) -> tuple[BinaryIO, bool]:
+    if target == "-":
+        return (sys.stdin.buffer if mode == "rb" else sys.stdout.buffer), False
+    if hasattr(target, "read" if mode == "rb" else "write"):
+        return target, False
+    try:
+        return builtins.open(target, mode), True  # this module's `open` is nc.open
+    except OSError as e:
+        raise MediaError(f"cannot open {target}: {e.strerror}") from None

@@ -1,0 +1,43 @@
+"""Shared fixtures. The toy plugin under tests/plugins is pip-installed into a
+temporary folder once per session, so the codec registry finds it the way it
+finds any third-party plugin: through its entry point."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+TOY_PLUGIN = Path(__file__).resolve().parent / "plugins" / "nc-toy"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def toy_plugin(tmp_path_factory):
+    target = tmp_path_factory.mktemp("toy-plugin")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(TOY_PLUGIN)], check=True, capture_output=True)
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    from nc.plugins import registry
+
+    registry.cache_clear()
+    yield target
+    registry.cache_clear()
+
+
+@pytest.fixture
+def tone():
+    """Two seconds of a 16 kHz mono test signal: a chirp plus a little noise."""
+    t = np.arange(32000) / 16000
+    rng = np.random.default_rng(0)
+    x = 0.4 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.02 * rng.standard_normal(t.size)
+    return x.astype(np.float32)[:, None]
+
+
+def run_nc(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run the real `nc` command in a subprocess (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "nc", *map(str, args)], input=stdin,
+                          capture_output=True, timeout=300)

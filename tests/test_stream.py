@@ -1,0 +1,117 @@
+"""The stream API and nc.encode/nc.decode, on the toy third-party codec (deterministic, fast)."""
+import io
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import nc
+from nc.bitstream import container as C
+from nc.errors import CorruptChunkError, TruncatedError, UsageError
+
+TOY = dict(codec="audio/toy-mulaw", sample_rate=16000, channels=1)
+
+
+def _write(pieces, **kw) -> bytes:
+    out = io.BytesIO()
+    with nc.open(out, "wb", **{**TOY, **kw}) as w:
+        for p in pieces:
+            w.write(p)
+    return out.getvalue()
+
+
+def test_round_trip_exact_length(tone):
+    data = nc.encode(tone, **TOY)
+    decoded = nc.decode(data)
+    assert decoded.data.shape == tone.shape and decoded.data.dtype == np.float32
+    assert np.abs(decoded.data - tone).max() < 0.02
+    assert decoded[0].info.length == len(tone) and decoded[0].info.seconds == 2.0
+
+
+def test_hundred_pieces_equal_one_piece(tone):
+    cuts = np.sort(np.random.default_rng(1).choice(len(tone), 99, replace=False))
+    assert _write(np.split(tone, cuts)) == _write([tone])
+
+
+def test_torch_tensors_and_int16_are_accepted(tone):
+    import torch
+
+    assert nc.encode(torch.from_numpy(tone), **TOY) == nc.encode(tone, **TOY)
+    as_int16 = (tone * 32768).astype(np.int16)
+    assert np.abs(nc.decode(nc.encode(as_int16, **TOY)).data - tone).max() < 0.02
+
+
+def test_wrong_shape_is_a_usage_error(tone):
+    with pytest.raises(UsageError, match="shape"):
+        nc.encode(np.zeros((10, 2), np.float32), **TOY)
+
+
+def test_seek_by_time(tone):
+    reader = nc.open(io.BytesIO(nc.encode(tone, **TOY)), "rb")
+    full = reader.read()
+    reader.seek(0.6)
+    tail = np.concatenate([a for _, a in reader])
+    np.testing.assert_array_equal(tail, full[9600:])
+    reader.seek(0.0)
+    np.testing.assert_array_equal(np.concatenate([a for _, a in reader]), full)
+
+
+def _damaged(tone, chunk: int) -> tuple[bytes, list]:
+    data = bytearray(nc.encode(tone, **TOY))
+    chunks = list(C.ContainerReader(io.BytesIO(bytes(data))).chunks())
+    data[chunks[chunk].offset + 40] ^= 0xFF
+    return bytes(data), chunks
+
+
+def test_corrupt_chunk_is_reported_by_number(tone):
+    data, _ = _damaged(tone, 3)
+    with pytest.raises(CorruptChunkError, match="chunk 3 .*corrupt.*--ignore-errors") as e:
+        nc.decode(data)
+    assert e.value.chunk_number == 3
+
+
+def test_ignore_errors_decodes_every_other_chunk(tone):
+    data, chunks = _damaged(tone, 3)
+    clean = nc.decode(nc.encode(tone, **TOY)).data
+    decoded = nc.decode(data, ignore_errors=True)
+    assert decoded.data.shape == tone.shape
+    lost = slice(chunks[3].start, chunks[3].start + chunks[3].duration)
+    assert np.all(decoded.data[lost] == 0)
+    keep = np.ones(len(tone), bool)
+    keep[lost] = False
+    np.testing.assert_array_equal(decoded.data[keep], clean[keep])
+    assert any("chunk 3" in d for d in decoded.damage)
+
+
+def test_truncated_file_gives_every_complete_chunk(tone):
+    data = nc.encode(tone, **TOY)
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    cut = data[: chunks[5].offset + 100]
+    with pytest.raises(TruncatedError):
+        nc.decode(cut)
+    decoded = nc.decode(cut, ignore_errors=True)
+    assert len(decoded.data) == chunks[5].start
+    np.testing.assert_array_equal(decoded.data, nc.decode(data).data[: chunks[5].start])
+
+
+def test_image_and_video_facts_follow_from_the_array():
+    with pytest.raises(UsageError, match="sample_rate"):
+        nc.encode(np.zeros((5, 4, 3, 2), np.float32))
+
+
+def test_one_hour_streams_with_bounded_memory(tmp_path):
+    """An hour of 16 kHz audio through the writer and reader; peak Python-side memory stays small."""
+    path = tmp_path / "hour.ncb"
+    second = (0.1 * np.sin(np.arange(16000) / 7)).astype(np.float32)[:, None]
+    tracemalloc.start()
+    with nc.open(path, "wb", **TOY) as w:
+        for _ in range(3600 // 10):
+            w.write(np.tile(second, (10, 1)))
+    total = 0
+    with nc.open(path, "rb") as r:
+        for _, block in r:
+            total += len(block)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert total == 3600 * 16000
+    assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB"  # the hour itself is 230 MiB as float32
