@@ -23,6 +23,9 @@ from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts
 from nc.plugins import find_codec, registry
 
 
+MAX_FILL_SECONDS = 600  # the longest gap or end padding a reader fills in
+
+
 @dataclass(frozen=True)
 class TrackSpec:
     """What a writer needs for one track: a codec, its rate point and the media facts."""
@@ -290,8 +293,7 @@ class Reader:
             self.damage.append(f"track {state.info.index}: {start - state.next_start} samples/frames lost "
                                f"before position {start}")
         yield from self._emit(state, state.decoder.flush(), limit=start)
-        if state.emitted < start:
-            yield from self._emit(state, self._filler(state, start - state.emitted), limit=start)
+        yield from self._pad_to(state, start)
         state.decoder.reset()
         state.discard = max(0, state.emitted - start)  # output already given for [start, emitted)
 
@@ -302,8 +304,7 @@ class Reader:
                 continue
             end = totals[state.info.index][0] if totals else state.next_start
             yield from self._emit(state, state.decoder.flush(), limit=end)
-            if state.emitted < end:
-                yield from self._emit(state, self._filler(state, end - state.emitted), limit=end)
+            yield from self._pad_to(state, end)
         if totals:
             self.tracks = [_track_info(i, h, totals) for i, h in enumerate(self._container.tracks)]
 
@@ -325,12 +326,27 @@ class Reader:
                 state.last_frame = out[-1]
             yield state.info.index, out
 
-    def _filler(self, state: _TrackState, n: int) -> np.ndarray:
+    def _pad_to(self, state: _TrackState, end: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Silence (audio) or the last good frame (video) up to `end`, in bounded pieces.
+
+        Positions come from the file, so a gap longer than MAX_FILL_SECONDS is
+        not filled (a damaged file must not make nc write hours of nothing).
+        """
         facts = state.info.facts
+        gap = end - state.emitted
+        if gap <= 0:
+            return
+        if facts.seconds(gap) > MAX_FILL_SECONDS:
+            self.damage.append(f"track {state.info.index}: a gap of {facts.seconds(gap):.0f} s was not filled")
+            state.emitted = end
+            return
         if isinstance(facts, AudioFacts):
-            return np.zeros((n, facts.channels), np.float32)
-        frame = state.last_frame if state.last_frame is not None else np.zeros((facts.height, facts.width, 3), np.uint8)
-        return np.repeat(frame[None], n, axis=0)
+            piece = np.zeros((min(gap, 1 << 16), facts.channels), np.float32)
+        else:
+            frame = state.last_frame if state.last_frame is not None else np.zeros((facts.height, facts.width, 3), np.uint8)
+            piece = np.repeat(frame[None], min(gap, 8), axis=0)
+        while state.emitted < end:
+            yield from self._emit(state, piece[: end - state.emitted], limit=end)
 
 
 def _track_info(i: int, h: TrackHeader, totals) -> TrackInfo:

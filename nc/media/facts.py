@@ -13,6 +13,8 @@ from nc.errors import FormatError
 MAX_SAMPLE_RATE = 768_000
 MAX_CHANNELS = 64
 MAX_SIDE = 32_768  # pixels, per image or video side
+MAX_IMAGE_PIXELS = 1 << 28  # 16384 x 16384
+MAX_FRAME_PIXELS = 1 << 25  # a little over 8K UHD
 IMAGE_MODES = {"L": 1, "RGB": 3, "RGBA": 4}
 
 
@@ -43,7 +45,8 @@ class ImageFacts:
         return IMAGE_MODES[self.mode]
 
     def validate(self) -> "ImageFacts":
-        _check(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE, f"image size {self.width}x{self.height}")
+        _check(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE
+               and self.width * self.height <= MAX_IMAGE_PIXELS, f"image size {self.width}x{self.height}")
         _check(self.mode in IMAGE_MODES, f"image mode {self.mode!r}")
         return self
 
@@ -64,7 +67,8 @@ class VideoFacts:
         return Fraction(self.fps_num, self.fps_den)
 
     def validate(self) -> "VideoFacts":
-        _check(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE, f"video size {self.width}x{self.height}")
+        _check(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE
+               and self.width * self.height <= MAX_FRAME_PIXELS, f"video size {self.width}x{self.height}")
         _check(1 <= self.fps_num <= 1_000_000 and 1 <= self.fps_den <= 1_000_000, f"frame rate {self.fps_num}/{self.fps_den}")
         _check(self.fps_num / self.fps_den <= 1000, f"frame rate {self.fps_num}/{self.fps_den}")
         return self
