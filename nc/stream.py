@@ -269,21 +269,26 @@ class Reader:
         state = self._states[chunk.track]
         if chunk.offset < state.from_offset or state.failed:
             return
-        try:
-            if state.decoder is None:
+        if state.decoder is None:
+            try:
                 state.decoder = _make_decoder(state.info)
+            except NCError as e:  # codec missing or other weights: other tracks may still decode
+                if not self.ignore_errors:
+                    raise
+                state.failed = str(e)
+                self.damage.append(f"track {chunk.track} skipped: {e}")
+                return
+        try:
             if chunk.start != state.next_start:
                 yield from self._fill_gap(state, chunk.start)
             out = state.decoder.decode(Packet(chunk.payload, chunk.start, chunk.duration, chunk.keyframe))
-        except NCError as e:
-            if not self.ignore_errors or state.decoder is None:
-                raise
-            self.damage.append(f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {e}")
+        except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
+            message = f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {_one_line(e)}"
+            if not self.ignore_errors:
+                raise CorruptChunkError(message, chunk.number) from e
+            self.damage.append(message)
             state.decoder.reset()
             return
-        except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
-            raise CorruptChunkError(f"chunk {chunk.number} (track {chunk.track}) could not be decoded: "
-                                    f"{e.__class__.__name__}: {e}", chunk.number) from e
         state.next_start = chunk.start + chunk.duration
         yield from self._emit(state, out)
 
@@ -356,6 +361,11 @@ def _track_info(i: int, h: TrackHeader, totals) -> TrackInfo:
         raise FormatError(f"track {i}'s rate point is malformed") from None
     return TrackInfo(i, h.codec, h.codec_version, h.weights_sha256, rate, facts_from_json(h.facts), h.params,
                      totals[i][0] if totals else None)
+
+
+def _one_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if isinstance(e, NCError) else f"{e.__class__.__name__}: {text}"
 
 
 def _make_decoder(info: TrackInfo) -> Decoder:

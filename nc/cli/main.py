@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import nc
@@ -57,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         print("nc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug in nc or a plugin: still one line, the traceback on request
+        if os.environ.get("NC_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"nc: internal error: {e.__class__.__name__}: {first} (set NC_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
 
 
@@ -174,8 +182,6 @@ def _open_output(path: str):
 
 
 def _remove(path: str) -> None:
-    import os
-
     try:
         os.unlink(path)
     except OSError:

@@ -18,6 +18,7 @@ the `nc_register_codecs` hook (see `nc.plugins.hookspecs`).
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -152,8 +153,8 @@ class Encoder(ABC):
     """Stateful: `encode` accepts blocks of any size, `flush` ends the stream."""
 
     #: JSON-able parameters the decoder needs; stored in the track header, so
-    #: they must be final before the first packet.
-    params: dict = {}
+    #: they must be final before the first packet. Assign a dict per instance.
+    params: dict = MappingProxyType({})
 
     @abstractmethod
     def encode(self, block: np.ndarray) -> Iterable[Packet]:
@@ -165,13 +166,22 @@ class Encoder(ABC):
 
 
 class Decoder(ABC):
+    """Turns packets back into media.
+
+    Alignment contract: a new decoder, or one just reset, starts its output at
+    the `start` of the next packet it decodes. Output may lag behind the
+    packets (a resampler's lookahead); `flush` returns what is held back. nc
+    trims each track to the exact length recorded in the file. Raise any
+    exception for a payload that cannot be decoded: nc reports it with the
+    chunk's number.
+    """
+
     @abstractmethod
     def decode(self, packet: Packet) -> np.ndarray:
-        """Media for this packet. Output may lag the packet (see `flush`);
-        nc trims the stream's total to the exact length recorded in the file."""
+        """Media for this packet (possibly lagging; see the class docstring)."""
 
     def flush(self) -> np.ndarray | None:
-        """Media still held back at the end of the stream (or before a reset)."""
+        """Media still held back. Called at the end of the stream and before a reset."""
         return None
 
     def reset(self) -> None:

@@ -270,6 +270,7 @@ class _VideoFileWriter:
                 s.width, s.height, s.pix_fmt = f.width + (f.width & even), f.height + (f.height & even), pix_fmt
             else:
                 s = self._out.add_stream(acodec, rate=f.sample_rate if acodec != "libopus" else 48000)
+                s.time_base = Fraction(1, s.rate)
                 s.layout = "mono" if f.channels == 1 else "stereo" if f.channels == 2 else f"{f.channels}c"
                 self._resamplers[track] = av.AudioResampler(format=s.format.name, layout=s.layout, rate=s.rate)
             self._streams[track] = s
@@ -290,17 +291,19 @@ class _VideoFileWriter:
         block = np.ascontiguousarray(np.clip(block, -1, 1).T, dtype=np.float32)
         af = av.AudioFrame.from_ndarray(block, format="fltp", layout=s.layout.name)
         af.sample_rate = self._facts[track].sample_rate
-        af.pts = self._pts[track]
-        self._pts[track] += block.shape[1]
-        for rf in self._resamplers[track].resample(af):
-            rf.pts = None
+        self._mux_audio(track, self._resamplers[track].resample(af))
+
+    def _mux_audio(self, track: int, frames) -> None:
+        """Stamp resampled frames with a running sample count (containers refuse missing pts)."""
+        s = self._streams[track]
+        for rf in frames:
+            rf.pts, rf.time_base = self._pts[track], s.time_base
+            self._pts[track] += rf.samples
             self._out.mux(s.encode(rf))
 
     def close(self) -> None:
         for track, s in self._streams.items():
             if s.type == "audio":
-                for rf in self._resamplers[track].resample(None):
-                    rf.pts = None
-                    self._out.mux(s.encode(rf))
+                self._mux_audio(track, self._resamplers[track].resample(None))
             self._out.mux(s.encode(None))
         self._out.close()

@@ -1,0 +1,24 @@
+"""nc-classical: classical codecs for nc, registered through the `nc.plugins` entry point.
+
+    audio/opus                         libopus via PyAV (opus.py)
+    image/jpeg, image/webp, image/avif Pillow (still.py)
+    video/h264, video/h265             libx264 / libx265 via PyAV (h26x.py)
+
+They rank 10-12 (AVIF over WebP over JPEG), below nc's neural codecs, so they are used when asked for by
+name or when nothing better is installed. Importing this package and building
+the codecs is cheap: PyAV and Pillow are imported on first encode or decode.
+"""
+import pluggy
+
+from nc_classical.h26x import H264Codec, H265Codec
+from nc_classical.opus import OpusCodec
+from nc_classical.still import AvifCodec, JpegCodec, WebpCodec
+
+hookimpl = pluggy.HookimplMarker("nc")
+
+__all__ = ["AvifCodec", "H264Codec", "H265Codec", "JpegCodec", "OpusCodec", "WebpCodec", "nc_register_codecs"]
+
+
+@hookimpl
+def nc_register_codecs():
+    return [OpusCodec(), JpegCodec(), WebpCodec(), AvifCodec(), H264Codec(), H265Codec()]

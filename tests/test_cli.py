@@ -1,0 +1,134 @@
+"""The `nc` command as a user runs it: real samples, real classical codecs, bad input."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from conftest import SAMPLES, run_nc
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def _fails_cleanly(result, code: int, pattern: str):
+    err = result.stderr.decode()
+    assert result.returncode == code, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nc: error: "), err
+    assert pattern in lines[0], err
+
+
+def test_audio_round_trip_with_opus(tmp_path):
+    out = _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus", "--bitrate", "12k"))
+    assert "audio/opus @ 12k" in out.stdout.decode() and "kbps" in out.stdout.decode()
+    _ok(run_nc("decode", tmp_path / "s.ncb", tmp_path / "s.wav"))
+    original, rate = sf.read(SAMPLES / "speech.wav")
+    decoded, decoded_rate = sf.read(tmp_path / "s.wav")
+    assert decoded_rate == rate and decoded.shape == original.shape
+
+
+def test_image_round_trip_with_bpp_request(tmp_path):
+    _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "p.ncb", "--codec", "image/webp", "--bitrate", "0.5bpp"))
+    _ok(run_nc("decode", tmp_path / "p.ncb", tmp_path / "p.png"))
+    original = np.asarray(Image.open(SAMPLES / "photo.png"))
+    decoded = np.asarray(Image.open(tmp_path / "p.png"))
+    assert decoded.shape == original.shape
+    bpp = (tmp_path / "p.ncb").stat().st_size * 8 / (original.shape[0] * original.shape[1])
+    assert bpp < 0.55  # the request is honoured, container included
+
+
+def test_video_with_sound_becomes_two_tracks_and_plays_back(tmp_path):
+    import av
+
+    _ok(run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--bitrate", "300k", "--audio-bitrate", "16k"))
+    info = json.loads(_ok(run_nc("info", "--json", tmp_path / "c.ncb")).stdout)
+    assert [t["modality"] for t in info["tracks"]] == ["video", "audio"]
+    assert info["tracks"][0]["length"] == 50
+    _ok(run_nc("decode", tmp_path / "c.ncb", tmp_path / "c.mkv"))
+    with av.open(str(tmp_path / "c.mkv")) as f:
+        assert len(f.streams.video) == 1 and len(f.streams.audio) == 1
+        frames = sum(1 for _ in f.decode(video=0))
+    assert frames == 50
+
+
+def test_stdin_to_stdout(tmp_path):
+    wav = (SAMPLES / "speech.wav").read_bytes()
+    encoded = _ok(run_nc("encode", "-", "-", "--codec", "audio/opus", stdin=wav)).stdout
+    assert encoded.startswith(b"\x89NCB")
+    decoded = _ok(run_nc("decode", "-", "-", "--format", "wav", stdin=encoded)).stdout
+    assert decoded.startswith(b"RIFF")
+
+
+def test_info_human_and_chunks(tmp_path):
+    _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
+    text = _ok(run_nc("info", "--chunks", tmp_path / "s.ncb")).stdout.decode()
+    assert "track 0: audio/opus v1" in text and "sample_rate=16000" in text and "6.125 s" in text
+    assert "keyframe=True" in text
+
+
+@pytest.mark.parametrize("args, code, pattern", [
+    (["encode", "missing.wav", "x.ncb"], 1, "missing.wav: no such file"),
+    (["encode", "README_NOT_MEDIA", "x.ncb"], 1, "not a supported audio, image or video file"),
+    (["encode", "SPEECH", "x.ncb", "--codec", "audio/nope"], 1, "codec 'audio/nope' is not installed"),
+    (["encode", "SPEECH", "x.ncb", "--codec", "image/jpeg"], 2, "image/jpeg is a image codec; the input is audio"),
+    (["encode", "SPEECH", "x.ncb", "--codec", "audio/opus", "--bitrate", "2k"], 2, "accepts 5k to 510k"),
+    (["encode", "SPEECH", "x.ncb", "--bitrate", "lots"], 2, "cannot read bitrate"),
+    (["decode", "SPEECH", "x.wav"], 1, "not an .ncb file"),
+    (["decode", "missing.ncb", "x.wav"], 1, "cannot open missing.ncb"),
+    (["info", "SPEECH"], 1, "not an .ncb file"),
+])
+def test_bad_input_gives_one_line(tmp_path, args, code, pattern):
+    (tmp_path / "README_NOT_MEDIA").write_text("hello")
+    args = [str(SAMPLES / "speech.wav") if a == "SPEECH" else a for a in args]
+    args = [str(tmp_path / a) if a in ("README_NOT_MEDIA", "x.ncb", "x.wav") else a for a in args]
+    _fails_cleanly(run_nc(*args), code, pattern)
+    assert not (tmp_path / "x.ncb").exists()
+
+
+def _opus_file(tmp_path) -> bytes:
+    _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
+    return (tmp_path / "s.ncb").read_bytes()
+
+
+def test_corrupt_chunk_named_then_recovered(tmp_path):
+    data = bytearray(_opus_file(tmp_path))
+    info = json.loads(_ok(run_nc("info", "--json", "--chunks", tmp_path / "s.ncb")).stdout)
+    data[info["chunks"][2]["offset"] + 50] ^= 0x10
+    (tmp_path / "bad.ncb").write_bytes(bytes(data))
+    _fails_cleanly(run_nc("decode", tmp_path / "bad.ncb", tmp_path / "o.wav"), 1, "chunk 2")
+    result = _ok(run_nc("decode", "--ignore-errors", tmp_path / "bad.ncb", tmp_path / "o.wav"))
+    assert "nc: warning: chunk 2" in result.stderr.decode()
+    assert sf.info(tmp_path / "o.wav").frames == sf.info(SAMPLES / "speech.wav").frames
+
+
+def test_truncated_file(tmp_path):
+    data = _opus_file(tmp_path)
+    (tmp_path / "cut.ncb").write_bytes(data[: len(data) * 2 // 3])
+    _fails_cleanly(run_nc("decode", tmp_path / "cut.ncb", tmp_path / "o.wav"), 1, "truncated")
+    _ok(run_nc("decode", "--ignore-errors", tmp_path / "cut.ncb", tmp_path / "o.wav"))
+    assert 0 < sf.info(tmp_path / "o.wav").frames < sf.info(SAMPLES / "speech.wav").frames
+
+
+def test_weights_mismatch_is_refused(tmp_path):
+    """A track header naming other weights than the installed codec's (header CRC fixed up)."""
+    import io
+    import zlib
+
+    from nc.bitstream import container as C
+
+    data = _opus_file(tmp_path)
+    reader = C.ContainerReader(io.BytesIO(data))
+    head_end = reader.data_at
+    head = data[16 + 8:head_end - 4].replace(b'"weights_sha256":""', b'"weights_sha256":"' + b"ab" * 32 + b'"')
+    chunk = C.CHUNK_HEAD.pack(len(head), b"HEAD") + head + C.CHUNK_CRC.pack(zlib.crc32(b"HEAD" + head))
+    (tmp_path / "w.ncb").write_bytes(data[:16] + chunk + data[head_end:])
+    _fails_cleanly(run_nc("decode", tmp_path / "w.ncb", tmp_path / "o.wav"), 1, "encoded with audio/opus weights abababababab")
+
+
+def test_usage_error_exit_code():
+    assert run_nc("encode").returncode == 2

@@ -1,0 +1,104 @@
+"""The plugin host: entry points, broken and duplicate plugins, blocking, `nc codecs`."""
+import sys
+import textwrap
+
+import pytest
+
+from conftest import run_nc
+from nc.codecs.base import CodecDescriptor, RatePoint
+from nc.errors import UnknownCodecError, UsageError
+from nc.plugins import load_registry
+
+
+def _fake_distribution(root, name: str, entry_points: str, module: str = "", source: str = ""):
+    """A minimal installed distribution (dist-info + module) on a folder we put on sys.path."""
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[nc.plugins]\n{entry_points}\n")
+    if module:
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("fake_")]:
+        del sys.modules[name]
+
+
+def test_third_party_plugin_found_through_its_entry_point():
+    registry = load_registry()
+    assert registry.provider["audio/toy-mulaw"] == "toy"
+    assert registry.get("audio/toy-mulaw").descriptor.summary.startswith("8-bit mu-law")
+
+
+def test_plugin_that_fails_to_import_is_named_and_others_survive(site):
+    _fake_distribution(site, "fake-broken", "broken = fake_missing_module")
+    registry = load_registry()
+    assert "audio/toy-mulaw" in registry.codecs
+    assert any("'broken'" in p and "failed to load" in p and "fake_missing_module" in p for p in registry.problems)
+    with pytest.raises(UnknownCodecError, match="broken"):
+        registry.get("audio/whatever")
+
+
+def test_plugin_whose_hook_raises(site):
+    _fake_distribution(site, "fake-raiser", "raiser = fake_raiser", "fake_raiser", """
+        from nc.plugins import hookimpl
+
+        @hookimpl
+        def nc_register_codecs():
+            raise RuntimeError("weights file missing")
+    """)
+    registry = load_registry()
+    assert "audio/toy-mulaw" in registry.codecs
+    assert "plugin 'raiser' failed to register codecs: RuntimeError: weights file missing" in registry.problems
+
+
+def test_duplicate_codec_id_keeps_the_first_and_says_so(site):
+    _fake_distribution(site, "fake-dup", "zz_dup = fake_dup", "fake_dup", """
+        from nc.plugins import hookimpl
+        from nc_toy import ToyCodec
+
+        @hookimpl
+        def nc_register_codecs():
+            return [ToyCodec(), "not a codec"]
+    """)
+    registry = load_registry()
+    assert registry.provider["audio/toy-mulaw"] == "toy"
+    assert any("'zz_dup' registers codec 'audio/toy-mulaw', already provided by plugin 'toy'" in p
+               for p in registry.problems)
+    assert any("not an nc Codec" in p for p in registry.problems)
+
+
+def test_blocking_a_plugin(monkeypatch):
+    monkeypatch.setenv("NC_DISABLE_PLUGINS", "toy")
+    assert "audio/toy-mulaw" not in load_registry().codecs
+
+
+def test_descriptor_validation():
+    with pytest.raises(ValueError, match="must look like"):
+        CodecDescriptor("Audio Codec", 1, "audio", "x", points=(RatePoint("a", 1, "bps"),))
+    with pytest.raises(ValueError, match="no rate points"):
+        CodecDescriptor("audio/x", 1, "audio", "x")
+
+
+def test_rate_requests_map_to_points():
+    d = CodecDescriptor("audio/x", 1, "audio", "x",
+                        points=tuple(RatePoint(f"{k}k", k * 1000, "bps") for k in (1.5, 3, 6, 12)))
+    assert d.resolve("6k").name == "6k"
+    assert d.resolve("5.5kbps").name == "6k"
+    assert d.resolve(2000).name == "1.5k"
+    assert d.resolve().name == "1.5k"
+    with pytest.raises(UsageError, match="cannot read bitrate"):
+        d.resolve("fast")
+    with pytest.raises(UsageError, match="no quality rate points"):
+        d.resolve(quality=3)
+
+
+def test_nc_codecs_lists_plugins_with_rates():
+    result = run_nc("codecs")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "audio/toy-mulaw" in out and "[toy]" in out and "q8" in out
