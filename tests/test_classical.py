@@ -75,13 +75,13 @@ def _opus_roundtrip(x: np.ndarray, rate: int, bitrate: str, pieces: int = 1):
 @pytest.mark.parametrize("rate", [16000, 44100, 48000])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_opus_roundtrip_lengths_and_alignment(rate, channels):
-    n = int(rate * 2.3)
+    n = int(rate * 4.3)
     t = np.arange(n) / rate
     x = (0.5 * np.sin(2 * np.pi * 440 * t)[:, None] * np.ones(channels)).astype(np.float32)
     packets, y, params = _opus_roundtrip(x, rate, "64k")
     assert params["preskip"] == 312
-    assert [p.start for p in packets] == [0, rate, 2 * rate]
-    assert [p.duration for p in packets] == [rate, rate, n - 2 * rate]
+    assert [p.start for p in packets] == [0, 2 * rate, 4 * rate]
+    assert [p.duration for p in packets] == [2 * rate, 2 * rate, n - 4 * rate]
     assert sum(p.duration for p in packets) == n
     assert y.dtype == np.float32 and y.shape[1] == channels and len(y) >= n
     # a pre-skip or resampler misalignment of even one sample at 440 Hz would cost far more than this
@@ -115,23 +115,23 @@ def test_opus_packet_lengths_use_rfc6716_framing():
         pack_group([bytes(1276)])
 
 
-def test_opus_packet_holds_50_frames():
-    packets, _, _ = _opus_roundtrip(_speechlike(16000, 1.5, 1), 16000, "24k")
-    assert len(unpack_group(packets[0].payload)) == 50
-    assert len(unpack_group(packets[-1].payload)) >= 26  # 25 frames of input + libopus's flushed delay
+def test_opus_packet_holds_two_seconds_of_frames():
+    packets, _, _ = _opus_roundtrip(_speechlike(16000, 3.0, 1), 16000, "24k")
+    assert len(unpack_group(packets[0].payload)) == 100
+    assert len(unpack_group(packets[-1].payload)) >= 51  # 50 frames of input + libopus's flushed delay
     with pytest.raises(CorruptChunkError):
         unpack_group(packets[0].payload[:-1])
 
 
 def test_opus_exact_second_keeps_the_flush_in_the_last_packet():
-    packets, y, _ = _opus_roundtrip(_speechlike(16000, 2.0, 1), 16000, "24k")
-    assert [p.duration for p in packets] == [16000, 16000]
-    assert len(y) >= 32000
+    packets, y, _ = _opus_roundtrip(_speechlike(16000, 4.0, 1), 16000, "24k")
+    assert [p.duration for p in packets] == [32000, 32000]
+    assert len(y) >= 64000
 
 
 def test_opus_decodes_after_reset_from_any_packet():
     rate = 44100
-    n = int(rate * 3.5)
+    n = int(rate * 6.5)
     x = (0.5 * np.sin(2 * np.pi * 300 * np.arange(n) / rate))[:, None].astype(np.float32)
     packets, _, params = _opus_roundtrip(x, rate, "64k")
     codec = OpusCodec()

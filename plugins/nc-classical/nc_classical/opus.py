@@ -1,7 +1,7 @@
 """audio/opus: libopus through PyAV, at any input rate and 1..8 channels.
 
 Pipeline: input rate -> StreamResampler -> 48 kHz -> 20 ms libopus frames ->
-Opus packets, grouped 50 to an nc Packet (one second of input). The decoder
+Opus packets, grouped 100 to an nc Packet (two seconds of input). The decoder
 runs the way back: Opus packets -> 48 kHz -> drop the encoder's pre-skip ->
 StreamResampler -> input rate.
 
@@ -14,8 +14,8 @@ length n (0..1275) coded as in RFC 6716 section 3.2.1:
 then the n bytes of the Opus packet (RFC 6716). At 6 kbps that is one byte per
 20 ms frame (0.4 kbps) where a u16 would cost 0.8 kbps.
 
-Packet g covers input samples [g * rate, g * rate + duration): every group but
-the last holds exactly 50 Opus packets (48000 samples at 48 kHz, i.e. `rate`
+Packet g covers input samples [2 g rate, 2 g rate + duration): every group but
+the last holds exactly 100 Opus packets (96000 samples at 48 kHz, i.e. 2 * `rate`
 input samples); the last holds the rest, including the packets libopus emits
 on flush, and its duration is whatever input remains, so the durations sum to
 the input length.
@@ -37,7 +37,8 @@ from nc.media.resample import StreamResampler
 
 OPUS_RATE = 48_000
 FRAME = 960  # 20 ms at 48 kHz
-FRAMES_PER_PACKET = 50  # 50 x 20 ms = one nc Packet per second
+GROUP_SECONDS = 2  # per nc Packet: the container's ~60 bytes per chunk cost 0.24 kbps, not 0.48
+FRAMES_PER_PACKET = 50 * GROUP_SECONDS  # 20 ms frames
 MAX_CHANNELS = 8
 MAX_OPUS_PACKET = 1275  # bytes, RFC 6716
 # Layouts libopus maps with Vorbis channel order (mapping family 0 for 1-2, 1 for 3-8).
@@ -130,6 +131,7 @@ def unpack_group(payload: bytes) -> list[bytes]:
 class OpusEncoder(Encoder):
     def __init__(self, facts: AudioFacts, bps: int):
         self.rate, self.channels = facts.sample_rate, facts.channels
+        self.group_in = GROUP_SECONDS * self.rate  # input samples per nc Packet
         self.ctx = _open_encoder(self.channels, bps)
         head = bytes(self.ctx.extradata)
         self.params = {"preskip": _preskip(head), "opus_head": head.hex()}
@@ -150,8 +152,8 @@ class OpusEncoder(Encoder):
         # the last one, which must also take the packets libopus emits on flush.
         out = []
         while (len(self.opus_packets) >= FRAMES_PER_PACKET
-               and self.n_in > (self.group + 1) * self.rate):
-            out.append(self._emit(FRAMES_PER_PACKET, self.rate))
+               and self.n_in > (self.group + 1) * self.group_in):
+            out.append(self._emit(FRAMES_PER_PACKET, self.group_in))
         return out
 
     def flush(self) -> list[Packet]:
@@ -162,9 +164,9 @@ class OpusEncoder(Encoder):
             self.opus_packets += [bytes(p) for p in self.ctx.encode(None)]
         out = []
         while self.opus_packets:
-            last = self.n_in <= (self.group + 1) * self.rate
+            last = self.n_in <= (self.group + 1) * self.group_in
             take = len(self.opus_packets) if last else FRAMES_PER_PACKET
-            out.append(self._emit(take, self.n_in - self.group * self.rate if last else self.rate))
+            out.append(self._emit(take, self.n_in - self.group * self.group_in if last else self.group_in))
         return out
 
     def _feed(self, x48: np.ndarray) -> None:
@@ -186,7 +188,7 @@ class OpusEncoder(Encoder):
 
     def _emit(self, count: int, duration: int) -> Packet:
         group, self.opus_packets = self.opus_packets[:count], self.opus_packets[count:]
-        packet = Packet(pack_group(group), start=self.group * self.rate, duration=duration, keyframe=True)
+        packet = Packet(pack_group(group), start=self.group * self.group_in, duration=duration, keyframe=True)
         self.group += 1
         return packet
 
