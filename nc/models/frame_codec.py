@@ -1,0 +1,104 @@
+"""A frame-rate neural audio codec: learned analysis, ConvNeXt encoder, quantizer, ConvNeXt decoder, iSTFT.
+
+All the network's work happens at 50 frames/s (hop 320 at 16 kHz), not per
+sample, which is what makes it cheap enough to train and run on a CPU (the
+Vocos idea, applied to both sides). The decoder predicts a log-magnitude and a
+phase per STFT bin; frames are overlap-added with a square-root Hann window,
+whose squares sum to one at 50 % overlap, so no normalisation is needed.
+
+Timing: frame t's analysis window and synthesis window both cover samples
+[(t-1) hop, (t+1) hop). Output samples [(k-1) hop, k hop) are the overlap of
+frames k-1 and k, so a signal of T samples needs ceil(T / hop) + 1 frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from nc.nn.layers import Backbone, CausalConv1d
+from nc.quantization.rvq import QuantizerOutput, ResidualVQ
+
+
+@dataclass(frozen=True)
+class FrameCodecConfig:
+    sample_rate: int = 16000
+    hop: int = 320
+    enc_channels: int = 192
+    enc_blocks: int = 4
+    dec_channels: int = 256
+    dec_blocks: int = 6
+    latent: int = 128
+    stages: int = 24
+    codebook_size: int = 1024
+    code_dim: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    def frames_for(self, samples: int) -> int:
+        return math.ceil(samples / self.hop) + 1
+
+
+class FrameCodec(nn.Module):
+    def __init__(self, cfg: FrameCodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_fft = 2 * cfg.hop
+        self.analysis = CausalConv1d(1, cfg.enc_channels, n_fft, stride=cfg.hop)
+        self.encoder = Backbone(cfg.enc_channels, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
+        self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim)
+        self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
+        # frames of left context a window needs so its outputs equal the whole-signal outputs
+        self.encoder_context = self.encoder.receptive + 1
+        self.decoder_context = self.decoder.receptive
+
+    def pad(self, wav: torch.Tensor) -> torch.Tensor:
+        """Zero-pad (batch, samples) to exactly frames_for(samples) * hop samples."""
+        frames = self.cfg.frames_for(wav.shape[-1])
+        return nn.functional.pad(wav, (0, frames * self.cfg.hop - wav.shape[-1]))
+
+    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """(batch, samples), samples a multiple of hop -> latent (batch, latent, frames)."""
+        return self.encoder(self.analysis(wav.unsqueeze(1)))
+
+    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent (batch, latent, frames) -> waveform (batch, (frames - 1) * hop)."""
+        return self.frames_to_wave(self.spectral_frames(latent))
+
+    def spectral_frames(self, latent: torch.Tensor) -> torch.Tensor:
+        """Windowed time-domain frames (batch, frames, 2 hop) from the decoder's magnitude and phase."""
+        out = self.decoder(latent)
+        bins = self.cfg.hop + 1
+        log_mag, phase = out[:, :bins], out[:, bins:]
+        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
+        return torch.fft.irfft(spec.transpose(1, 2), n=2 * self.cfg.hop) * self.window
+
+    def frames_to_wave(self, frames: torch.Tensor, previous_half: torch.Tensor | None = None) -> torch.Tensor:
+        """Overlap-add: sample block k = second half of frame k-1 + first half of frame k.
+
+        Without `previous_half` the first frame only completes the next block, so
+        F frames give F - 1 blocks; with it (streaming), F frames give F blocks.
+        """
+        hop = self.cfg.hop
+        first, second = frames[..., :hop], frames[..., hop:]
+        if previous_half is None:
+            return (second[:, :-1] + first[:, 1:]).reshape(frames.shape[0], -1)
+        prev = torch.cat([previous_half.unsqueeze(1), second[:, :-1]], dim=1)
+        return (prev + first).reshape(frames.shape[0], -1)
+
+    def forward(self, wav: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Training pass: wav (batch, samples) -> reconstruction of the same length, quantizer output."""
+        padded = self.pad(wav)
+        q = self.quantizer(self.encode_latent(padded), n_stages)
+        return self.synthesize(q.quantized)[:, : wav.shape[-1]], q
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())

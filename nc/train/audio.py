@@ -1,0 +1,228 @@
+"""Training for nc's frame-rate audio codecs: `nc train audio/rvq --data DIR --out DIR`.
+
+Runs on a CPU (small, resumable, in the background), on one GPU (bf16), or on
+several with `torchrun --nproc-per-node N -m nc.train.audio ...` (DDP; gloo on
+CPU, nccl on GPU). Every `--checkpoint-every` steps it writes `checkpoint.safetensors`
+(model + Adam state, atomically) and appends to `train.log`; rerunning the same
+command resumes. At the end it measures code usage, fits the entropy-coding
+priors and writes `weights.safetensors` (fp16) for shipping.
+
+`--data` is a folder of int16 `.npy` shards (`scripts/build_audio_set.py`) or of
+audio files (wav, flac, ogg, mp3, ...), which are decoded and resampled once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from nc.models.frame_codec import FrameCodec, FrameCodecConfig
+from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
+from nc.train.losses import MultiScaleMelLoss
+
+RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_corpus(folder: Path, rate: int) -> dict[str, np.ndarray]:
+    """int16 arrays by name: every train_NAME.npy shard in the folder, else every audio file decoded to `rate` mono."""
+    shards = sorted(folder.glob("train*.npy"))
+    if shards:
+        return {s.stem.removeprefix("train_"): np.load(s, mmap_mode="r", allow_pickle=False) for s in shards}
+    from nc.media.files import open_media
+    from nc.media.resample import resample
+
+    arrays = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS):
+        source = open_media(str(path))
+        facts = source.facts[-1]
+        x = np.concatenate([b for _, b in source.blocks()]).mean(1, keepdims=True)
+        x = resample(x.astype(np.float32), facts.sample_rate, rate)[:, 0]
+        arrays.append((np.clip(x, -1, 1) * 32767).astype(np.int16))
+    if not arrays:
+        raise SystemExit(f"no train*.npy shards or audio files under {folder}")
+    return {"files": np.concatenate(arrays)}
+
+
+class CropSampler:
+    """Random fixed-length crops from named sources (weighted by `mix`, else by size), random gain;
+    silent crops are redrawn."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], samples: int, seed: int, mix: dict[str, float] | None = None):
+        names = [n for n, a in arrays.items() if len(a) > samples]
+        self.arrays = [arrays[n] for n in names]
+        weights = np.array([(mix or {}).get(n, 0.0) if mix else len(arrays[n]) for n in names], np.float64)
+        if weights.sum() <= 0:
+            raise SystemExit(f"--mix gives no weight to any of {names}")
+        self.p = weights / weights.sum()
+        self.samples = samples
+        self.rng = np.random.default_rng(seed)
+
+    def crop(self) -> np.ndarray:
+        for _ in range(10):
+            a = self.arrays[self.rng.choice(len(self.arrays), p=self.p)]
+            i = self.rng.integers(0, len(a) - self.samples)
+            x = a[i:i + self.samples].astype(np.float32) / 32768
+            if np.abs(x).max() > 1e-3:
+                break
+        peak = max(np.abs(x).max(), 1e-3)
+        return x * min(self.rng.uniform(0.3, 1.0) / peak, 10.0)
+
+    def batch(self, size: int) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.crop() for _ in range(size)]))
+
+
+# ---------------------------------------------------------------- training
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def usage_stats(model: FrameCodec) -> list[float]:
+    """Per stage: fraction of codes with non-negligible recent use."""
+    out = []
+    for stage in model.quantizer.stages:
+        u = stage.usage
+        out.append(float((u > 1e-3 * u.sum() / u.numel()).float().mean()))
+    return out
+
+
+def train(args) -> None:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if distributed:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed + rank)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    ckpt = out / "checkpoint.safetensors"
+    if ckpt.exists():  # resuming: the checkpoint's config wins over --config
+        cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
+    else:
+        cfg = FrameCodecConfig(**json.loads(args.config)) if args.config else FrameCodecConfig()
+    model = FrameCodec(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
+    step, elapsed = 0, 0.0
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, model, optimizer)
+        step, elapsed = meta["step"], meta["elapsed"]
+        _log(out, rank, f"resumed from step {step}")
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    mel_loss = MultiScaleMelLoss(cfg.sample_rate).to(device)
+    mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))} if args.mix else None
+    sampler = CropSampler(load_corpus(Path(args.data), cfg.sample_rate), int(args.seconds * cfg.sample_rate),
+                          args.seed + 1000 * rank + step, mix)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    if step == 0:
+        _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
+    start = time.time() - elapsed
+    while step < args.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr)
+        wav = sampler.batch(args.batch).to(device)
+        n_stages = torch.tensor(RATE_STAGES, device=device)[torch.randint(len(RATE_STAGES), (args.batch,), device=device)]
+        with autocast:
+            estimate, q = net(wav, n_stages)
+        mel = mel_loss(estimate.float(), wav)
+        wave = F.l1_loss(estimate.float(), wav)
+        loss = 15 * mel + wave + 0.25 * q.commitment + q.codebook
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 100 == 0 and step < 0.9 * args.steps:
+            model.quantizer.restart_dead_codes()
+        if rank == 0 and (step % args.log_every == 0 or step == args.steps):
+            usage = usage_stats(model)
+            seconds = time.time() - start
+            _log(out, rank, json.dumps({
+                "step": step, "loss": round(loss.item(), 4), "mel": round(mel.item(), 4), "wave": round(wave.item(), 4),
+                "commit": round(q.commitment.item(), 4), "usage_first": round(usage[0], 3),
+                "usage_mean": round(float(np.mean(usage)), 3), "lr": round(optimizer.param_groups[0]["lr"], 6),
+                "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
+                "minutes": round(seconds / 60, 2)}))
+            if step >= 500 and usage[0] < 0.02:
+                raise SystemExit(f"codebook collapse: stage 1 uses {usage[0]:.1%} of its codes at step {step}; stopping")
+        if rank == 0 and (step % args.checkpoint_every == 0 or step == args.steps):
+            save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed": time.time() - start,
+                                                     "config": cfg.to_dict()})
+    if rank == 0:
+        finish(model, sampler, out, args, step, time.time() - start, device)
+    if distributed:
+        torch.distributed.destroy_process_group()
+
+
+@torch.no_grad()
+def finish(model: FrameCodec, sampler: CropSampler, out: Path, args, steps: int, seconds: float, device) -> None:
+    """Fit per-stage code priors on training audio and write the shippable weights."""
+    model.eval()
+    counts = torch.zeros(model.cfg.stages, model.cfg.codebook_size, dtype=torch.int64)
+    for _ in range(args.prior_batches):
+        wav = sampler.batch(16).to(device)
+        codes = model.quantizer.encode(model.encode_latent(model.pad(wav)), model.cfg.stages).cpu()
+        for s in range(model.cfg.stages):
+            counts[s] += torch.bincount(codes[:, s].flatten(), minlength=model.cfg.codebook_size)
+    used = (counts > 0).float().mean(1)
+    meta = {"config": model.cfg.to_dict(), "steps": steps, "train_minutes": round(seconds / 60, 1),
+            "device": str(device), "batch": args.batch, "crop_seconds": args.seconds,
+            "code_usage_per_stage": [round(float(u), 3) for u in used]}
+    save_weights(out / "weights.safetensors", model, {"prior.counts": counts.to(torch.int32)}, meta)
+    _log(out, 0, "wrote weights.safetensors: " + json.dumps(meta))
+
+
+def _log(out: Path, rank: int, line: str) -> None:
+    if rank == 0:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {line}", flush=True)
+        with open(out / "train.log", "a") as f:
+            f.write(f"[{stamp}] {line}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc train", description=__doc__.split("\n\n")[0])
+    p.add_argument("codec", choices=["audio/rvq"], help="which codec to train")
+    p.add_argument("--data", required=True, help="folder of train*.npy shards or audio files")
+    p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=1.0, help="crop length")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
+    p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--prior-batches", type=int, default=20, help="batches of 16 crops for fitting code priors")
+    return p
+
+
+def main(argv=None) -> None:
+    train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

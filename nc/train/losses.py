@@ -1,0 +1,29 @@
+"""Reconstruction losses for audio codecs: multi-scale log-mel L1 and waveform L1."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MultiScaleMelLoss(nn.Module):
+    """L1 between log-mel spectrograms at several window sizes (DAC's recipe, scaled to 16 kHz)."""
+
+    def __init__(self, sample_rate: int, windows=(64, 128, 256, 512, 1024, 2048), mels=(5, 10, 20, 40, 80, 160)):
+        super().__init__()
+        import torchaudio
+
+        self.windows = windows
+        for w, m in zip(windows, mels):
+            fb = torchaudio.functional.melscale_fbanks(w // 2 + 1, 0.0, sample_rate / 2, m, sample_rate,
+                                                       norm="slaney", mel_scale="slaney")
+            self.register_buffer(f"fb{w}", fb, persistent=False)
+            self.register_buffer(f"win{w}", torch.hann_window(w), persistent=False)
+
+    def log_mel(self, wav: torch.Tensor, w: int) -> torch.Tensor:
+        spec = torch.stft(wav.float(), w, w // 4, window=getattr(self, f"win{w}"), return_complex=True).abs()
+        mel = spec.transpose(1, 2) @ getattr(self, f"fb{w}")
+        return torch.log10(mel.clamp(min=1e-5))
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum((self.log_mel(estimate, w) - self.log_mel(target, w)).abs().mean() for w in self.windows) / len(
+            self.windows)
