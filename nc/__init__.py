@@ -12,6 +12,6 @@ __version__ = "0.1.0"
 
 from nc.errors import NCError  # noqa: E402
 from nc.stream import TrackSpec, open  # noqa: E402,A004
-from nc.api import decode, encode  # noqa: E402
+from nc.api import decode, detokenize, encode, tokens  # noqa: E402
 
-__all__ = ["NCError", "TrackSpec", "decode", "encode", "open", "__version__"]
+__all__ = ["NCError", "TrackSpec", "decode", "detokenize", "encode", "open", "tokens", "__version__"]

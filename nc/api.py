@@ -155,3 +155,33 @@ def _progress(enabled: bool, total_seconds: float | None, what: str):
 
     return tqdm(total=round(total_seconds, 1), unit="s", desc=what, disable=None, leave=False,
                 bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+
+
+def _token_codec(codec: str):
+    from nc.plugins import find_codec
+
+    c = find_codec(codec, "audio")
+    if not hasattr(c, "tokenize"):
+        raise UsageError(f"{codec} does not expose tokens")
+    return c
+
+
+def tokens(media, codec: str = "audio/rvq", bitrate=None, **facts) -> np.ndarray:
+    """Discrete codes of an audio file or array, (channels, stages, frames) int16: what the .ncb would hold."""
+    c = _token_codec(codec)
+    rate = c.descriptor.resolve(bitrate)
+    if isinstance(media, (str, os.PathLike)):
+        with local_path(os.fspath(media)) as local:
+            source = open_media(local)
+            if source.facts[0].modality != "audio" or len(source.facts) > 1:
+                raise UsageError(f"{media}: tokens are for audio files")
+            return c.tokenize((b for _, b in source.blocks()), source.facts[0], rate)
+    from nc.stream import as_media
+
+    spec = facts_from_kwargs(**facts)
+    return c.tokenize([as_media(media, spec)], spec, rate)
+
+
+def detokenize(codes, codec: str = "audio/rvq", sample_rate: int = 16000) -> np.ndarray:
+    """Audio (samples, channels) float32 from codes made by `tokens`."""
+    return _token_codec(codec).detokenize(codes, sample_rate)

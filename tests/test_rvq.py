@@ -76,7 +76,7 @@ def test_decoder_output_is_aligned_and_windowing_matches_whole_decode(codec):
     y = np.concatenate([dec.decode(p) for p in packets] + [dec.flush()])
     net = codec.model.net
     with torch.inference_mode():
-        codes = torch.cat([torch.from_numpy(dec._unpack(p.payload)).long() for p in packets], dim=2)
+        codes = torch.cat([torch.from_numpy(dec.unpack(p.payload)).long() for p in packets], dim=2)
         reference = net.synthesize(net.quantizer.decode(codes))[0].numpy()
     n = min(len(reference), len(x))
     assert len(y) >= len(x)
@@ -92,3 +92,18 @@ def test_corrupt_payload_is_a_clean_error(codec):
     dec = codec.decoder(facts, codec.descriptor.resolve("6k"), params)
     with pytest.raises(nc.NCError):
         dec.decode(Packet(b"\x01", 0, 100))
+
+
+def test_tokens_are_the_file_codes_and_detokenize_inverts(codec):
+    x = _signal(3.0, 16000)
+    facts = AudioFacts(16000, 1)
+    point = codec.descriptor.resolve("3k")
+    codes = codec.tokenize([x[:10000], x[10000:]], facts, point)
+    assert codes.shape == (1, 6, 151) and codes.dtype == np.int16
+    packets, params, _ = _encode(codec, x, 16000, point="3k")
+    dec = codec.decoder(facts, point, params)
+    np.testing.assert_array_equal(codes, np.concatenate([dec.unpack(p.payload) for p in packets], axis=2))
+    y = codec.detokenize(codes, 16000)
+    assert y.shape == (48000, 1)
+    with pytest.raises(nc.NCError, match="tokens must"):
+        codec.detokenize(codes[0], 16000)

@@ -40,14 +40,36 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--chunks", action="store_true", help="list every chunk")
 
     sub.add_parser("codecs", help="list installed codecs and their rates")
+
+    t = sub.add_parser("tokens", help="audio file -> discrete codes (.npy, int16, channels x stages x frames)")
+    t.add_argument("input")
+    t.add_argument("-o", "--output", required=True, help=".npy file")
+    t.add_argument("--codec", default="audio/rvq")
+    t.add_argument("--bitrate", help="rate point (sets the number of stages)")
+
+    k = sub.add_parser("detokenize", help="codes (.npy) -> audio file")
+    k.add_argument("input", help=".npy made by `nc tokens`")
+    k.add_argument("output", help="audio file (.wav, .flac, ...)")
+    k.add_argument("--codec", default="audio/rvq")
+    k.add_argument("--sample-rate", type=int, default=16000)
+
+    sub.add_parser("train", help="train a neural codec (see `nc train --help`)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the trainer has its own options
+        from nc.train.audio import main as train_main
+
+        train_main(argv[1:])
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
+    commands = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "codecs": cmd_codecs,
+                "tokens": cmd_tokens, "detokenize": cmd_detokenize}
     try:
-        return {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "codecs": cmd_codecs}[args.command](args)
+        return commands[args.command](args)
     except UsageError as e:
         print(f"nc: error: {e}", file=sys.stderr)
         return 2
@@ -169,6 +191,36 @@ def cmd_codecs(args) -> int:
     if not reg.codecs:
         print("no codecs installed", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_tokens(args) -> int:
+    import numpy as np
+
+    codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate)
+    try:
+        np.save(args.output, codes)
+    except OSError as e:
+        raise NCError(f"cannot write {args.output}: {e.strerror}") from None
+    print(f"{args.output}: {codes.shape[0]} channel(s) x {codes.shape[1]} stages x {codes.shape[2]} frames")
+    return 0
+
+
+def cmd_detokenize(args) -> int:
+    import numpy as np
+
+    from nc.media.facts import AudioFacts
+    from nc.media.files import MediaSink
+
+    try:
+        codes = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise NCError(f"cannot read tokens from {args.input}: {e}") from None
+    audio = nc.detokenize(codes, codec=args.codec, sample_rate=args.sample_rate)
+    sink = MediaSink(args.output, [AudioFacts(args.sample_rate, audio.shape[1])])
+    sink.write(0, audio)
+    sink.close()
+    print(f"{args.output}: {len(audio) / args.sample_rate:.2f} s")
     return 0
 
 

@@ -85,6 +85,28 @@ class RvqCodec(Codec):
         self.check(facts)
         return RvqEncoder(self.model, facts, STAGES_FOR[rate.name])
 
+    def tokenize(self, blocks, facts: AudioFacts, rate: RatePoint) -> np.ndarray:
+        """The codes a file would hold, (channels, stages, frames) int16, for generative models."""
+        encoder = self.encoder(facts, rate)
+        decoder = self.decoder(facts, rate, encoder.params)
+        packets = [p for b in blocks for p in encoder.encode(b)] + list(encoder.flush())
+        codes = [decoder.unpack(p.payload) for p in packets]
+        return np.concatenate(codes, axis=2).astype(np.int16) if codes else np.zeros((facts.channels, 0, 0), np.int16)
+
+    def detokenize(self, codes: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Audio (samples, channels) at `sample_rate` from codes (channels, stages, frames)."""
+        codes = np.asarray(codes)
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.model.cfg.stages:
+            raise UsageError(f"audio/rvq tokens must have shape (channels, 1-{self.model.cfg.stages}, frames), "
+                             f"not {codes.shape}")
+        if codes.min(initial=0) < 0 or codes.max(initial=0) >= self.model.cfg.codebook_size:
+            raise UsageError(f"audio/rvq tokens must lie in [0, {self.model.cfg.codebook_size})")
+        facts = AudioFacts(sample_rate, codes.shape[0]).validate()
+        decoder = RvqDecoder(self.model, facts, codes.shape[1])
+        out = np.concatenate([decoder.decode_codes(codes.astype(np.int64)), decoder.flush()])
+        samples = (codes.shape[2] - 1) * self.model.cfg.hop * sample_rate // self.model.cfg.sample_rate
+        return out[:samples]
+
     def decoder(self, facts: AudioFacts, rate: RatePoint, params: dict) -> Decoder:
         stages = params.get("stages")
         if not isinstance(stages, int) or not 1 <= stages <= self.model.cfg.stages:
@@ -173,7 +195,9 @@ class RvqDecoder(Decoder):
         self.resampler = StreamResampler(cfg.sample_rate, self.rate, self.channels)
 
     def decode(self, packet: Packet) -> np.ndarray:
-        codes = self._unpack(packet.payload)
+        return self.decode_codes(self.unpack(packet.payload))
+
+    def decode_codes(self, codes: np.ndarray) -> np.ndarray:
         torch = self.m.torch
         with torch.inference_mode():
             latent = self.m.net.quantizer.decode(torch.from_numpy(codes.astype(np.int64))).numpy()
@@ -209,7 +233,8 @@ class RvqDecoder(Decoder):
         self.history = window[:, :, -self.history.shape[2]:]
         return wave
 
-    def _unpack(self, payload: bytes) -> np.ndarray:
+    def unpack(self, payload: bytes) -> np.ndarray:
+        """Codes (channels, stages, frames) of one packet."""
         from nc.bitstream.entropy import decode_categorical
 
         if len(payload) < _FRAMES.size:

@@ -128,7 +128,8 @@ def train(args) -> None:
         meta = load_checkpoint(ckpt, model, optimizer)
         step, elapsed = meta["step"], meta["elapsed"]
         _log(out, rank, f"resumed from step {step}")
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    # quantizer dropout leaves the later stages unused in some steps
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if distributed else model
     mel_loss = MultiScaleMelLoss(cfg.sample_rate).to(device)
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))} if args.mix else None
     sampler = CropSampler(load_corpus(Path(args.data), cfg.sample_rate), int(args.seconds * cfg.sample_rate),
