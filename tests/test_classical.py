@@ -15,6 +15,7 @@ except ImportError:
     import nc_classical
 
 from nc.codecs.base import Codec, Packet
+from nc.metrics import psnr
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
 from nc_classical import AvifCodec, H264Codec, H265Codec, JpegCodec, OpusCodec, WebpCodec
@@ -23,11 +24,6 @@ from nc_classical.opus import pack_group, unpack_group
 
 def _snr(ref: np.ndarray, test: np.ndarray) -> float:
     return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref.astype(np.float64) - test) ** 2))
-
-
-def _psnr(ref: np.ndarray, test: np.ndarray) -> float:
-    mse = np.mean((ref.astype(np.float64) - test) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 # ---------------------------------------------------------------- registration
@@ -195,12 +191,12 @@ def test_still_quality_roundtrip(codec_cls, mode):
     for img, _, out in results:
         assert out.shape == img.shape and out.dtype == np.uint8
     sizes = [len(payload) for _, payload, _ in results]
-    psnrs = [_psnr(img[:, :, :3], out[:, :, :3]) for img, _, out in results]
+    psnrs = [psnr(img[:, :, :3], out[:, :, :3]) for img, _, out in results]
     assert sizes[0] < sizes[1] < sizes[2]
     assert psnrs[0] < psnrs[1] < psnrs[2]
     if mode == "RGBA":  # alpha is kept
         img, _, out = results[2]
-        assert _psnr(img[:, :, 3], out[:, :, 3]) > 35
+        assert psnr(img[:, :, 3], out[:, :, 3]) > 35
 
 
 @pytest.mark.parametrize("codec_cls", STILLS)
@@ -272,7 +268,7 @@ def test_video_roundtrip_odd_size_two_gops(codec_cls, video):
     dec = codec.decoder(facts, point, params)
     out = np.concatenate([dec.decode(p) for p in packets])
     assert out.shape == video.shape and out.dtype == np.uint8
-    assert _psnr(video, out) > 30
+    assert psnr(video, out) > 30
     # each GOP alone, with nothing decoded before it, gives the same frames
     alone = codec.decoder(facts, point, params).decode(packets[1])
     assert np.array_equal(alone, out[50:])
