@@ -8,10 +8,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from nc.errors import UsageError
+from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import ImageFacts
 from nc.media.files import MediaSink, local_path, open_media
-from nc.stream import Reader, TrackInfo, TrackSpec, Writer, facts_from_kwargs
+from nc.stream import Reader, TrackInfo, TrackSpec, Writer, _empty, facts_from_kwargs
 from nc.stream import open as nc_open
 
 
@@ -79,12 +79,10 @@ def decode(source, ignore_errors: bool = False) -> Decoded:
         tracks = []
         for info in reader.tracks:
             blocks = pieces[info.index]
-            if info.modality == "image":
-                data = blocks[0] if blocks else None
-            else:
-                data = np.concatenate(blocks) if blocks else reader.read(info.index)
-            if data is not None:
-                tracks.append(DecodedTrack(info, data))
+            if info.modality == "image" and not blocks:
+                raise CorruptChunkError(f"track {info.index}: the image could not be decoded")
+            data = blocks[0] if info.modality == "image" else np.concatenate([_empty(info.facts)] + blocks)
+            tracks.append(DecodedTrack(info, data))
         return Decoded(tracks, list(reader.damage))
 
 
@@ -101,8 +99,11 @@ def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None
     with local_path(path) as local:
         source = open_media(local)
         main = source.facts[0].modality
-        specs = [TrackSpec(f, codec, bitrate, quality) if f.modality == main or not f.modality == "audio"
-                 else TrackSpec(f, audio_codec, audio_bitrate) for f in source.facts]
+        if len(source.facts) == 1 and (audio_codec or audio_bitrate):
+            raise UsageError("--audio-codec/--audio-bitrate are for a video's soundtrack; use --codec/--bitrate")
+        # the first track takes --codec/--bitrate/--quality, a video's soundtrack the --audio-* options
+        specs = [TrackSpec(f, codec, bitrate, quality) if i == 0 else TrackSpec(f, audio_codec, audio_bitrate)
+                 for i, f in enumerate(source.facts)]
         writer = Writer(out, specs)
         length = [0] * len(specs)
         with _progress(progress, source.seconds, "encoding") as bar:
@@ -129,6 +130,8 @@ def decode_file(source, out_path: str, fmt: str | None = None, ignore_errors: bo
                     sink.write(track, block)
                     if track == 0 and main.modality != "image":
                         bar.update(main.facts.seconds(len(block)))
+            if main.modality == "image" and not sink.written[0]:
+                raise CorruptChunkError("the image could not be decoded")
         except BaseException:
             sink.abort()
             raise

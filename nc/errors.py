@@ -33,7 +33,7 @@ class CorruptChunkError(FormatError):
         self.chunk_number = chunk_number
 
 
-class TruncatedError(FormatError):
+class TruncatedError(CorruptChunkError):
     """The file ends inside a chunk or before its closing chunk."""
 
 
@@ -47,3 +47,9 @@ class WeightsMismatchError(NCError):
 
 class PluginError(NCError):
     """A plugin failed to load or registered something invalid."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: nc's own errors by message, others prefixed with their type."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if isinstance(e, NCError) else f"{e.__class__.__name__}: {text}".rstrip(": ")

@@ -9,6 +9,7 @@ gap with silence or the last good frame and recording what was lost.
 from __future__ import annotations
 
 import builtins
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -18,12 +19,13 @@ import numpy as np
 import nc
 from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
 from nc.codecs.base import Codec, Decoder, Packet, RatePoint
-from nc.errors import CorruptChunkError, FormatError, MediaError, NCError, TruncatedError, UsageError, WeightsMismatchError
+from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, TruncatedError, UsageError,
+                       WeightsMismatchError, one_line)
 from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
 from nc.plugins import find_codec, registry
 
 
-MAX_FILL_SECONDS = 600  # the longest gap or end padding a reader fills in
+MAX_FILL_SECONDS = 600  # silence / repeated frames a reader fills in, per file, at most
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class Writer:
         self._encoders, self.facts, self.rates, self.codecs = [], [], [], []
         headers = []
         for spec in specs:
-            facts = spec.facts.validate()
+            if not isinstance(spec, TrackSpec) or not hasattr(spec.facts, "validate"):
+                raise UsageError("tracks must be nc.TrackSpec(facts, codec, bitrate, quality) with facts from "
+                                 "nc.media.facts (AudioFacts, ImageFacts, VideoFacts)")
+            facts = _valid(spec.facts)
             codec = find_codec(spec.codec, facts.modality)
             codec.check(facts)
             rate = codec.descriptor.resolve(spec.bitrate, spec.quality)
@@ -144,6 +149,10 @@ def as_media(block, facts: MediaFacts) -> np.ndarray:
             raise UsageError(f"audio blocks must have shape (samples, {facts.channels}), not {a.shape}")
         if a.dtype.kind == "i":
             return (a / float(np.iinfo(a.dtype).max + 1)).astype(np.float32)
+        if a.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
+            return ((a.astype(np.float32) - 128) / 128).astype(np.float32)
+        if a.dtype.kind != "f":
+            raise UsageError(f"audio samples must be floats or signed integers, not {a.dtype}")
         return np.ascontiguousarray(a, dtype=np.float32)
     if isinstance(facts, ImageFacts):
         if a.ndim == 2:
@@ -197,6 +206,7 @@ class Reader:
         self.tracks = [_track_info(i, h, self._container.totals) for i, h in enumerate(self._container.tracks)]
         self._states = [_TrackState(t) for t in self.tracks]
         self._start_offset, self._start_number = None, 0
+        self._fill_budget = float(MAX_FILL_SECONDS)
 
     @property
     def created_by(self) -> str:
@@ -225,7 +235,7 @@ class Reader:
         index = self._container.index
         if index is None:
             raise UsageError("this file has no index to seek with (it may be truncated or a stream)")
-        first = None
+        first = len(index)
         for state in self._states:
             info = state.info
             if info.modality == "image":
@@ -233,19 +243,20 @@ class Reader:
             target = int(round(seconds * (info.facts.sample_rate if info.modality == "audio" else info.facts.fps)))
             if info.length is not None:
                 target = min(max(target, 0), info.length)
-            keys = [(i, e) for i, e in enumerate(index) if e.track == info.index and e.keyframe and e.start <= target]
-            i, entry = keys[-1] if keys else next(((i, e) for i, e in enumerate(index) if e.track == info.index),
-                                                  (len(index), None))
-            start = entry.start if entry else 0
-            state.from_offset = entry.offset if entry else 1 << 62
+            ours = np.flatnonzero(index["track"] == info.index)
+            keys = ours[((index["flags"][ours] & 1) == 1) & (index["start"][ours] <= target)]
+            i = int(keys[-1]) if len(keys) else (int(ours[0]) if len(ours) else None)
+            start = int(index["start"][i]) if i is not None else 0
+            state.from_offset = int(index["offset"][i]) if i is not None else 1 << 62
             state.next_start = start
             state.emitted = max(start, target)  # the next sample handed out is the target's
             state.discard = state.emitted - start
             if state.decoder is not None:
                 state.decoder.reset()
-            if entry is not None and (first is None or i < first[0]):
-                first = (i, entry.offset)
-        self._start_number, self._start_offset = first if first else (len(index), self._container.data_at)
+            if i is not None:
+                first = min(first, i)
+        self._start_number = first
+        self._start_offset = int(index["offset"][first]) if first < len(index) else self._container.data_at
 
     def close(self) -> None:
         if self.close_in:
@@ -261,7 +272,7 @@ class Reader:
 
     def _note_damage(self, damage: Damage) -> None:
         if not self.ignore_errors:
-            cls = TruncatedError if "truncated" in damage.message else CorruptChunkError
+            cls = TruncatedError if damage.truncated else CorruptChunkError
             raise cls(damage.message + " (decode with --ignore-errors to recover the rest)", damage.number)
         self.damage.append(damage.message)
 
@@ -283,7 +294,7 @@ class Reader:
                 yield from self._fill_gap(state, chunk.start)
             out = state.decoder.decode(Packet(chunk.payload, chunk.start, chunk.duration, chunk.keyframe))
         except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
-            message = f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {_one_line(e)}"
+            message = f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {one_line(e)}"
             if not self.ignore_errors:
                 raise CorruptChunkError(message, chunk.number) from e
             self.damage.append(message)
@@ -294,9 +305,11 @@ class Reader:
 
     def _fill_gap(self, state: _TrackState, start: int) -> Iterator[tuple[int, np.ndarray]]:
         """Chunks went missing before `start`: end the decoder's output there, pad the gap, reset."""
-        if start > state.next_start:
-            self.damage.append(f"track {state.info.index}: {start - state.next_start} samples/frames lost "
-                               f"before position {start}")
+        message = (f"track {state.info.index}: chunk positions jump from {state.next_start} to {start} "
+                   f"(missing or misplaced chunks)")
+        if not self.ignore_errors:
+            raise CorruptChunkError(message + " (decode with --ignore-errors to recover the rest)")
+        self.damage.append(message)
         yield from self._emit(state, state.decoder.flush(), limit=start)
         yield from self._pad_to(state, start)
         state.decoder.reset()
@@ -322,9 +335,9 @@ class Reader:
         if state.discard:
             drop = min(state.discard, len(out))
             out, state.discard = out[drop:], state.discard - drop
-        limit = state.info.length if limit is None else limit
-        if limit is not None:
-            out = out[:max(0, limit - state.emitted)]
+        if limit is None:  # never past the end of the chunks decoded so far, nor the track's length
+            limit = state.next_start if state.info.length is None else min(state.info.length, state.next_start)
+        out = out[:max(0, limit - state.emitted)]
         if len(out):
             state.emitted += len(out)
             if state.info.modality == "video":
@@ -341,10 +354,13 @@ class Reader:
         gap = end - state.emitted
         if gap <= 0:
             return
-        if facts.seconds(gap) > MAX_FILL_SECONDS:
-            self.damage.append(f"track {state.info.index}: a gap of {facts.seconds(gap):.0f} s was not filled")
+        seconds = facts.seconds(gap)
+        if seconds > self._fill_budget:
+            self.damage.append(f"track {state.info.index}: a gap of {seconds:.0f} s was not filled "
+                               f"(at most {MAX_FILL_SECONDS} s are filled per file)")
             state.emitted = end
             return
+        self._fill_budget -= seconds
         if isinstance(facts, AudioFacts):
             piece = np.zeros((min(gap, 1 << 16), facts.channels), np.float32)
         else:
@@ -361,11 +377,6 @@ def _track_info(i: int, h: TrackHeader, totals) -> TrackInfo:
         raise FormatError(f"track {i}'s rate point is malformed") from None
     return TrackInfo(i, h.codec, h.codec_version, h.weights_sha256, rate, facts_from_json(h.facts), h.params,
                      totals[i][0] if totals else None)
-
-
-def _one_line(e: BaseException) -> str:
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text if isinstance(e, NCError) else f"{e.__class__.__name__}: {text}"
 
 
 def _make_decoder(info: TrackInfo) -> Decoder:
@@ -412,7 +423,16 @@ def open(target, mode: str = "rb", *, codec: str | None = None, bitrate=None, qu
     except BaseException:
         if owned:
             f.close()
+            if mode == "wb":
+                os.unlink(target)
         raise
+
+
+def _valid(facts: MediaFacts) -> MediaFacts:
+    try:
+        return facts.validate()
+    except FormatError as e:
+        raise UsageError(str(e)) from None
 
 
 def facts_from_kwargs(**kw) -> MediaFacts:
@@ -429,6 +449,8 @@ def facts_from_kwargs(**kw) -> MediaFacts:
             return ImageFacts(int(kw.pop("width")), int(kw.pop("height")), str(kw.pop("mode", "RGB")))
     except KeyError as e:
         raise UsageError(f"missing media fact {e}") from None
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"media facts must be numbers: {e}") from None
     finally:
         if kw:
             raise UsageError(f"unknown arguments: {', '.join(sorted(kw))}")

@@ -109,7 +109,7 @@ def test_corrupt_chunk_named_then_recovered(tmp_path):
 def test_truncated_file(tmp_path):
     data = _opus_file(tmp_path)
     (tmp_path / "cut.ncb").write_bytes(data[: len(data) * 2 // 3])
-    _fails_cleanly(run_nc("decode", tmp_path / "cut.ncb", tmp_path / "o.wav"), 1, "truncated")
+    _fails_cleanly(run_nc("decode", tmp_path / "cut.ncb", tmp_path / "o.wav"), 1, "nc: error: the file is truncated")
     _ok(run_nc("decode", "--ignore-errors", tmp_path / "cut.ncb", tmp_path / "o.wav"))
     assert 0 < sf.info(tmp_path / "o.wav").frames < sf.info(SAMPLES / "speech.wav").frames
 
@@ -132,3 +132,56 @@ def test_weights_mismatch_is_refused(tmp_path):
 
 def test_usage_error_exit_code():
     assert run_nc("encode").returncode == 2
+
+
+def test_encode_never_destroys_files(tmp_path):
+    wav = tmp_path / "same.wav"
+    wav.write_bytes((SAMPLES / "speech.wav").read_bytes())
+    _fails_cleanly(run_nc("encode", wav, wav), 2, "overwrite the input")
+    assert wav.read_bytes() == (SAMPLES / "speech.wav").read_bytes()
+    keep = tmp_path / "keep.ncb"
+    keep.write_bytes(b"precious")
+    _fails_cleanly(run_nc("encode", tmp_path / "missing.wav", keep), 1, "no such file")
+    assert keep.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".nc-")] == []
+
+
+def test_failed_decode_leaves_no_partial_file(tmp_path):
+    data = bytearray(_opus_file(tmp_path))
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.ncb").write_bytes(bytes(data))
+    (tmp_path / "o.wav").write_bytes(b"earlier result")
+    _fails_cleanly(run_nc("decode", tmp_path / "bad.ncb", tmp_path / "o.wav"), 1, "corrupt")
+    assert (tmp_path / "o.wav").read_bytes() == b"earlier result"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".nc-")] == []
+
+
+def test_pipe_and_file_decode_to_the_same_length(tmp_path):
+    data = _opus_file(tmp_path)
+    piped = _ok(run_nc("decode", "-", "-", "--format", "wav", stdin=data)).stdout
+    (tmp_path / "p.wav").write_bytes(piped)
+    assert sf.info(tmp_path / "p.wav").frames == sf.info(SAMPLES / "speech.wav").frames
+
+
+def test_damaged_image_fails_even_with_ignore_errors(tmp_path):
+    _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "p.ncb", "--codec", "image/jpeg"))
+    data = bytearray((tmp_path / "p.ncb").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.ncb").write_bytes(bytes(data))
+    _fails_cleanly(run_nc("decode", "--ignore-errors", tmp_path / "bad.ncb", tmp_path / "o.png"), 1,
+                   "image could not be decoded")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path):
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    _ok(run_nc("encode", tmp_path / "g16.png", tmp_path / "g.ncb", "--codec", "image/webp", "--quality", "100"))
+    _ok(run_nc("decode", tmp_path / "g.ncb", tmp_path / "g.png"))
+    decoded = np.asarray(Image.open(tmp_path / "g.png")).astype(float)
+    assert decoded.ndim == 2 and abs(decoded.mean() - (ramp >> 8).mean()) < 2
+
+
+def test_soundtrack_options_on_plain_audio_are_refused(tmp_path):
+    _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "x.ncb", "--audio-bitrate", "6k"), 2,
+                   "soundtrack")

@@ -51,7 +51,7 @@ def test_golden_file_still_reads_as_written():
     assert [(c.track, c.start, c.duration, c.keyframe, c.payload) for c in items] == make_golden.CHUNKS
     assert [c.number for c in items] == list(range(5))
     assert reader.totals == [(3, 2), (2660, 3)]
-    assert [e.offset for e in reader.index] == [c.offset for c in items]
+    assert reader.index["offset"].tolist() == [c.offset for c in items]
 
 
 def test_writer_still_writes_the_golden_bytes(tmp_path):
@@ -173,3 +173,24 @@ def test_writer_refuses_oversized_chunks():
 def test_empty_truncated_file():
     with pytest.raises(TruncatedError):
         C.ContainerReader(io.BytesIO(_golden_bytes()[:16]))
+
+
+def test_length_running_past_the_end_is_damage_not_truncation_on_a_pipe():
+    _, good = _chunks(_golden_bytes())
+    data = bytearray(_golden_bytes())
+    data[good[1].offset:good[1].offset + 4] = struct.pack("<I", 5000)  # plausible, but past the end of the file
+    _, items = _chunks(bytes(data), pipe=True)
+    assert [c.payload for c in items if isinstance(c, C.Chunk)] == [b"video gop 0", b"audio 1", b"video gop 1", b""]
+    damage = [i for i in items if isinstance(i, C.Damage)]
+    assert len(damage) == 1 and not damage[0].truncated
+
+
+def test_inconsistent_index_is_ignored():
+    data = bytearray(_golden_bytes())
+    reader, _ = _chunks(bytes(data))
+    first = data.index(b"indx") + 4 + 4  # first entry's offset field
+    data[first:first + 8] = struct.pack("<Q", 10**9)
+    crc_at = data.index(b"indx") + 4 + int.from_bytes(data[data.index(b"indx") - 4:data.index(b"indx")], "little")
+    data[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(bytes(data[data.index(b"indx"):crc_at])))
+    reader, items = _chunks(bytes(data))
+    assert reader.index is None and len([c for c in items if isinstance(c, C.Chunk)]) == 5

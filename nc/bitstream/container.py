@@ -14,10 +14,14 @@ fixed-size `tail` chunk at the very end points back to FINI and the index.
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
+
+import numpy as np
 
 from nc.errors import FormatError, TruncatedError
 
@@ -46,6 +50,7 @@ MAX_HEAD = 1 << 20  # bytes of HEAD JSON
 MAX_TRACKS = 16
 KEYFRAME = 0x01
 KNOWN_TYPES = (b"HEAD", b"DATA", b"FINI", b"indx", b"tail")
+UNITS = ("bps", "bpp", "quality")
 
 
 @dataclass(frozen=True)
@@ -82,16 +87,14 @@ class Damage:
     number: int | None  # the DATA chunk it hit, when known
     offset: int
     message: str
+    truncated: bool = False  # the file ends early (rather than holding bad bytes)
 
 
-@dataclass(frozen=True)
-class IndexEntry:
-    offset: int
-    track: int
-    keyframe: bool
-    seq: int
-    start: int
-    duration: int
+#: One index entry as a numpy record; the index is kept as one array of these
+#: (a 64 MiB index would be ~10x that as Python objects).
+INDEX_DTYPE = np.dtype([("offset", "<u8"), ("track", "<u2"), ("flags", "u1"), ("reserved", "u1"),
+                        ("seq", "<u4"), ("start", "<u8"), ("duration", "<u4")])
+assert INDEX_DTYPE.itemsize == INDEX_ENTRY.size
 
 
 # ---------------------------------------------------------------- writing
@@ -105,7 +108,7 @@ class ContainerWriter:
             raise FormatError(f"a file holds 1 to {MAX_TRACKS} tracks, not {len(tracks)}")
         self._out = out
         self._offset = 0
-        self._index: list[IndexEntry] = []
+        self._index: list[bytes] = []  # packed INDEX_ENTRY records
         self._totals = [[0, 0] for _ in tracks]  # per track: duration so far, chunks
         head = json.dumps({"created_by": created_by, "tracks": [t.to_json() for t in tracks]},
                           separators=(",", ":"), sort_keys=True).encode()
@@ -117,10 +120,9 @@ class ContainerWriter:
 
     def write_chunk(self, track: int, start: int, duration: int, keyframe: bool, payload: bytes) -> None:
         total = self._totals[track]
-        flags = KEYFRAME if keyframe else 0
-        entry = IndexEntry(self._offset, track, keyframe, total[1], start, duration)
-        self._write_chunk(b"DATA", DATA_HEAD.pack(track, flags, 0, total[1], start, duration) + payload)
-        self._index.append(entry)
+        head = DATA_HEAD.pack(track, KEYFRAME if keyframe else 0, 0, total[1], start, duration)
+        self._index.append(struct.pack("<Q", self._offset) + head)
+        self._write_chunk(b"DATA", head + payload)
         total[0] = max(total[0], start + duration)
         total[1] += 1
 
@@ -129,10 +131,8 @@ class ContainerWriter:
         body = FINI_COUNT.pack(len(self._totals)) + b"".join(FINI_TRACK.pack(*t) for t in self._totals)
         self._write_chunk(b"FINI", body)
         index_at = self._offset
-        entries = [INDEX_ENTRY.pack(e.offset, e.track, KEYFRAME if e.keyframe else 0, 0, e.seq, e.start, e.duration)
-                   for e in self._index]
-        if INDEX_COUNT.size + INDEX_ENTRY.size * len(entries) <= MAX_BODY:
-            self._write_chunk(b"indx", INDEX_COUNT.pack(len(entries)) + b"".join(entries))
+        if INDEX_COUNT.size + INDEX_ENTRY.size * len(self._index) <= MAX_BODY:
+            self._write_chunk(b"indx", INDEX_COUNT.pack(len(self._index)) + b"".join(self._index))
         else:  # too many chunks for one index: readers fall back to scanning
             index_at = 0
         self._write_chunk(b"tail", TAIL_BODY.pack(fini_at, index_at))
@@ -193,24 +193,29 @@ class _Source:
         self.pos = offset
 
 
+def _valid_type(ctype: bytes) -> bool:
+    return len(ctype) == 4 and ctype.isascii() and ctype.isalpha()
+
+
 def _parse_chunk(raw: bytes) -> tuple[bytes, bytes] | None:
-    """(type, body) if `raw` starts with a whole chunk whose CRC checks, else None."""
+    """(type, body) if `raw` starts with a whole chunk whose type is valid and whose CRC checks, else None."""
     if len(raw) < FRAMING:
         return None
     length, ctype = CHUNK_HEAD.unpack_from(raw)
-    if length > MAX_BODY or len(raw) < FRAMING + length:
+    if length > MAX_BODY or len(raw) < FRAMING + length or not _valid_type(ctype):
         return None
-    body = raw[CHUNK_HEAD.size:CHUNK_HEAD.size + length]
+    view = memoryview(raw)[CHUNK_HEAD.size - 4:CHUNK_HEAD.size + length]  # type + body, without copying
     (crc,) = CHUNK_CRC.unpack_from(raw, CHUNK_HEAD.size + length)
-    return (ctype, body) if crc == zlib.crc32(ctype + body) else None
+    return (ctype, bytes(view[4:])) if crc == zlib.crc32(view) else None
 
 
 class ContainerReader:
     """Parses the preamble and HEAD at once; `chunks()` walks the rest.
 
     On a seekable file it also reads FINI and the index through the tail, so
-    `index` and `totals` are known up front; on a pipe or a truncated file they
-    are None and the chunks are simply read in order.
+    `index` (a numpy array of INDEX_DTYPE records) and `totals` are known up
+    front; on a pipe or a truncated file they are None and the chunks are
+    simply read in order.
     """
 
     def __init__(self, f: BinaryIO):
@@ -222,7 +227,7 @@ class ContainerReader:
         self.created_by, self.tracks = _parse_head(body)
         self.data_at = self._src.pos
         self.totals: list[tuple[int, int]] | None = None
-        self.index: list[IndexEntry] | None = None
+        self.index: np.ndarray | None = None
         if self._src.seekable:
             self._read_tail()
 
@@ -255,7 +260,7 @@ class ContainerReader:
         return parsed
 
     def _read_tail(self) -> None:
-        """Best effort: a damaged or missing tail just means no index."""
+        """Best effort: a damaged, missing or inconsistent tail, FINI or index just means no index."""
         size = self._src.size
         if size is None or size < self.data_at + TAIL_SIZE:
             return
@@ -269,13 +274,14 @@ class ContainerReader:
                 return
             self._src.seek(fini_at)
             ctype, body = self._read_whole_chunk("FINI")
-            if ctype == b"FINI":
-                self.totals = _parse_fini(body, len(self.tracks))
-            if self.data_at <= index_at < size:
+            if ctype != b"FINI":
+                return
+            self.totals = _parse_fini(body, len(self.tracks))
+            if fini_at < index_at < size:
                 self._src.seek(index_at)
                 ctype, body = self._read_whole_chunk("the index")
                 if ctype == b"indx":
-                    self.index = _parse_index(body, len(self.tracks))
+                    self.index = _parse_index(body, len(self.tracks), self.data_at, fini_at)
         except FormatError:
             pass
         finally:
@@ -284,7 +290,7 @@ class ContainerReader:
     def chunks(self, offset: int | None = None, first_number: int = 0) -> Iterator[Chunk | Damage]:
         """DATA chunks in file order from `offset`, with a `Damage` for each unreadable stretch.
 
-        Ends after FINI, or with a Damage saying the file was truncated.
+        Ends after FINI, or with a truncated Damage when the file ends first.
         """
         src = self._src
         src.seek(self.data_at if offset is None else offset)
@@ -293,20 +299,25 @@ class ContainerReader:
             at = src.pos
             head = src.peek(CHUNK_HEAD.size)
             if not head:
-                yield Damage(number, at, f"the file is truncated after chunk {number - 1}: no FINI chunk")
+                yield Damage(number, at, f"the file is truncated after chunk {number - 1}: no FINI chunk", True)
                 return
             length, ctype = CHUNK_HEAD.unpack(head) if len(head) == CHUNK_HEAD.size else (0, b"")
             raw = src.peek(FRAMING + length) if length <= MAX_BODY else b""
             parsed = _parse_chunk(raw) if raw else None
             if parsed is None:
-                if length <= MAX_BODY and len(raw) < FRAMING + length and not self._more_after(at):
-                    yield Damage(number, at, f"the file is truncated inside chunk {number}")
+                if length > MAX_BODY:
+                    problem = f"chunk {number} at byte {at} has an impossible length ({length} bytes)"
+                elif len(raw) < FRAMING + length:
+                    problem = f"chunk {number} at byte {at} runs past the end of the file"
+                else:
+                    problem = f"chunk {number} at byte {at} is corrupt (CRC mismatch)"
+                resumed = self._resync(at, number, length)
+                if resumed is None:
+                    yield Damage(number, at, f"the file is truncated inside chunk {number}"
+                                 if "past the end" in problem else problem + "; nothing readable follows", True)
                     return
-                yield Damage(number, at, f"chunk {number} at byte {at} is corrupt (CRC mismatch)")
-                number = self._resync(at, number)
-                if number is None:
-                    yield Damage(None, src.pos, "no readable chunk after the damage; the file may be truncated")
-                    return
+                yield Damage(number, at, problem)
+                number = resumed
                 continue
             ctype, body = parsed
             src.consume(len(raw))
@@ -323,35 +334,53 @@ class ContainerReader:
                 raise FormatError(f"unknown critical chunk {ctype!r} at byte {at}: this file needs a newer nc")
             # unknown optional chunk (or an early indx/tail): skip
 
-    def _more_after(self, at: int) -> bool:
-        """Whether any valid chunk follows `at` (so a short read was damage, not truncation)."""
-        return self.index is not None and any(e.offset > at for e in self.index)
-
-    def _resync(self, bad_at: int, number: int) -> int | None:
-        """Move to the next valid chunk after damage at `bad_at`; return the next chunk number."""
+    def _resync(self, bad_at: int, number: int, length: int) -> int | None:
+        """Move to the next valid chunk after damage at `bad_at`; return the next chunk number (None: none left)."""
+        src = self._src
         if self.index is not None:
-            for i, e in enumerate(self.index):
-                if e.offset > bad_at:
-                    self._src.seek(e.offset)
-                    return i
-        return self._scan_for_chunk(bad_at + 1, number + 1)
+            later = np.flatnonzero(self.index["offset"] > bad_at)
+            if len(later):
+                src.seek(int(self.index["offset"][later[0]]))
+                return int(later[0])
+        after = bad_at + FRAMING + length
+        if length <= MAX_BODY:  # the body was hit, not the length: the next chunk is where it says
+            src.seek(bad_at)
+            raw = src.peek(FRAMING + length + CHUNK_HEAD.size)
+            if len(raw) == FRAMING + length + CHUNK_HEAD.size:
+                next_length, _ = CHUNK_HEAD.unpack_from(raw, FRAMING + length)
+                if next_length <= MAX_BODY:
+                    src.seek(after)
+                    if _parse_chunk(src.peek(FRAMING + next_length)):
+                        return number + 1
+        return number + 1 if self._scan_for_chunk(bad_at + 1) else None
 
-    def _scan_for_chunk(self, start: int, number: int) -> int | None:
-        """Search byte by byte for a chunk whose type is known and whose CRC checks."""
+    def _scan_for_chunk(self, start: int) -> bool:
+        """Search byte by byte for a chunk of a known type whose CRC checks; leave the source there."""
         src = self._src
         src.seek(start)
         window = 1 << 20
         while True:
             data = src.peek(window)
             if len(data) < FRAMING:
-                return None
-            hits = sorted({i - 4 for t in KNOWN_TYPES for i in _find_all(data, t) if i >= 4})
-            for c in hits:
-                (length,) = struct.unpack_from("<I", data, c)
-                if length <= MAX_BODY and _parse_chunk(src.peek(c + FRAMING + length)[c:]):
+                return False
+            for c in sorted({i - 4 for t in KNOWN_TYPES for i in _find_all(data, t) if i >= 4}):
+                if self._plausible(data, c) and _parse_chunk(src.peek(c + FRAMING + struct.unpack_from(
+                        "<I", data, c)[0])[c:]):
                     src.consume(c)
-                    return number
+                    return True
             src.consume(max(len(data) - 8, 1))
+
+    def _plausible(self, data: bytes, c: int) -> bool:
+        """Cheap checks before paying for a candidate's CRC: length bound and, for DATA, its header."""
+        (length,) = struct.unpack_from("<I", data, c)
+        if length > MAX_BODY:
+            return False
+        if data[c + 4:c + 8] == b"DATA":
+            if length < DATA_HEAD.size or len(data) < c + 8 + DATA_HEAD.size:
+                return length >= DATA_HEAD.size
+            track, flags, reserved = struct.unpack_from("<HBB", data, c + 8)
+            return track < len(self.tracks) and reserved == 0 and flags <= KEYFRAME
+        return True
 
 
 def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
@@ -361,20 +390,45 @@ def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
         i = data.find(needle, i + 1)
 
 
+_CODEC_ID = re.compile(r"^(audio|image|video)/[a-z0-9][a-z0-9_.-]{0,62}$")
+_SHA256 = re.compile(r"^([0-9a-f]{64})?$")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_head(body: bytes) -> tuple[str, list[TrackHeader]]:
+    """Strict RFC 8259 JSON (no NaN/Infinity); typed and validated fields; unknown keys ignored."""
     try:
-        head = json.loads(body.decode("utf-8"))
-        tracks = [
-            TrackHeader(str(t["codec"]), int(t["codec_version"]), str(t["weights_sha256"]), dict(t["rate"]),
-                        dict(t["facts"]), dict(t["params"]))
-            for t in head["tracks"]
-        ]
-        created_by = str(head.get("created_by", ""))
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise FormatError(f"the file's HEAD chunk is malformed ({e.__class__.__name__})") from None
+        head = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        tracks = [_parse_track(t) for t in head["tracks"]]
+        created_by = head.get("created_by", "")
+        if not isinstance(created_by, str):
+            raise TypeError("created_by")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FormatError(f"the file's HEAD chunk is malformed ({e.__class__.__name__}: {e})") from None
     if not 1 <= len(tracks) <= MAX_TRACKS:
         raise FormatError(f"the file declares {len(tracks)} tracks (1 to {MAX_TRACKS} allowed)")
     return created_by, tracks
+
+
+def _parse_track(t: dict) -> TrackHeader:
+    def typed(key, kind):
+        value = t[key]
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise TypeError(f"{key} must be {kind.__name__}")
+        return value
+
+    codec, version, sha = typed("codec", str), typed("codec_version", int), typed("weights_sha256", str)
+    rate, facts, params = typed("rate", dict), typed("facts", dict), typed("params", dict)
+    if not _CODEC_ID.match(codec) or not _SHA256.match(sha) or not 0 <= version < 2**31:
+        raise ValueError("codec id, codec_version or weights_sha256 is malformed")
+    value = rate.get("value")
+    if (not isinstance(rate.get("name"), str) or rate.get("unit") not in UNITS
+            or type(value) not in (int, float) or not math.isfinite(value)):
+        raise ValueError("rate must be {name: str, value: finite number, unit: bps|bpp|quality}")
+    return TrackHeader(codec, version, sha, rate, facts, params)
 
 
 def _parse_data(body: bytes, number: int, at: int, n_tracks: int) -> Chunk:
@@ -392,14 +446,14 @@ def _parse_fini(body: bytes, n_tracks: int) -> list[tuple[int, int]]:
     return [FINI_TRACK.unpack_from(body, FINI_COUNT.size + i * FINI_TRACK.size) for i in range(n_tracks)]
 
 
-def _parse_index(body: bytes, n_tracks: int) -> list[IndexEntry]:
+def _parse_index(body: bytes, n_tracks: int, data_at: int, fini_at: int) -> np.ndarray | None:
+    """The index as records, or None if it is inconsistent (then readers scan instead)."""
     (count,) = INDEX_COUNT.unpack_from(body) if len(body) >= INDEX_COUNT.size else (None,)
     if count is None or len(body) != INDEX_COUNT.size + count * INDEX_ENTRY.size:
-        raise FormatError("the index chunk's size does not match its entry count")
-    entries = []
-    for off in range(INDEX_COUNT.size, len(body), INDEX_ENTRY.size):
-        offset, track, flags, _, seq, start, duration = INDEX_ENTRY.unpack_from(body, off)
-        if track >= n_tracks:
-            raise FormatError("the index names a track the file does not have")
-        entries.append(IndexEntry(offset, track, bool(flags & KEYFRAME), seq, start, duration))
-    return entries
+        return None
+    index = np.frombuffer(body, INDEX_DTYPE, count, offset=INDEX_COUNT.size)
+    offsets = index["offset"].astype(np.int64)  # (unsigned differences would wrap around)
+    if count and (offsets.min() < data_at or offsets.max() >= fini_at or np.any(np.diff(offsets) <= 0)
+                  or index["track"].max() >= n_tracks):
+        return None
+    return index

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 
 import nc
-from nc.errors import NCError, UsageError
+from nc.errors import NCError, UsageError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in nc or a plugin: still one line, the traceback on request
         if os.environ.get("NC_DEBUG"):
             raise
-        first = (str(e).strip().splitlines() or [""])[0]
-        print(f"nc: internal error: {e.__class__.__name__}: {first} (set NC_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(f"nc: internal error: {one_line(e)} (set NC_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 
@@ -99,21 +99,35 @@ def _status(args, text: str) -> None:
 def cmd_encode(args) -> int:
     from nc.api import encode_file
 
-    out, owned = _open_output(args.output)
-    try:
+    if args.output != "-" and args.input != "-" and os.path.exists(args.output) \
+            and os.path.exists(args.input) and os.path.samefile(args.input, args.output):
+        raise UsageError("the output would overwrite the input")
+    with _output(args.output) as out:
         report = encode_file(args.input, out, codec=args.codec, bitrate=args.bitrate, quality=args.quality,
                              audio_codec=args.audio_codec, audio_bitrate=args.audio_bitrate, progress=True)
-    except BaseException:
-        if owned:
-            out.close()
-            _remove(args.output)
-        raise
-    if owned:
-        out.close()
     tracks = ", ".join(f"{c} @ {r}" for c, r in report.tracks)
     rate = f", {report.bytes * 8 / report.seconds / 1000:.2f} kbps" if report.seconds else ""
     _status(args, f"{args.output}: {report.bytes} bytes{rate} ({tracks})")
     return 0
+
+
+@contextlib.contextmanager
+def _output(path: str):
+    """stdout, or a temporary file beside `path` that replaces it only when everything succeeded."""
+    if path == "-":
+        yield sys.stdout.buffer
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise NCError(f"cannot write {path}: no such directory {folder}")
+    fd, tmp = tempfile.mkstemp(prefix=".nc-", suffix=".ncb.part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def cmd_decode(args) -> int:
@@ -222,22 +236,6 @@ def cmd_detokenize(args) -> int:
     sink.close()
     print(f"{args.output}: {len(audio) / args.sample_rate:.2f} s")
     return 0
-
-
-def _open_output(path: str):
-    if path == "-":
-        return sys.stdout.buffer, False
-    try:
-        return open(path, "wb"), True
-    except OSError as e:
-        raise NCError(f"cannot write {path}: {e.strerror}") from None
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

@@ -108,6 +108,8 @@ class CodecDescriptor:
         if bitrate is None and quality is None:
             return self.default or (self.points[0] if self.points else _mid(self.ranges[0]))
         value, unit = (parse_rate(bitrate, self.modality) if bitrate is not None else (float(quality), "quality"))
+        if not value > 0 and unit != "quality":
+            raise UsageError(f"a rate must be positive, not {bitrate!r}")
         for r in self.ranges:
             if r.unit == unit:
                 if not r.low <= value <= r.high:
@@ -116,7 +118,10 @@ class CodecDescriptor:
         same_unit = [p for p in self.points if p.unit == unit]
         if not same_unit:
             raise UsageError(f"{self.id} has no {unit} rate points; it offers {self.describe_rates()}")
-        return min(same_unit, key=lambda p: abs(np.log(max(p.value, 1e-9) / max(value, 1e-9))))
+        nearest = min(same_unit, key=lambda p: abs(np.log(max(p.value, 1e-9) / max(value, 1e-9))))
+        if unit != "quality" and not 0.5 <= nearest.value / value <= 2:  # a request far off every point is a mistake
+            raise UsageError(f"{self.id} offers {self.describe_rates()}; {_fmt(value, unit)} is not near any of them")
+        return nearest
 
 
 def _mid(r: RateRange) -> RatePoint:
@@ -139,7 +144,7 @@ def parse_rate(text: str | float, modality: str) -> tuple[float, str]:
     """'6k' -> (6000, 'bps'); '0.5bpp' -> (0.5, 'bpp'). Plain numbers are bps for audio/video, bpp for images."""
     if isinstance(text, (int, float)):
         return float(text), ("bpp" if modality == "image" else "bps")
-    m = _RATE.match(str(text))
+    m = _RATE.match(str(text).strip().lstrip("+"))
     if not m:
         raise UsageError(f"cannot read bitrate {text!r}: use e.g. 6k, 1.5kbps, 128000 or 0.5bpp")
     value = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[(m.group(2) or "").lower() or None]

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from nc.errors import MediaError, UsageError
+from nc.errors import FormatError, MediaError, UsageError
 from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"}
@@ -51,7 +51,12 @@ def local_path(path: str):
     with tempfile.NamedTemporaryFile(prefix="nc-stdin-") as tmp:
         shutil.copyfileobj(sys.stdin.buffer, tmp)
         tmp.flush()
-        yield tmp.name
+        if not tmp.tell():
+            raise MediaError("stdin: no input")
+        try:
+            yield tmp.name
+        except MediaError as e:  # name the input as the user gave it, not the spool file
+            raise MediaError(str(e).replace(tmp.name, "stdin")) from None
 
 
 def open_media(path: str) -> MediaSource:
@@ -63,7 +68,10 @@ def open_media(path: str) -> MediaSource:
     elif ext in VIDEO_EXTS:
         order = [_open_av]
     for opener in order:
-        source = opener(path)
+        try:
+            source = opener(path)
+        except FormatError as e:  # facts out of range: a damaged or hostile header
+            raise MediaError(f"{path}: {e}") from None
         if source is not None:
             return source
     raise MediaError(f"{path}: not a supported audio, image or video file")
@@ -75,13 +83,23 @@ def _open_image(path: str) -> MediaSource | None:
     try:
         with Image.open(path) as im:
             im.load()
-            mode = im.mode if im.mode in ("L", "RGB", "RGBA") else ("RGBA" if "A" in im.getbands() else "RGB")
-            array = np.asarray(im.convert(mode))
+            array = _pixels(im)
     except (UnidentifiedImageError, OSError, ValueError):
         return None
     array = array[:, :, None] if array.ndim == 2 else array
-    facts = ImageFacts(array.shape[1], array.shape[0], mode)
+    facts = ImageFacts(array.shape[1], array.shape[0], {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]).validate()
     return MediaSource([facts], lambda: iter([(0, array)]), 0.0)
+
+
+def _pixels(im) -> np.ndarray:
+    """8-bit L, RGB or RGBA pixels; deeper greyscale keeps its top 8 bits (convert() would clip it)."""
+    if im.mode in ("L", "RGB", "RGBA"):
+        return np.asarray(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(im).astype(np.int64)
+        bits = 16 if im.mode.startswith("I;16") or wide.max(initial=0) < 65536 else 32
+        return np.clip(wide >> (bits - 8), 0, 255).astype(np.uint8)
+    return np.asarray(im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB"))
 
 
 def _open_soundfile(path: str) -> MediaSource | None:
@@ -160,63 +178,85 @@ def _av_blocks(path: str, has_video: bool, has_audio: bool) -> Iterator[tuple[in
 
 
 class MediaSink:
-    """Writes decoded tracks to one output file, chosen by its extension."""
+    """Writes decoded tracks to one output file, chosen by its extension (or `fmt`).
+
+    Everything goes to a temporary file beside the target, which replaces the
+    target only on `close()`: a failed decode never leaves half a file, nor
+    destroys a file that was there.
+    """
 
     def __init__(self, path: str, facts: list[MediaFacts], fmt: str | None = None):
         self.path, self.facts = path, facts
         self._stdout = path == "-"
-        ext = "." + fmt.lstrip(".") if fmt else os.path.splitext(path)[1].lower()
+        ext = "." + fmt.lower().lstrip(".") if fmt else os.path.splitext(path)[1].lower()
         modalities = [f.modality for f in facts]
-        if not ext or ext == ".":
-            ext = {"audio": ".wav", "image": ".png", "video": ".mkv"}[_main_modality(modalities)]
-        self._target = tempfile.NamedTemporaryFile(prefix="nc-out-", suffix=ext, delete=False).name \
-            if self._stdout else path
-        self._ext = ext
-        if "video" in modalities:
-            if ext not in _VIDEO_OUT:
-                raise UsageError(f"cannot write video to {ext!r}; use one of {', '.join(sorted(_VIDEO_OUT))}")
-            self._writer = _VideoFileWriter(self._target, facts, ext)
-        elif modalities == ["audio"]:
-            if ext not in AUDIO_EXTS:
-                raise UsageError(f"cannot write audio to {ext!r}; use .wav, .flac or .ogg")
-            self._writer = _AudioFileWriter(self._target, facts[0])
-        elif modalities == ["image"]:
-            if ext not in IMAGE_EXTS:
-                raise UsageError(f"cannot write an image to {ext!r}; use .png")
-            self._writer = _ImageFileWriter(self._target, facts[0])
-        else:
-            raise UsageError(f"cannot write tracks {modalities} to one file")
+        writer = _writer_for(modalities, ext, path)
+        folder = os.path.dirname(os.path.abspath(path)) if not self._stdout else None
+        if folder is not None and not os.path.isdir(folder):
+            raise MediaError(f"cannot write {path}: no such directory {folder}")
+        fd, self._target = tempfile.mkstemp(prefix=".nc-out-", suffix=ext, dir=folder)
+        os.close(fd)
+        try:
+            self._writer = writer(self._target, facts, ext)
+        except BaseException:
+            os.unlink(self._target)
+            raise
+        self.written = [0] * len(facts)  # blocks written per track
 
     def write(self, track: int, block: np.ndarray) -> None:
         self._writer.write(track, block)
+        self.written[track] += 1
 
     def close(self) -> None:
-        self._writer.close()
-        if self._stdout:
-            with open(self._target, "rb") as f:
-                shutil.copyfileobj(f, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-            os.unlink(self._target)
+        try:
+            self._writer.close()
+            if self._stdout:
+                with open(self._target, "rb") as f:
+                    shutil.copyfileobj(f, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                os.replace(self._target, self.path)
+        finally:
+            if os.path.exists(self._target):
+                os.unlink(self._target)
 
     def abort(self) -> None:
         try:
             self._writer.close()
+        except Exception:  # the decode already failed; its error is the one to report
+            pass
         finally:
-            if self._stdout:
-                os.unlink(self._target)
+            os.unlink(self._target)
 
 
-def _main_modality(modalities: list[str]) -> str:
-    return "video" if "video" in modalities else modalities[0]
+def _writer_for(modalities: list[str], ext: str, path: str):
+    """The file writer class for these tracks and this extension, or a UsageError saying what works."""
+    if not ext or ext == ".":
+        raise UsageError(f"{path}: give the output an extension (or --format) to choose its format")
+    if "video" in modalities:
+        if ext not in _VIDEO_OUT:
+            raise UsageError(f"cannot write video to {ext!r}; use one of {', '.join(sorted(_VIDEO_OUT))}")
+        return _VideoFileWriter
+    if modalities == ["audio"]:
+        if ext not in AUDIO_EXTS:
+            raise UsageError(f"cannot write audio to {ext!r}; use .wav, .flac or .ogg")
+        return _AudioFileWriter
+    if modalities == ["image"]:
+        if ext not in IMAGE_EXTS:
+            raise UsageError(f"cannot write an image to {ext!r}; use .png")
+        return _ImageFileWriter
+    raise UsageError(f"cannot write tracks {modalities} to one file")
 
 
 class _AudioFileWriter:
-    def __init__(self, path: str, facts: AudioFacts):
+    def __init__(self, path: str, facts: list[AudioFacts], ext: str):
         import soundfile as sf
 
+        facts = facts[0]
         try:
-            subtype = "PCM_16" if path.lower().endswith((".wav", ".flac", ".aiff", ".aif")) else None
-            self._f = sf.SoundFile(path, "w", facts.sample_rate, facts.channels, subtype=subtype)
+            subtype = "PCM_16" if ext in (".wav", ".flac", ".aiff", ".aif") else None
+            self._f = sf.SoundFile(path, "w", facts.sample_rate, facts.channels, subtype=subtype,
+                                   format=_SF_FORMAT.get(ext))
         except (sf.LibsndfileError, RuntimeError, TypeError) as e:
             raise MediaError(f"cannot write {path}: {e}") from None
 
@@ -228,8 +268,8 @@ class _AudioFileWriter:
 
 
 class _ImageFileWriter:
-    def __init__(self, path: str, facts: ImageFacts):
-        self.path, self.facts = path, facts
+    def __init__(self, path: str, facts: list[ImageFacts], ext: str):
+        self.path, self.facts = path, facts[0]
 
     def write(self, track: int, block: np.ndarray) -> None:
         from PIL import Image
@@ -244,6 +284,8 @@ class _ImageFileWriter:
         pass
 
 
+_SF_FORMAT = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".aiff": "AIFF", ".aif": "AIFF",
+              ".au": "AU"}
 # extension -> (video codec, pixel format, options, audio codec)
 _VIDEO_OUT = {
     ".mp4": ("libx264", "yuv420p", {"crf": "12", "preset": "fast"}, "aac"),

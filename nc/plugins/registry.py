@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from nc.codecs.base import Codec, CodecDescriptor
-from nc.errors import UnknownCodecError, UsageError
+from nc.errors import UnknownCodecError, UsageError, one_line
 from nc.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "nc.plugins"
@@ -31,16 +31,18 @@ class Registry:
     def get(self, codec_id: str) -> Codec:
         if codec_id in self.codecs:
             return self.codecs[codec_id]
-        hint = f" ({'; '.join(self.problems)})" if self.problems else ""
         known = ", ".join(sorted(self.codecs)) or "none"
-        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{hint}")
+        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{self._hint()}")
 
     def default(self, modality: str) -> Codec:
         """The highest-ranked codec for a modality (ties: alphabetical id)."""
         candidates = [c for c in self.codecs.values() if c.descriptor.modality == modality]
         if not candidates:
-            raise UnknownCodecError(f"no {modality} codec is installed")
+            raise UnknownCodecError(f"no {modality} codec is installed{self._hint()}")
         return min(candidates, key=lambda c: (-c.descriptor.rank, c.descriptor.id))
+
+    def _hint(self) -> str:
+        return f" ({'; '.join(self.problems)})" if self.problems else ""
 
     def descriptors(self) -> list[CodecDescriptor]:
         return sorted((c.descriptor for c in self.codecs.values()), key=lambda d: d.id)
@@ -71,7 +73,7 @@ def load_registry(use_entry_points: bool = True) -> Registry:
         try:
             codecs = list(impl.function())
         except Exception as e:  # a plugin's bug must not hide the other codecs
-            registry.problems.append(f"plugin {impl.plugin_name!r} failed to register codecs: {_one_line(e)}")
+            registry.problems.append(f"plugin {impl.plugin_name!r} failed to register codecs: {one_line(e)}")
             continue
         for codec in codecs:
             registry.add(codec, impl.plugin_name)
@@ -81,18 +83,16 @@ def load_registry(use_entry_points: bool = True) -> Registry:
 def _register_entry_points(manager: pluggy.PluginManager, registry: Registry) -> None:
     blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in blocked or manager.has_plugin(ep.name):
+        if ep.name in blocked:
+            continue
+        if manager.has_plugin(ep.name):
+            registry.problems.append(f"plugin {ep.name!r} ({ep.value}) was skipped: that name is already registered")
             continue
         try:
             module = ep.load()
             manager.register(module, name=ep.name)
         except Exception as e:
-            registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {_one_line(e)}")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
+            registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {one_line(e)}")
 
 
 @functools.lru_cache(maxsize=1)
