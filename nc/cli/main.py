@@ -166,6 +166,9 @@ def cmd_info(args) -> int:
             if t["modality"] != "image" else ""
         facts = ", ".join(f"{k}={v}" for k, v in t["facts"].items() if k != "modality")
         print(f"  track {t['index']}: {t['codec']} v{t['codec_version']} @ {t['rate']} | {facts} | {length}".rstrip(" |"))
+    if reader._container.index is None and reader._container.totals is None:
+        print("  note: no index or end-of-stream chunk found: the file is truncated, damaged at its end, "
+              "or being read from a pipe")
     for c in info.get("chunks", []):
         print("  chunk " + ", ".join(f"{k}={v}" for k, v in c.items() if k != "number") + f"  (#{c['number']})")
     return 0
