@@ -1,6 +1,6 @@
 """Container overhead and long-input streaming, measured; writes bench/results/container.md.
 
-    .venv/bin/python bench/container.py [--hours 1]
+    .venv/bin/python bench/container.py [--hours 1] [--codec audio/rvq --bitrate 6k]
 
 1. Overhead: 10 s of speech-like audio through audio/opus at 6 kbps; the file's
    bytes split into codec payload and everything the container adds.
@@ -55,12 +55,12 @@ def overhead() -> dict:
     }
 
 
-def stream_child(mode: str, path: str, hours: float) -> None:
+def stream_child(mode: str, path: str, hours: float, codec: str, bitrate: str) -> None:
     """Runs in a fresh process so peak RSS belongs to this job alone."""
     piece = speechlike(1.0)
     start = time.perf_counter()
     if mode == "write":
-        with nc.open(path, "wb", codec="audio/opus", bitrate="12k", sample_rate=16000, channels=1) as w:
+        with nc.open(path, "wb", codec=codec, bitrate=bitrate, sample_rate=16000, channels=1) as w:
             for _ in range(int(hours * 3600)):
                 w.write(piece)
         n = int(hours * 3600) * 16000
@@ -74,11 +74,11 @@ def stream_child(mode: str, path: str, hours: float) -> None:
     print(json.dumps({"mode": mode, "samples": n, "seconds": seconds, "peak_rss_mib": rss}))
 
 
-def streaming(hours: float) -> list[dict]:
+def streaming(hours: float, codec: str, bitrate: str) -> list[dict]:
     path = "/tmp/nc-bench-long.ncb"
     rows = []
     for mode in ("write", "read"):
-        out = subprocess.run([sys.executable, __file__, "--child", mode, path, str(hours)],
+        out = subprocess.run([sys.executable, __file__, "--child", mode, path, str(hours), codec, bitrate],
                              check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out))
     rows.append({"mode": "file", "bytes": Path(path).stat().st_size})
@@ -89,13 +89,16 @@ def streaming(hours: float) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--hours", type=float, default=1.0)
-    p.add_argument("--child", nargs=3)
+    p.add_argument("--codec", default="audio/opus", help="codec for the streaming run")
+    p.add_argument("--bitrate", default="12k")
+    p.add_argument("--child", nargs=5)
     args = p.parse_args()
     if args.child:
-        stream_child(args.child[0], args.child[1], float(args.child[2]))
+        mode, path, hours, codec, bitrate = args.child
+        stream_child(mode, path, float(hours), codec, bitrate)
         return
     o = overhead()
-    s = streaming(args.hours)
+    s = streaming(args.hours, args.codec, args.bitrate)
     base = subprocess.run([sys.executable, "-c", "import resource, nc, nc_classical.opus, av, numpy;"
                            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"],
                           check=True, capture_output=True, text=True).stdout.strip()
@@ -111,7 +114,8 @@ def main() -> None:
         f"{o['preamble_and_head'] + o['data_chunk_framing'] + o['fini_index_tail']} bytes "
         f"= {(o['preamble_and_head'] + o['data_chunk_framing'] + o['fini_index_tail']) * 8 / 10 / 1000:.3f} kbps "
         f"over 10 s; the Opus packet length prefixes add {o['opus_length_prefixes']} bytes.", "",
-        f"## Streaming {args.hours:g} h of 16 kHz mono audio through nc.open (audio/opus, 12 kbps, 1 s pieces)", "",
+        f"## Streaming {args.hours:g} h of 16 kHz mono audio through nc.open ({args.codec}, {args.bitrate}, 1 s pieces)",
+        "",
         "| step | peak RSS (MiB) | wall (s) | x real time |", "|---|---|---|---|",
         f"| import only (baseline) | {float(base):.0f} | | |",
         *(f"| {r['mode']} | {r['peak_rss_mib']:.0f} | {r['seconds']:.1f} | {audio_s / r['seconds']:.0f} |"
@@ -120,7 +124,8 @@ def main() -> None:
         f"The decoded hour as float32 would be {audio_s * 16000 * 4 / 2**20:.0f} MiB.",
     ]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "container.md").write_text("\n".join(lines) + "\n")
+    name = "container.md" if args.codec == "audio/opus" else f"container_{args.codec.replace('/', '_')}.md"
+    (RESULTS / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

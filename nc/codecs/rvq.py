@@ -20,6 +20,7 @@ Track params: {"stages": codebooks used}.
 """
 from __future__ import annotations
 
+import os
 import struct
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +32,10 @@ from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import AudioFacts
 from nc.media.resample import StreamResampler
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "audio_rvq.safetensors"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "audio_rvq.safetensors"
+#: NC_RVQ_WEIGHTS points nc at weights you trained yourself (files record the weights' hash, so they
+#: decode only where the same weights are installed)
+WEIGHTS = Path(os.environ.get("NC_RVQ_WEIGHTS", SHIPPED_WEIGHTS))
 WINDOW = 50  # frames per inference window (1 s)
 PACKET_SECONDS = 5  # per packet: ~60 bytes of container per packet cost 0.1 kbps
 STAGES_FOR = {"1.5k": 3, "3k": 6, "6k": 12, "12k": 24}

@@ -76,10 +76,12 @@ class FrameCodec(nn.Module):
     def spectral_frames(self, latent: torch.Tensor) -> torch.Tensor:
         """Windowed time-domain frames (batch, frames, 2 hop) from the decoder's magnitude and phase."""
         out = self.decoder(latent)
-        bins = self.cfg.hop + 1
-        log_mag, phase = out[:, :bins], out[:, bins:]
-        spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
-        return torch.fft.irfft(spec.transpose(1, 2), n=2 * self.cfg.hop) * self.window
+        with torch.autocast(out.device.type, enabled=False):  # FFTs of size 640 need float32
+            out = out.float()
+            bins = self.cfg.hop + 1
+            log_mag, phase = out[:, :bins], out[:, bins:]
+            spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
+            return torch.fft.irfft(spec.transpose(1, 2), n=2 * self.cfg.hop) * self.window
 
     def frames_to_wave(self, frames: torch.Tensor, previous_half: torch.Tensor | None = None) -> torch.Tensor:
         """Overlap-add: sample block k = second half of frame k-1 + first half of frame k.
@@ -96,8 +98,9 @@ class FrameCodec(nn.Module):
 
     def forward(self, wav: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
         """Training pass: wav (batch, samples) -> reconstruction of the same length, quantizer output."""
-        padded = self.pad(wav)
-        q = self.quantizer(self.encode_latent(padded), n_stages)
+        latent = self.encode_latent(self.pad(wav))
+        with torch.autocast(latent.device.type, enabled=False):  # nearest-code search in float32
+            q = self.quantizer(latent.float(), n_stages)
         return self.synthesize(q.quantized)[:, : wav.shape[-1]], q
 
     def parameter_count(self) -> int:

@@ -85,10 +85,10 @@ class CropSampler:
 # ---------------------------------------------------------------- training
 
 
-def learning_rate(step: int, total: int, peak: float, warmup: int = 200) -> float:
+def learning_rate(step: int, progress: float, peak: float, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak as `progress` goes from 0 to 1."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -134,13 +134,17 @@ def train(args) -> None:
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))} if args.mix else None
     sampler = CropSampler(load_corpus(Path(args.data), cfg.sample_rate), int(args.seconds * cfg.sample_rate),
                           args.seed + 1000 * rank + step, mix)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or args.bf16)
     if step == 0:
         _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
     start = time.time() - elapsed
-    while step < args.steps:
+    budget = args.max_minutes * 60 if args.max_minutes else float("inf")
+    stop = False
+    while step < args.steps and not stop:
+        # progress by steps or by time, whichever is further: a time-boxed run still anneals
+        progress = max(step / args.steps, (time.time() - start) / budget)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr)
+            group["lr"] = learning_rate(step, progress, args.lr)
         wav = sampler.batch(args.batch).to(device)
         n_stages = torch.tensor(RATE_STAGES, device=device)[torch.randint(len(RATE_STAGES), (args.batch,), device=device)]
         with autocast:
@@ -153,7 +157,7 @@ def train(args) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        if step % 100 == 0 and step < 0.9 * args.steps:
+        if step % 100 == 0 and progress < 0.9:
             model.quantizer.restart_dead_codes()
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
             usage = usage_stats(model)
@@ -166,7 +170,12 @@ def train(args) -> None:
                 "minutes": round(seconds / 60, 2)}))
             if step >= 500 and usage[0] < 0.02:
                 raise SystemExit(f"codebook collapse: stage 1 uses {usage[0]:.1%} of its codes at step {step}; stopping")
-        if rank == 0 and (step % args.checkpoint_every == 0 or step == args.steps):
+        stop = time.time() - start >= budget
+        if distributed:  # every rank must stop at the same step when time runs out
+            flag = torch.tensor([float(stop and step % 50 == 0)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if rank == 0 and (step % args.checkpoint_every == 0 or step == args.steps or stop):
             save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed": time.time() - start,
                                                      "config": cfg.to_dict()})
     if rank == 0:
@@ -207,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of train*.npy shards or audio files")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
     p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (and ship) after this much training time")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seconds", type=float, default=1.0, help="crop length")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
     p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
     p.add_argument("--seed", type=int, default=0)
