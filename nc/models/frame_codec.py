@@ -96,12 +96,18 @@ class FrameCodec(nn.Module):
         prev = torch.cat([previous_half.unsqueeze(1), second[:, :-1]], dim=1)
         return (prev + first).reshape(frames.shape[0], -1)
 
-    def forward(self, wav: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
-        """Training pass: wav (batch, samples) -> reconstruction of the same length, quantizer output."""
+    def forward(self, wav: torch.Tensor, n_stages: torch.Tensor | int | None = None,
+                return_frames: bool = False):
+        """Training pass: wav (batch, samples) -> reconstruction of the same length, quantizer output
+        (and, with `return_frames`, the synthesized frames and their full overlap-add)."""
         latent = self.encode_latent(self.pad(wav))
         with torch.autocast(latent.device.type, enabled=False):  # nearest-code search in float32
             q = self.quantizer(latent.float(), n_stages)
-        return self.synthesize(q.quantized)[:, : wav.shape[-1]], q
+        frames = self.spectral_frames(q.quantized)
+        full = self.frames_to_wave(frames)
+        if return_frames:
+            return full[:, : wav.shape[-1]], q, frames, full
+        return full[:, : wav.shape[-1]], q
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

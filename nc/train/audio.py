@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
-from nc.train.losses import MultiScaleMelLoss
+from nc.train.losses import MultiScaleMelLoss, stft_consistency
 
 RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
@@ -148,10 +148,13 @@ def train(args) -> None:
         wav = sampler.batch(args.batch).to(device)
         n_stages = torch.tensor(RATE_STAGES, device=device)[torch.randint(len(RATE_STAGES), (args.batch,), device=device)]
         with autocast:
-            estimate, q = net(wav, n_stages)
+            estimate, q, frames, full = net(wav, n_stages, return_frames=True)
         mel = mel_loss(estimate.float(), wav)
         wave = F.l1_loss(estimate.float(), wav)
-        loss = 15 * mel + wave + 0.25 * q.commitment + q.codebook
+        loss = 15 * mel + args.wave_weight * wave + 0.25 * q.commitment + q.codebook
+        if args.consistency_weight:
+            consistency = stft_consistency(frames.float(), full.float(), model.window, cfg.hop)
+            loss = loss + args.consistency_weight * consistency
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -165,6 +168,7 @@ def train(args) -> None:
             _log(out, rank, json.dumps({
                 "step": step, "loss": round(loss.item(), 4), "mel": round(mel.item(), 4), "wave": round(wave.item(), 4),
                 "commit": round(q.commitment.item(), 4), "usage_first": round(usage[0], 3),
+                **({"consistency": round(consistency.item(), 4)} if args.consistency_weight else {}),
                 "usage_mean": round(float(np.mean(usage)), 3), "lr": round(optimizer.param_groups[0]["lr"], 6),
                 "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
                 "minutes": round(seconds / 60, 2)}))
@@ -224,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
     p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
+    p.add_argument("--wave-weight", type=float, default=1.0, help="weight of the waveform L1 loss (mel: 15)")
+    p.add_argument("--consistency-weight", type=float, default=0.0,
+                   help="weight of the STFT consistency loss (overlapping frames must agree)")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)

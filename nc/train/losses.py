@@ -27,3 +27,21 @@ class MultiScaleMelLoss(nn.Module):
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum((self.log_mel(estimate, w) - self.log_mel(target, w)).abs().mean() for w in self.windows) / len(
             self.windows)
+
+
+def stft_consistency(frames: torch.Tensor, wave: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
+    """How far the decoder's frames are from the frames its own output waveform would give.
+
+    The decoder predicts a magnitude and a phase per frame and overlap-adds them.
+    Nothing in a magnitude (mel) loss asks those frames to agree where they
+    overlap; when they do not, overlap-add smears them into a rough, phasey
+    sound. Re-cutting the output waveform into frames (same window) and
+    comparing is a cheap way to ask for agreement. `frames`: windowed frames
+    (batch, F, 2 hop) as synthesized; `wave`: their overlap-add, (batch, (F-1) hop).
+    """
+    # A synthesized frame is w * y_t; it is consistent when y_t = w * (the output cut at frame t), i.e.
+    # when the frame equals w^2 times that cut. Frame t of `wave` covers [(t-1) hop, (t+1) hop), so
+    # cutting from sample 0 gives frames 1 .. F-2 (the complete interior ones).
+    cut = wave.unfold(-1, 2 * hop, hop) * window.square()
+    inner = frames[:, 1:1 + cut.shape[1]]
+    return (cut - inner).abs().mean() / inner.abs().mean().clamp(min=1e-5)
