@@ -103,6 +103,11 @@ def write_report(table, args) -> None:
     lines = ["# Audio benchmark", "",
              f"Clips: {source}. One CPU thread. Bitrate is measured from the .ncb file (container included).",
              "PESQ is wideband (P.862.2) at 16 kHz on speech; mel is a log-mel L1 distance (lower is better).", ""]
+    for d in registry().descriptors():
+        if d.modality == "audio" and d.weights_sha256:
+            weights = getattr(registry().get(d.id), "weights", "")
+            lines.append(f"- {d.id}: weights `{weights}` (sha256 {d.weights_sha256[:16]})")
+    lines.append("")
     for kind in ("speech", "music"):
         keys = sorted((k for k in table if k[0] == kind), key=lambda k: (k[1], _mean(table[k], "kbps")))
         if not keys:

@@ -107,3 +107,9 @@ def test_tokens_are_the_file_codes_and_detokenize_inverts(codec):
     assert y.shape == (48000, 1)
     with pytest.raises(nc.NCError, match="tokens must"):
         codec.detokenize(codes[0], 16000)
+
+
+def test_input_ending_just_before_a_packet_boundary(codec):
+    """79,990 samples need 251 frames: one packet of 251 frames, not a 250-frame packet plus an empty one."""
+    packets, _, _ = _encode(codec, _signal(79990 / 16000, 16000), 16000)
+    assert [(p.start, p.duration) for p in packets] == [(0, 79990)]

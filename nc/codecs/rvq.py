@@ -11,7 +11,7 @@ feeding a file in any pieces gives the same codes as feeding it whole.
 Packet payload (one per 5 s of input, the last one shorter):
 
     offset  size  field
-    0       2     frames: u16 LE, frames in this packet (250 except the last)
+    0       2     frames: u16 LE, frames in this packet (250; the last one up to 251)
     2       ...   categorical ANS payload (nc/bitstream/entropy.py) of the codes in
                   (channel, frame, stage) order; the context of each symbol is its
                   stage, whose prior is the frequency table shipped with the weights
@@ -164,18 +164,32 @@ class RvqEncoder(Encoder):
         return codes.numpy().astype(np.int32)
 
     def _packets(self, final: bool):
-        available = sum(c.shape[2] for c in self.codes)
-        while available >= self.packet_frames or (final and available > 0):
-            codes = np.concatenate(self.codes, axis=2)
-            take = min(self.packet_frames, codes.shape[2])
-            self.codes = [codes[:, :, take:]]
-            available -= take
+        """Full packets while encoding (only once input goes beyond them); at the end, the rest.
+
+        The last packet takes whatever frames remain (up to one packet plus the extra frame that
+        closes the overlap-add), so no packet claims samples that do not exist.
+        """
+        while True:
+            available = sum(c.shape[2] for c in self.codes)
             index = self.frames_packed // self.packet_frames
-            last = final and available == 0
             start = index * PACKET_SECONDS * self.rate
-            duration = (self.n_in - start) if last else PACKET_SECONDS * self.rate
+            full = PACKET_SECONDS * self.rate
+            if final:
+                last = available <= self.packet_frames + 1
+            elif available < self.packet_frames or self.n_in <= start + full:
+                return
+            else:
+                last = False
+            if not available:
+                return
+            codes = np.concatenate(self.codes, axis=2)
+            take = available if last else self.packet_frames
+            self.codes = [codes[:, :, take:]]
             self.frames_packed += take
-            yield Packet(self._pack(codes[:, :, :take]), start, max(duration, 0))
+            yield Packet(self._pack(codes[:, :, :take]), start, max(0, min(full, self.n_in - start)) if not last
+                         else max(0, self.n_in - start))
+            if last:
+                return
 
     def _pack(self, codes: np.ndarray) -> bytes:
         from nc.bitstream.entropy import encode_categorical

@@ -52,7 +52,9 @@ class FrameCodec(nn.Module):
         self.cfg = cfg
         n_fft = 2 * cfg.hop
         self.analysis = CausalConv1d(1, cfg.enc_channels, n_fft, stride=cfg.hop)
-        self.encoder = Backbone(cfg.enc_channels, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
+        # the encoder also sees each frame's log magnitude spectrum: a phase-free view where pitch
+        # harmonics are explicit (the learned conv alone lost them)
+        self.encoder = Backbone(cfg.enc_channels + cfg.hop + 1, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
         self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim)
         self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
@@ -67,7 +69,11 @@ class FrameCodec(nn.Module):
 
     def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
         """(batch, samples), samples a multiple of hop -> latent (batch, latent, frames)."""
-        return self.encoder(self.analysis(wav.unsqueeze(1)))
+        hop = self.cfg.hop
+        frames = nn.functional.pad(wav, (hop, 0)).unfold(-1, 2 * hop, hop) * self.window  # same framing as analysis
+        with torch.autocast(wav.device.type, enabled=False):
+            log_mag = torch.log(torch.fft.rfft(frames.float()).abs() + 1e-5).transpose(1, 2)
+        return self.encoder(torch.cat([self.analysis(wav.unsqueeze(1)), log_mag.to(wav.dtype)], dim=1))
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent (batch, latent, frames) -> waveform (batch, (frames - 1) * hop)."""

@@ -1,10 +1,10 @@
 """Residual vector quantization with factorized, L2-normalized codes (DAC's recipe).
 
-Each stage projects the residual to a few dimensions, L2-normalizes it and picks
-the nearest of K L2-normalized code vectors (cosine similarity), then projects
-the code back. Normalization removes the offset/scale drift that made plain
-EMA codebooks collapse (see ANCHORS.md); unused codes are restarted from
-recent inputs. Quantizer dropout (a random number of stages per example) makes
+Each stage projects the residual to a few dimensions and picks the code whose
+direction is nearest (cosine similarity of L2-normalized vectors: the offset and
+scale drift that made plain EMA codebooks collapse cannot starve it, see
+ANCHORS.md), then adds that code's raw vector, projected back, so the residual
+shrinks stage by stage. Unused codes are restarted from recent inputs. Quantizer dropout (a random number of stages per example) makes
 one model serve every rate.
 """
 from __future__ import annotations
@@ -25,6 +25,10 @@ class QuantizerOutput:
 
 
 class FactorizedVQ(nn.Module):
+    """One stage. Codes are *chosen* by cosine similarity in a few dimensions (so scale drift
+    cannot starve the codebook) but *used* as raw vectors, so a stage can match the size of
+    its residual and the residual shrinks from stage to stage."""
+
     def __init__(self, dim: int, codebook_size: int, code_dim: int):
         super().__init__()
         self.inp = nn.Conv1d(dim, code_dim, 1)
@@ -40,21 +44,24 @@ class FactorizedVQ(nn.Module):
         return z, (zn @ cb.T).argmax(-1)  # max cosine similarity
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """Normalized code vectors for indices (b, t) -> (b, code_dim, t)."""
-        return F.normalize(self.codebook, dim=1)[codes].transpose(1, 2)
+        """Code vectors for indices (b, t) -> (b, code_dim, t)."""
+        return self.codebook[codes].transpose(1, 2)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, keep: torch.Tensor):
+        """Quantize x; `keep` (b, 1, 1) marks the examples that use this stage (quantizer dropout)."""
         z, codes = self.codes_of(x)
-        zn = F.normalize(z, dim=1)
         q = self.lookup(codes)
-        commitment = F.mse_loss(zn, q.detach())
-        codebook = F.mse_loss(q, zn.detach())
-        q = zn + (q - zn).detach()  # straight-through
+        weight = keep.expand_as(z)
+        denominator = weight.sum().clamp(min=1)
+        commitment = ((z - q.detach()) ** 2 * weight).sum() / denominator
+        codebook = ((q - z.detach()) ** 2 * weight).sum() / denominator
+        q = z + (q - z).detach()  # straight-through
         if self.training:
             with torch.no_grad():
-                counts = torch.bincount(codes.flatten(), minlength=self.codebook.shape[0]).float()
+                used = keep.view(-1) > 0
+                counts = torch.bincount(codes[used].flatten(), minlength=self.codebook.shape[0]).float()
                 self.usage.mul_(0.99).add_(counts)
-                self._last_inputs = z.detach().transpose(1, 2).reshape(-1, z.shape[1])
+                self._last_inputs = z[used].detach().transpose(1, 2).reshape(-1, z.shape[1])
         return self.out(q), codes, commitment, codebook
 
     @torch.no_grad()
@@ -86,8 +93,8 @@ class ResidualVQ(nn.Module):
         for i, stage in enumerate(self.stages):
             if int(n.max()) <= i:
                 break
-            q, c, lc, lb = stage(residual)
             keep = (n > i).float().view(b, 1, 1)
+            q, c, lc, lb = stage(residual, keep)
             quantized = quantized + keep * q
             residual = residual - keep * q
             codes.append(c)
@@ -108,6 +115,12 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Latent (batch, dim, frames) from codes (batch, stages, frames)."""
         return sum(stage.out(stage.lookup(codes[:, i])) for i, stage in enumerate(self.stages[:codes.shape[1]]))
+
+    @torch.no_grad()
+    def relative_error(self, x: torch.Tensor, n_stages: int) -> float:
+        """|x - quantized| / |x| with n stages: must fall as stages are added, or the RVQ is not residual."""
+        q = self.decode(self.encode(x, n_stages))
+        return float((x - q).norm() / x.norm().clamp(min=1e-9))
 
     def restart_dead_codes(self) -> int:
         return sum(stage.restart_dead_codes() for stage in self.stages)

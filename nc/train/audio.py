@@ -58,7 +58,7 @@ class CropSampler:
     """Random fixed-length crops from named sources (weighted by `mix`, else by size), random gain;
     silent crops are redrawn."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], samples: int, seed: int, mix: dict[str, float] | None = None):
+    def __init__(self, arrays: dict[str, np.ndarray], samples: int, seed, mix: dict[str, float] | None = None):
         names = [n for n, a in arrays.items() if len(a) > samples]
         self.arrays = [arrays[n] for n in names]
         weights = np.array([(mix or {}).get(n, 0.0) if mix else len(arrays[n]) for n in names], np.float64)
@@ -92,6 +92,12 @@ def learning_rate(step: int, progress: float, peak: float, warmup: int = 200) ->
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def _dropout_stages(batch: int, stages: int, device) -> torch.Tensor:
+    """Quantizer dropout (DAC): half the examples use every stage, the others one of the shipped rates."""
+    low = torch.tensor(RATE_STAGES, device=device)[torch.randint(len(RATE_STAGES), (batch,), device=device)]
+    return torch.where(torch.rand(batch, device=device) < 0.5, torch.full_like(low, stages), low)
+
+
 def usage_stats(model: FrameCodec) -> list[float]:
     """Per stage: fraction of codes with non-negligible recent use."""
     out = []
@@ -112,7 +118,7 @@ def train(args) -> None:
             torch.cuda.set_device(device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)  # reseeded below with the step, so a resumed run draws afresh
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -132,8 +138,10 @@ def train(args) -> None:
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if distributed else model
     mel_loss = MultiScaleMelLoss(cfg.sample_rate).to(device)
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))} if args.mix else None
+    seeds = np.random.SeedSequence([args.seed, rank, step])  # distinct per rank and per resume
+    torch.manual_seed(int(seeds.generate_state(1)[0]))
     sampler = CropSampler(load_corpus(Path(args.data), cfg.sample_rate), int(args.seconds * cfg.sample_rate),
-                          args.seed + 1000 * rank + step, mix)
+                          seeds, mix)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or args.bf16)
     if step == 0:
         _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
@@ -146,7 +154,7 @@ def train(args) -> None:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, progress, args.lr)
         wav = sampler.batch(args.batch).to(device)
-        n_stages = torch.tensor(RATE_STAGES, device=device)[torch.randint(len(RATE_STAGES), (args.batch,), device=device)]
+        n_stages = _dropout_stages(args.batch, cfg.stages, device)
         with autocast:
             estimate, q, frames, full = net(wav, n_stages, return_frames=True)
         mel = mel_loss(estimate.float(), wav)
@@ -162,13 +170,21 @@ def train(args) -> None:
         step += 1
         if step % 100 == 0 and progress < 0.9:
             model.quantizer.restart_dead_codes()
+            if distributed:  # restarts draw from each rank's own batch: make rank 0's codebooks everyone's
+                for stage in model.quantizer.stages:
+                    torch.distributed.broadcast(stage.codebook.data, 0)
+                    torch.distributed.broadcast(stage.usage, 0)
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
             usage = usage_stats(model)
             seconds = time.time() - start
+            with torch.no_grad():
+                latent = model.encode_latent(model.pad(wav[:4])).float()
+                error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], cfg.stages)]
             _log(out, rank, json.dumps({
                 "step": step, "loss": round(loss.item(), 4), "mel": round(mel.item(), 4), "wave": round(wave.item(), 4),
                 "commit": round(q.commitment.item(), 4), "usage_first": round(usage[0], 3),
                 **({"consistency": round(consistency.item(), 4)} if args.consistency_weight else {}),
+                "latent_error_3_24": error,
                 "usage_mean": round(float(np.mean(usage)), 3), "lr": round(optimizer.param_groups[0]["lr"], 6),
                 "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
                 "minutes": round(seconds / 60, 2)}))
@@ -228,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
     p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
-    p.add_argument("--wave-weight", type=float, default=1.0, help="weight of the waveform L1 loss (mel: 15)")
-    p.add_argument("--consistency-weight", type=float, default=0.0,
+    p.add_argument("--wave-weight", type=float, default=0.1,
+                   help="weight of the waveform L1 loss (mel: 15; the phase is not predictable, so keep it small)")
+    p.add_argument("--consistency-weight", type=float, default=2.0,
                    help="weight of the STFT consistency loss (overlapping frames must agree)")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
     p.add_argument("--seed", type=int, default=0)
