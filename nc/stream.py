@@ -212,6 +212,15 @@ class Reader:
     def created_by(self) -> str:
         return self._container.created_by
 
+    @property
+    def container(self) -> ContainerReader:
+        """The chunk-level reader underneath (for tools that list chunks or check the index)."""
+        return self._container
+
+    def refresh_lengths(self) -> None:
+        """Take track lengths from FINI once a walk through the file has found it."""
+        self.tracks = [_track_info(i, h, self._container.totals) for i, h in enumerate(self._container.tracks)]
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         for item in self._container.chunks(self._start_offset, self._start_number):
             if isinstance(item, Damage):
@@ -324,7 +333,7 @@ class Reader:
             yield from self._emit(state, state.decoder.flush(), limit=end)
             yield from self._pad_to(state, end)
         if totals:
-            self.tracks = [_track_info(i, h, totals) for i, h in enumerate(self._container.tracks)]
+            self.refresh_lengths()
 
     def _emit(self, state: _TrackState, out: np.ndarray | None, limit: int | None = None):
         if out is None or len(out) == 0:

@@ -143,20 +143,21 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from nc.bitstream.container import Chunk, ContainerReader
+    from nc.bitstream.container import Chunk
 
     with nc.open(args.input, "rb") as reader:
         info = {"file": args.input, "created_by": reader.created_by,
                 "tracks": [_track_json(t) for t in reader.tracks]}
         if args.chunks:
-            container: ContainerReader = reader._container
+            container = reader.container
             info["chunks"] = [
                 {"number": c.number, "offset": c.offset, "track": c.track, "start": c.start,
                  "duration": c.duration, "keyframe": c.keyframe, "bytes": len(c.payload)}
                 if isinstance(c, Chunk) else {"number": c.number, "offset": c.offset, "damage": c.message}
                 for c in container.chunks()
             ]
-            info["tracks"] = [_track_json(t) for t in _with_totals(reader, container)]
+            reader.refresh_lengths()
+            info["tracks"] = [_track_json(t) for t in reader.tracks]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -166,19 +167,12 @@ def cmd_info(args) -> int:
             if t["modality"] != "image" else ""
         facts = ", ".join(f"{k}={v}" for k, v in t["facts"].items() if k != "modality")
         print(f"  track {t['index']}: {t['codec']} v{t['codec_version']} @ {t['rate']} | {facts} | {length}".rstrip(" |"))
-    if reader._container.index is None and reader._container.totals is None:
+    if reader.container.index is None and reader.container.totals is None:
         print("  note: no index or end-of-stream chunk found: the file is truncated, damaged at its end, "
               "or being read from a pipe")
     for c in info.get("chunks", []):
         print("  chunk " + ", ".join(f"{k}={v}" for k, v in c.items() if k != "number") + f"  (#{c['number']})")
     return 0
-
-
-def _with_totals(reader, container):
-    from nc.stream import _track_info
-
-    totals = container.totals
-    return [_track_info(i, h, totals) for i, h in enumerate(container.tracks)]
 
 
 def _track_json(t) -> dict:
