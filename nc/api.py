@@ -11,7 +11,7 @@ import numpy as np
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import ImageFacts
 from nc.media.files import MediaSink, local_path, open_media
-from nc.stream import Reader, TrackInfo, TrackSpec, Writer, _empty, facts_from_kwargs
+from nc.stream import Reader, TrackInfo, TrackSpec, Writer, facts_from_kwargs, join_pieces
 from nc.stream import open as nc_open
 
 
@@ -76,13 +76,7 @@ def decode(source, ignore_errors: bool = False) -> Decoded:
         pieces: dict[int, list[np.ndarray]] = {t.index: [] for t in reader.tracks}
         for track, block in reader:
             pieces[track].append(block)
-        tracks = []
-        for info in reader.tracks:
-            blocks = pieces[info.index]
-            if info.modality == "image" and not blocks:
-                raise CorruptChunkError(f"track {info.index}: the image could not be decoded")
-            data = blocks[0] if info.modality == "image" else np.concatenate([_empty(info.facts)] + blocks)
-            tracks.append(DecodedTrack(info, data))
+        tracks = [DecodedTrack(info, join_pieces(info, pieces[info.index])) for info in reader.tracks]
         return Decoded(tracks, list(reader.damage))
 
 

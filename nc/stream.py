@@ -203,7 +203,7 @@ class Reader:
 
     def __post_init__(self):
         self._container = ContainerReader(self.source)
-        self.tracks = [_track_info(i, h, self._container.totals) for i, h in enumerate(self._container.tracks)]
+        self.refresh_lengths()
         self._states = [_TrackState(t) for t in self.tracks]
         self._start_offset, self._start_number = None, 0
         self._fill_budget = float(MAX_FILL_SECONDS)
@@ -231,13 +231,7 @@ class Reader:
 
     def read(self, track: int = 0) -> np.ndarray:
         """The whole of one track, decoded (for long media prefer iterating)."""
-        pieces = [a for t, a in self if t == track]
-        if self.tracks[track].modality == "image":
-            if not pieces:
-                raise FormatError("the image could not be decoded")
-            return pieces[0]
-        empty = _empty(self.tracks[track].facts)
-        return np.concatenate([empty] + pieces) if pieces else empty
+        return join_pieces(self.tracks[track], [a for t, a in self if t == track])
 
     def seek(self, seconds: float) -> None:
         """Make the next iteration start at this time (every track), through the file's index."""
@@ -398,6 +392,15 @@ def _make_decoder(info: TrackInfo) -> Decoder:
         raise WeightsMismatchError(f"track {info.index} was encoded with {d.id} weights {info.weights_sha256[:12] or 'none'}, "
                                    f"but the installed weights are {d.weights_sha256[:12] or 'none'}")
     return codec.decoder(info.facts, info.rate, info.params)
+
+
+def join_pieces(info: TrackInfo, pieces: list[np.ndarray]) -> np.ndarray:
+    """One track's decoded pieces as one array (an image is its single piece)."""
+    if info.modality == "image":
+        if not pieces:
+            raise CorruptChunkError(f"track {info.index}: the image could not be decoded")
+        return pieces[0]
+    return np.concatenate([_empty(info.facts)] + pieces)
 
 
 def _empty(facts: MediaFacts) -> np.ndarray:

@@ -186,8 +186,8 @@ class RvqEncoder(Encoder):
             take = available if last else self.packet_frames
             self.codes = [codes[:, :, take:]]
             self.frames_packed += take
-            yield Packet(self._pack(codes[:, :, :take]), start, max(0, min(full, self.n_in - start)) if not last
-                         else max(0, self.n_in - start))
+            # a packet that is not the last has input beyond it, so it covers exactly `full` samples
+            yield Packet(self._pack(codes[:, :, :take]), start, max(0, self.n_in - start) if last else full)
             if last:
                 return
 
