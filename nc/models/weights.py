@@ -43,14 +43,20 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, t
     return model, extra, meta
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:
-    """Full-precision model and Adam state, written atomically (a crash never leaves half a checkpoint)."""
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    state = optimizer.state_dict()
-    for i, s in state["state"].items():
-        for name, value in s.items():
-            tensors[f"opt.{i}.{name}"] = (value if torch.is_tensor(value) else torch.tensor(value)).contiguous().cpu()
-    meta = dict(meta, param_groups=[{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]])
+def save_checkpoint(path: str | Path, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer], meta: dict) -> None:
+    """Full-precision modules and Adam states under their names, written atomically (a crash never
+    leaves half a checkpoint). `modules={"model": codec, "disc": discriminator}`, `optimizers={"opt": ...}`."""
+    tensors = {f"{name}.{k}": v.detach().contiguous().cpu()
+               for name, module in modules.items() for k, v in module.state_dict().items()}
+    groups = {}
+    for name, optimizer in optimizers.items():
+        state = optimizer.state_dict()
+        for i, s in state["state"].items():
+            for key, value in s.items():
+                tensors[f"{name}.{i}.{key}"] = (value if torch.is_tensor(value) else torch.tensor(value)).contiguous().cpu()
+        groups[name] = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+    meta = dict(meta, param_groups=groups)
     tmp = Path(str(path) + ".tmp")
     save_file(tensors, str(tmp), metadata={"nc": json.dumps(meta)})
     tmp.replace(path)
@@ -63,16 +69,28 @@ def checkpoint_meta(path: str | Path) -> dict:
         return json.loads(f.metadata()["nc"])
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def load_checkpoint(path: str | Path, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    """Restore what `save_checkpoint` wrote; a module or optimizer the checkpoint lacks (a discriminator
+    added when fine-tuning, say) keeps its fresh state. Returns the metadata."""
     tensors = load_file(str(path))
     meta = checkpoint_meta(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict = {"state": {}, "param_groups": []}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            state["state"].setdefault(int(i), {})[name] = value
-    groups = optimizer.state_dict()["param_groups"]
-    state["param_groups"] = [dict(saved, params=g["params"]) for saved, g in zip(meta.pop("param_groups"), groups)]
-    optimizer.load_state_dict(state)
+    groups = meta.pop("param_groups")
+    if isinstance(groups, list):  # checkpoints written before the discriminator existed
+        groups = {"opt": groups}
+    for name, module in modules.items():
+        state = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        if state:
+            module.load_state_dict(state)
+    for name, optimizer in optimizers.items():
+        if name not in groups:
+            continue
+        state: dict = {"state": {}, "param_groups": []}
+        for key, value in tensors.items():
+            if key.startswith(name + "."):
+                _, i, field = key.split(".", 2)
+                state["state"].setdefault(int(i), {})[field] = value
+        fresh = optimizer.state_dict()["param_groups"]
+        state["param_groups"] = [dict(saved, params=g["params"]) for saved, g in zip(groups[name], fresh)]
+        optimizer.load_state_dict(state)
     return meta

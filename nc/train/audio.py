@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
+from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, stft_consistency
 
 RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
@@ -58,28 +59,42 @@ class CropSampler:
     """Random fixed-length crops from named sources (weighted by `mix`, else by size), random gain;
     silent crops are redrawn."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], samples: int, seed, mix: dict[str, float] | None = None):
-        names = [n for n, a in arrays.items() if len(a) > samples]
+    def __init__(self, arrays: dict[str, np.ndarray], samples: int, seed, mix: dict[str, float] | None = None,
+                 sample_rate: int = 16000):
+        names = [n for n, a in arrays.items() if len(a) > 2 * samples]
         self.arrays = [arrays[n] for n in names]
         weights = np.array([(mix or {}).get(n, 0.0) if mix else len(arrays[n]) for n in names], np.float64)
         if weights.sum() <= 0:
             raise SystemExit(f"--mix gives no weight to any of {names}")
         self.p = weights / weights.sum()
         self.samples = samples
+        self.rate_units = sample_rate // 1000
         self.rng = np.random.default_rng(seed)
 
-    def crop(self) -> np.ndarray:
+    def crop(self, samples: int | None = None) -> np.ndarray:
+        samples = samples or self.samples
         for _ in range(10):
             a = self.arrays[self.rng.choice(len(self.arrays), p=self.p)]
-            i = self.rng.integers(0, len(a) - self.samples)
-            x = a[i:i + self.samples].astype(np.float32) / 32768
+            i = self.rng.integers(0, len(a) - samples)
+            x = a[i:i + samples].astype(np.float32) / 32768
             if np.abs(x).max() > 1e-3:
                 break
         peak = max(np.abs(x).max(), 1e-3)
         return x * min(self.rng.uniform(0.3, 1.0) / peak, 10.0)
 
-    def batch(self, size: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.crop() for _ in range(size)]))
+    def batch(self, size: int, speeds=(1.0,)) -> torch.Tensor:
+        """`size` crops; with several `speeds`, one is drawn per batch and the crops are played that
+        much faster (longer crops resampled down to the crop length: pitch and tempo shift), which
+        widens a small training set's range of voices."""
+        speed = float(self.rng.choice(speeds))
+        if speed == 1.0:
+            return torch.from_numpy(np.stack([self.crop() for _ in range(size)]))
+        import torchaudio
+
+        source, target = round(self.rate_units * speed), self.rate_units  # e.g. 17 : 16 at 16 kHz
+        longer = math.ceil(self.samples * source / target) + 64
+        x = torch.from_numpy(np.stack([self.crop(longer) for _ in range(size)]))
+        return torchaudio.functional.resample(x, source, target)[:, :self.samples].contiguous()
 
 
 # ---------------------------------------------------------------- training
@@ -118,7 +133,6 @@ def train(args) -> None:
             torch.cuda.set_device(device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed + rank)  # reseeded below with the step, so a resumed run draws afresh
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -127,46 +141,52 @@ def train(args) -> None:
         cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
     else:
         cfg = FrameCodecConfig(**json.loads(args.config)) if args.config else FrameCodecConfig()
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = FrameCodec(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
+    disc = MultiScaleSTFTDiscriminator().to(device) if args.adv_weight else None
+    modules = {"model": model, **({"disc": disc} if disc else {})}
+    optimizers = {"opt": torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)}
+    if disc:
+        optimizers["dopt"] = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
     step, elapsed = 0, 0.0
     if ckpt.exists():
-        meta = load_checkpoint(ckpt, model, optimizer)
+        meta = load_checkpoint(ckpt, modules, optimizers)
         step, elapsed = meta["step"], meta["elapsed"]
         _log(out, rank, f"resumed from step {step}")
     # quantizer dropout leaves the later stages unused in some steps
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if distributed else model
+    dnet = torch.nn.parallel.DistributedDataParallel(disc) if distributed and disc else disc
     mel_loss = MultiScaleMelLoss(cfg.sample_rate).to(device)
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))} if args.mix else None
+    speeds = tuple(float(v) for v in args.speeds.split(","))
     seeds = np.random.SeedSequence([args.seed, rank, step])  # distinct per rank and per resume
     torch.manual_seed(int(seeds.generate_state(1)[0]))
     sampler = CropSampler(load_corpus(Path(args.data), cfg.sample_rate), int(args.seconds * cfg.sample_rate),
-                          seeds, mix)
+                          seeds, mix, cfg.sample_rate)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or args.bf16)
     if step == 0:
-        _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
+        _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}"
+             + (f"; discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f} M" if disc else ""))
     start = time.time() - elapsed
     budget = args.max_minutes * 60 if args.max_minutes else float("inf")
     stop = False
     while step < args.steps and not stop:
         # progress by steps or by time, whichever is further: a time-boxed run still anneals
         progress = max(step / args.steps, (time.time() - start) / budget)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, progress, args.lr)
-        wav = sampler.batch(args.batch).to(device)
-        n_stages = _dropout_stages(args.batch, cfg.stages, device)
-        with autocast:
-            estimate, q, frames, full = net(wav, n_stages, return_frames=True)
-        mel = mel_loss(estimate.float(), wav)
-        wave = F.l1_loss(estimate.float(), wav)
-        loss = 15 * mel + args.wave_weight * wave + 0.25 * q.commitment + q.codebook
-        if args.consistency_weight:
-            consistency = stft_consistency(frames.float(), full.float(), model.window, cfg.hop)
-            loss = loss + args.consistency_weight * consistency
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, progress, args.lr)
+        wav = sampler.batch(args.batch, speeds).to(device)
+        adversarial = disc is not None and step >= args.adv_start
+        # the codec's step uses the bare discriminator (its gradients there are discarded, not synchronized)
+        losses, loss = _generator_step(net, disc if adversarial else None, mel_loss, wav, cfg, args, autocast)
+        optimizers["opt"].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizers["opt"].step()
+        if adversarial:
+            losses["disc"] = _discriminator_step(dnet, optimizers["dopt"], wav, losses.pop("estimate"), autocast)
+        losses.pop("estimate", None)
         step += 1
         if step % 100 == 0 and progress < 0.9:
             model.quantizer.restart_dead_codes()
@@ -175,33 +195,66 @@ def train(args) -> None:
                     torch.distributed.broadcast(stage.codebook.data, 0)
                     torch.distributed.broadcast(stage.usage, 0)
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
-            usage = usage_stats(model)
-            seconds = time.time() - start
-            with torch.no_grad():
-                latent = model.encode_latent(model.pad(wav[:4])).float()
-                error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], cfg.stages)]
-            _log(out, rank, json.dumps({
-                "step": step, "loss": round(loss.item(), 4), "mel": round(mel.item(), 4), "wave": round(wave.item(), 4),
-                "commit": round(q.commitment.item(), 4), "usage_first": round(usage[0], 3),
-                **({"consistency": round(consistency.item(), 4)} if args.consistency_weight else {}),
-                "latent_error_3_24": error,
-                "usage_mean": round(float(np.mean(usage)), 3), "lr": round(optimizer.param_groups[0]["lr"], 6),
-                "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
-                "minutes": round(seconds / 60, 2)}))
-            if step >= 500 and usage[0] < 0.02:
-                raise SystemExit(f"codebook collapse: stage 1 uses {usage[0]:.1%} of its codes at step {step}; stopping")
+            _log_step(out, model, wav, step, losses, optimizers["opt"], time.time() - start, args)
         stop = time.time() - start >= budget
         if distributed:  # every rank must stop at the same step when time runs out
             flag = torch.tensor([float(stop and step % 50 == 0)], device=device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             stop = bool(flag.item())
         if rank == 0 and (step % args.checkpoint_every == 0 or step == args.steps or stop):
-            save_checkpoint(ckpt, model, optimizer, {"step": step, "elapsed": time.time() - start,
-                                                     "config": cfg.to_dict()})
+            save_checkpoint(ckpt, modules, optimizers, {"step": step, "elapsed": time.time() - start,
+                                                       "config": cfg.to_dict()})
     if rank == 0:
         finish(model, sampler, out, args, step, time.time() - start, device)
     if distributed:
         torch.distributed.destroy_process_group()
+
+
+def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict, torch.Tensor]:
+    """The codec's losses on one batch: (named values for the log, total). `disc` None: no adversary yet."""
+    n_stages = _dropout_stages(wav.shape[0], cfg.stages, wav.device)
+    with autocast:
+        estimate, q, frames, full = net(wav, n_stages, return_frames=True)
+    losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav),
+              "commit": q.commitment}
+    loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + 0.25 * q.commitment + q.codebook
+    if args.consistency_weight:
+        window = net.module.window if hasattr(net, "module") else net.window
+        losses["consistency"] = stft_consistency(frames.float(), full.float(), window, cfg.hop)
+        loss = loss + args.consistency_weight * losses["consistency"]
+    if disc is not None:
+        with autocast:
+            with torch.no_grad():
+                real = disc(wav)
+            fake = disc(estimate)
+        losses["adv"], losses["fm"] = generator_losses(real, fake)
+        loss = loss + args.adv_weight * losses["adv"] + args.fm_weight * losses["fm"]
+    losses["loss"], losses["estimate"] = loss, estimate
+    return losses, loss
+
+
+def _discriminator_step(dnet, optimizer, wav, estimate, autocast) -> torch.Tensor:
+    with autocast:
+        loss = discriminator_loss(dnet(wav), dnet(estimate.detach()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
+    usage = usage_stats(model)
+    with torch.no_grad():
+        latent = model.encode_latent(model.pad(wav[:4])).float()
+        error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], model.cfg.stages)]
+    _log(out, 0, json.dumps({
+        "step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, "usage_first": round(usage[0], 3),
+        "usage_mean": round(float(np.mean(usage)), 3), "latent_error_3_24": error,
+        "lr": round(optimizer.param_groups[0]["lr"], 6),
+        "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
+        "minutes": round(seconds / 60, 2)}))
+    if step >= 500 and usage[0] < 0.02:
+        raise SystemExit(f"codebook collapse: stage 1 uses {usage[0]:.1%} of its codes at step {step}; stopping")
 
 
 @torch.no_grad()
@@ -248,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the waveform L1 loss (mel: 15; the phase is not predictable, so keep it small)")
     p.add_argument("--consistency-weight", type=float, default=2.0,
                    help="weight of the STFT consistency loss (overlapping frames must agree)")
+    p.add_argument("--adv-weight", type=float, default=1.0,
+                   help="weight of the adversarial loss (MS-STFT discriminator, hinge); 0 trains without one")
+    p.add_argument("--fm-weight", type=float, default=2.0, help="weight of the feature-matching loss")
+    p.add_argument("--adv-start", type=int, default=1000,
+                   help="step at which the discriminator starts (the codec first learns the mel spectrum)")
+    p.add_argument("--speeds", default="1",
+                   help="speed/pitch factors drawn per batch for augmentation, e.g. 0.875,0.9375,1,1.0625,1.125")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
