@@ -245,7 +245,7 @@ class RvqDecoder(Decoder):
         torch, net = self.m.torch, self.m.net
         window = np.concatenate([self.history, latent], axis=2)
         with torch.inference_mode():
-            frames = net.spectral_frames(torch.from_numpy(window))[:, -WINDOW:]
+            frames = net.spectral_frames(net.decode_spectrum(torch.from_numpy(window)))[:, -WINDOW:]
             wave = net.frames_to_wave(frames, torch.from_numpy(self.half)).numpy()
             self.half = frames[:, -1, self.m.cfg.hop:].numpy()
         self.history = window[:, :, -self.history.shape[2]:]

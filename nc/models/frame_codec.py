@@ -34,6 +34,8 @@ class FrameCodecConfig:
     stages: int = 24
     codebook_size: int = 1024
     code_dim: int = 8
+    choose: str = "cosine"  # how a quantizer stage picks its code (nc/quantization/rvq.py); "euclidean" for new models
+    head: str = "polar"  # decoder output per bin: "polar" (log-magnitude, phase) or "complex" (real, imaginary)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +57,7 @@ class FrameCodec(nn.Module):
         # the encoder also sees each frame's log magnitude spectrum: a phase-free view where pitch
         # harmonics are explicit (the learned conv alone lost them)
         self.encoder = Backbone(cfg.enc_channels + cfg.hop + 1, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
-        self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim)
+        self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.choose)
         self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
         # frames of left context a window needs so its outputs equal the whole-signal outputs
@@ -67,26 +69,37 @@ class FrameCodec(nn.Module):
         frames = self.cfg.frames_for(wav.shape[-1])
         return nn.functional.pad(wav, (0, frames * self.cfg.hop - wav.shape[-1]))
 
-    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
-        """(batch, samples), samples a multiple of hop -> latent (batch, latent, frames)."""
+    def frame_spectrum(self, wav: torch.Tensor) -> torch.Tensor:
+        """Complex spectrum (batch, bins, frames) of the square-root-Hann frames the codec works in;
+        a decoder predicting exactly this reconstructs `wav` perfectly. `wav` as for encode_latent."""
         hop = self.cfg.hop
         frames = nn.functional.pad(wav, (hop, 0)).unfold(-1, 2 * hop, hop) * self.window  # same framing as analysis
         with torch.autocast(wav.device.type, enabled=False):
-            log_mag = torch.log(torch.fft.rfft(frames.float()).abs() + 1e-5).transpose(1, 2)
+            return torch.fft.rfft(frames.float()).transpose(1, 2)
+
+    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """(batch, samples), samples a multiple of hop -> latent (batch, latent, frames)."""
+        log_mag = torch.log(self.frame_spectrum(wav).abs() + 1e-5)
         return self.encoder(torch.cat([self.analysis(wav.unsqueeze(1)), log_mag.to(wav.dtype)], dim=1))
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent (batch, latent, frames) -> waveform (batch, (frames - 1) * hop)."""
-        return self.frames_to_wave(self.spectral_frames(latent))
+        return self.frames_to_wave(self.spectral_frames(self.decode_spectrum(latent)))
 
-    def spectral_frames(self, latent: torch.Tensor) -> torch.Tensor:
-        """Windowed time-domain frames (batch, frames, 2 hop) from the decoder's magnitude and phase."""
+    def decode_spectrum(self, latent: torch.Tensor) -> torch.Tensor:
+        """The decoder's complex spectrum (batch, bins, frames), float32: magnitude and phase per bin."""
         out = self.decoder(latent)
         with torch.autocast(out.device.type, enabled=False):  # FFTs of size 640 need float32
             out = out.float()
             bins = self.cfg.hop + 1
+            if self.cfg.head == "complex":  # linear in the outputs: a waveform loss can steer the phase
+                return torch.complex(out[:, :bins], out[:, bins:])
             log_mag, phase = out[:, :bins], out[:, bins:]
-            spec = torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
+            return torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
+
+    def spectral_frames(self, spec: torch.Tensor) -> torch.Tensor:
+        """Windowed time-domain frames (batch, frames, 2 hop) of a spectrum (batch, bins, frames)."""
+        with torch.autocast(spec.device.type, enabled=False):
             return torch.fft.irfft(spec.transpose(1, 2), n=2 * self.cfg.hop) * self.window
 
     def frames_to_wave(self, frames: torch.Tensor, previous_half: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,14 +118,15 @@ class FrameCodec(nn.Module):
     def forward(self, wav: torch.Tensor, n_stages: torch.Tensor | int | None = None,
                 return_frames: bool = False):
         """Training pass: wav (batch, samples) -> reconstruction of the same length, quantizer output
-        (and, with `return_frames`, the synthesized frames and their full overlap-add)."""
+        (and, with `return_frames`, the decoded spectrum, its frames and their full overlap-add)."""
         latent = self.encode_latent(self.pad(wav))
         with torch.autocast(latent.device.type, enabled=False):  # nearest-code search in float32
             q = self.quantizer(latent.float(), n_stages)
-        frames = self.spectral_frames(q.quantized)
+        spec = self.decode_spectrum(q.quantized)
+        frames = self.spectral_frames(spec)
         full = self.frames_to_wave(frames)
         if return_frames:
-            return full[:, : wav.shape[-1]], q, frames, full
+            return full[:, : wav.shape[-1]], q, spec, frames, full
         return full[:, : wav.shape[-1]], q
 
     def parameter_count(self) -> int:

@@ -24,9 +24,9 @@ import torch
 from torch.nn import functional as F
 
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
-from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
+from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from nc.train.losses import MultiScaleMelLoss, stft_consistency
+from nc.train.losses import MultiScaleMelLoss, compressed_spectral_loss, log_magnitude_loss, stft_consistency
 
 RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
@@ -137,12 +137,19 @@ def train(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     ckpt = out / "checkpoint.safetensors"
+    init = None if ckpt.exists() or not args.init else load_weights(args.init)
     if ckpt.exists():  # resuming: the checkpoint's config wins over --config
         cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
+    elif init:  # fine-tuning shipped weights: their config, with --config overrides that do not change shapes
+        cfg = FrameCodecConfig(**{**init[2]["config"], **(json.loads(args.config) if args.config else {})})
     else:
         cfg = FrameCodecConfig(**json.loads(args.config)) if args.config else FrameCodecConfig()
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = FrameCodec(cfg).to(device)
+    model = FrameCodec(cfg)
+    if init:
+        model.load_state_dict(init[0])
+        _log(out, rank, f"initialized from {args.init}")
+    model = model.to(device)
     disc = MultiScaleSTFTDiscriminator().to(device) if args.adv_weight else None
     modules = {"model": model, **({"disc": disc} if disc else {})}
     optimizers = {"opt": torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)}
@@ -214,10 +221,17 @@ def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict
     """The codec's losses on one batch: (named values for the log, total). `disc` None: no adversary yet."""
     n_stages = _dropout_stages(wav.shape[0], cfg.stages, wav.device)
     with autocast:
-        estimate, q, frames, full = net(wav, n_stages, return_frames=True)
+        estimate, q, spec, frames, full = net(wav, n_stages, return_frames=True)
     losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav),
               "commit": q.commitment}
     loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + 0.25 * q.commitment + q.codebook
+    if args.magnitude_weight:  # the decoder's magnitudes, bin by bin: pitch harmonics, not just the envelope
+        model = net.module if hasattr(net, "module") else net
+        losses["magnitude"] = log_magnitude_loss(spec, model.frame_spectrum(model.pad(wav)))
+        loss = loss + args.magnitude_weight * losses["magnitude"]
+    if args.spectral_weight:
+        losses["spectral"] = compressed_spectral_loss(estimate, wav)
+        loss = loss + args.spectral_weight * losses["spectral"]
     if args.consistency_weight:
         window = net.module.window if hasattr(net, "module") else net.window
         losses["consistency"] = stft_consistency(frames.float(), full.float(), window, cfg.hop)
@@ -296,11 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
+    p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
     p.add_argument("--wave-weight", type=float, default=0.1,
                    help="weight of the waveform L1 loss (mel: 15; the phase is not predictable, so keep it small)")
     p.add_argument("--consistency-weight", type=float, default=2.0,
                    help="weight of the STFT consistency loss (overlapping frames must agree)")
+    p.add_argument("--magnitude-weight", type=float, default=2.0,
+                   help="weight of the L1 loss between decoded and true log magnitudes in the codec's own frames")
+    p.add_argument("--spectral-weight", type=float, default=0.0,
+                   help="weight of the compressed complex spectral loss (phase-aware waveform matching)")
     p.add_argument("--adv-weight", type=float, default=1.0,
                    help="weight of the adversarial loss (MS-STFT discriminator, hinge); 0 trains without one")
     p.add_argument("--fm-weight", type=float, default=2.0, help="weight of the feature-matching loss")
