@@ -15,10 +15,11 @@ from nc.models.weights import save_weights
 TINY = dict(enc_channels=16, enc_blocks=1, dec_channels=16, dec_blocks=1, latent=8, stages=24, codebook_size=64)
 
 
-@pytest.fixture(scope="module")
-def codec(tmp_path_factory):
+@pytest.fixture(scope="module", params=[dict(head="polar"), dict(head="wave", up_channels=16, choose="euclidean")],
+                ids=["polar", "wave"])
+def codec(request, tmp_path_factory):
     torch.manual_seed(0)
-    net = FrameCodec(FrameCodecConfig(**TINY))
+    net = FrameCodec(FrameCodecConfig(**TINY, **request.param))
     counts = torch.ones(24, 64, dtype=torch.int32)  # uniform priors: exactly log2(64) = 6 bits a code
     path = tmp_path_factory.mktemp("rvq") / "tiny.safetensors"
     save_weights(path, net, {"prior.counts": counts}, {"config": net.cfg.to_dict()})

@@ -245,9 +245,8 @@ class RvqDecoder(Decoder):
         torch, net = self.m.torch, self.m.net
         window = np.concatenate([self.history, latent], axis=2)
         with torch.inference_mode():
-            frames = net.spectral_frames(net.decode_spectrum(torch.from_numpy(window)))[:, -WINDOW:]
-            wave = net.frames_to_wave(frames, torch.from_numpy(self.half)).numpy()
-            self.half = frames[:, -1, self.m.cfg.hop:].numpy()
+            wave, half = net.synthesize_stream(torch.from_numpy(window), WINDOW, torch.from_numpy(self.half))
+            wave, self.half = wave.numpy(), half.numpy()
         self.history = window[:, :, -self.history.shape[2]:]
         return wave
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from nc.nn.layers import Backbone, CausalConv1d
+from nc.nn.layers import Backbone, CausalConv1d, WaveUpsampler
 from nc.quantization.rvq import QuantizerOutput, ResidualVQ
 
 
@@ -35,7 +35,11 @@ class FrameCodecConfig:
     codebook_size: int = 1024
     code_dim: int = 8
     choose: str = "cosine"  # how a quantizer stage picks its code (nc/quantization/rvq.py); "euclidean" for new models
-    head: str = "polar"  # decoder output per bin: "polar" (log-magnitude, phase) or "complex" (real, imaginary)
+    # decoder output: "polar" (log-magnitude and phase per STFT bin, overlap-added) or "wave":
+    # causal upsampling convolutions that draw the waveform (up_strides multiply to hop)
+    head: str = "polar"
+    up_strides: tuple = (4, 4, 4, 5)
+    up_channels: int = 128
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,11 +62,17 @@ class FrameCodec(nn.Module):
         # harmonics are explicit (the learned conv alone lost them)
         self.encoder = Backbone(cfg.enc_channels + cfg.hop + 1, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
         self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.choose)
-        self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
+        if cfg.head == "wave":
+            if math.prod(cfg.up_strides) != cfg.hop:
+                raise ValueError(f"up_strides {cfg.up_strides} must multiply to the hop {cfg.hop}")
+            self.decoder = Backbone(cfg.latent, cfg.dec_channels, cfg.dec_channels, cfg.dec_blocks)
+            self.upsampler = WaveUpsampler(cfg.dec_channels, tuple(cfg.up_strides), cfg.up_channels)
+        else:
+            self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
         # frames of left context a window needs so its outputs equal the whole-signal outputs
         self.encoder_context = self.encoder.receptive + 1
-        self.decoder_context = self.decoder.receptive
+        self.decoder_context = self.decoder.receptive + (self.upsampler.receptive + 1 if cfg.head == "wave" else 0)
 
     def pad(self, wav: torch.Tensor) -> torch.Tensor:
         """Zero-pad (batch, samples) to exactly frames_for(samples) * hop samples."""
@@ -83,8 +93,20 @@ class FrameCodec(nn.Module):
         return self.encoder(torch.cat([self.analysis(wav.unsqueeze(1)), log_mag.to(wav.dtype)], dim=1))
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent (batch, latent, frames) -> waveform (batch, (frames - 1) * hop)."""
+        """Latent (batch, latent, frames) -> waveform (batch, (frames - 1) * hop), from frame 0's centre."""
+        if self.cfg.head == "wave":  # frame t draws the hop samples that end at its centre, t * hop
+            return self.upsampler(self.decoder(latent))[:, self.cfg.hop:]
         return self.frames_to_wave(self.spectral_frames(self.decode_spectrum(latent)))
+
+    def synthesize_stream(self, latent: torch.Tensor, new: int, half: torch.Tensor):
+        """Streaming synthesis: the samples of the last `new` frames of `latent` (earlier frames are
+        context), frame t giving the hop samples that end at t * hop. `half` is what the previous
+        call returned (the spectral heads' overlap-add tail; zeros after a reset).
+        Returns (waveform (batch, new * hop), half for the next call)."""
+        if self.cfg.head == "wave":
+            return self.upsampler(self.decoder(latent))[:, -new * self.cfg.hop:], half
+        frames = self.spectral_frames(self.decode_spectrum(latent))[:, -new:]
+        return self.frames_to_wave(frames, half), frames[:, -1, self.cfg.hop:]
 
     def decode_spectrum(self, latent: torch.Tensor) -> torch.Tensor:
         """The decoder's complex spectrum (batch, bins, frames), float32: magnitude and phase per bin."""
@@ -92,8 +114,6 @@ class FrameCodec(nn.Module):
         with torch.autocast(out.device.type, enabled=False):  # FFTs of size 640 need float32
             out = out.float()
             bins = self.cfg.hop + 1
-            if self.cfg.head == "complex":  # linear in the outputs: a waveform loss can steer the phase
-                return torch.complex(out[:, :bins], out[:, bins:])
             log_mag, phase = out[:, :bins], out[:, bins:]
             return torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
 
@@ -122,9 +142,12 @@ class FrameCodec(nn.Module):
         latent = self.encode_latent(self.pad(wav))
         with torch.autocast(latent.device.type, enabled=False):  # nearest-code search in float32
             q = self.quantizer(latent.float(), n_stages)
-        spec = self.decode_spectrum(q.quantized)
-        frames = self.spectral_frames(spec)
-        full = self.frames_to_wave(frames)
+        if self.cfg.head == "wave":
+            full, spec, frames = self.synthesize(q.quantized), None, None
+        else:
+            spec = self.decode_spectrum(q.quantized)
+            frames = self.spectral_frames(spec)
+            full = self.frames_to_wave(frames)
         if return_frames:
             return full[:, : wav.shape[-1]], q, spec, frames, full
         return full[:, : wav.shape[-1]], q

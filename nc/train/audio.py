@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from nc.train.losses import MultiScaleMelLoss, compressed_spectral_loss, log_magnitude_loss, stft_consistency
+from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, stft_consistency
 
 RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
@@ -97,6 +97,37 @@ class CropSampler:
         return torchaudio.functional.resample(x, source, target)[:, :self.samples].contiguous()
 
 
+class Prefetcher:
+    """Draws batches on a background thread, a few ahead, so cropping and resampling on the CPU
+    overlap the accelerator's work (on a GPU the sampler, not the model, set the pace)."""
+
+    def __init__(self, sampler: CropSampler, size: int, speeds, depth: int = 4):
+        import queue
+        import threading
+
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        pin = torch.cuda.is_available()
+
+        def work() -> None:
+            while not self.stopped.is_set():
+                batch = sampler.batch(size, speeds)
+                self.queue.put(batch.pin_memory() if pin else batch)
+
+        self.thread = threading.Thread(target=work, daemon=True)
+        self.thread.start()
+
+    def next(self, device) -> torch.Tensor:
+        return self.queue.get().to(device, non_blocking=True)
+
+    def close(self) -> None:
+        self.stopped.set()
+        while self.thread.is_alive():  # unblock a worker waiting to put, then let it finish
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.thread.join(timeout=0.1)
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -143,7 +174,7 @@ def train(args) -> None:
     elif init:  # fine-tuning shipped weights: their config, with --config overrides that do not change shapes
         cfg = FrameCodecConfig(**{**init[2]["config"], **(json.loads(args.config) if args.config else {})})
     else:
-        cfg = FrameCodecConfig(**json.loads(args.config)) if args.config else FrameCodecConfig()
+        cfg = FrameCodecConfig(**{"choose": "euclidean", **(json.loads(args.config) if args.config else {})})
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = FrameCodec(cfg)
     if init:
@@ -174,6 +205,7 @@ def train(args) -> None:
     if step == 0:
         _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}"
              + (f"; discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f} M" if disc else ""))
+    batches = Prefetcher(sampler, args.batch, speeds)
     start = time.time() - elapsed
     budget = args.max_minutes * 60 if args.max_minutes else float("inf")
     stop = False
@@ -183,7 +215,7 @@ def train(args) -> None:
         for optimizer in optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, progress, args.lr)
-        wav = sampler.batch(args.batch, speeds).to(device)
+        wav = batches.next(device)
         adversarial = disc is not None and step >= args.adv_start
         # the codec's step uses the bare discriminator (its gradients there are discarded, not synchronized)
         losses, loss = _generator_step(net, disc if adversarial else None, mel_loss, wav, cfg, args, autocast)
@@ -211,6 +243,7 @@ def train(args) -> None:
         if rank == 0 and (step % args.checkpoint_every == 0 or step == args.steps or stop):
             save_checkpoint(ckpt, modules, optimizers, {"step": step, "elapsed": time.time() - start,
                                                        "config": cfg.to_dict()})
+    batches.close()
     if rank == 0:
         finish(model, sampler, out, args, step, time.time() - start, device)
     if distributed:
@@ -225,16 +258,13 @@ def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict
     losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav),
               "commit": q.commitment}
     loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + 0.25 * q.commitment + q.codebook
-    if args.magnitude_weight:  # the decoder's magnitudes, bin by bin: pitch harmonics, not just the envelope
-        model = net.module if hasattr(net, "module") else net
-        losses["magnitude"] = log_magnitude_loss(spec, model.frame_spectrum(model.pad(wav)))
+    model = net.module if hasattr(net, "module") else net
+    if args.magnitude_weight:  # the output's magnitudes, bin by bin: pitch harmonics, not just the envelope
+        losses["magnitude"] = log_magnitude_loss(model.frame_spectrum(model.pad(estimate.float())),
+                                                 model.frame_spectrum(model.pad(wav)))
         loss = loss + args.magnitude_weight * losses["magnitude"]
-    if args.spectral_weight:
-        losses["spectral"] = compressed_spectral_loss(estimate, wav)
-        loss = loss + args.spectral_weight * losses["spectral"]
-    if args.consistency_weight:
-        window = net.module.window if hasattr(net, "module") else net.window
-        losses["consistency"] = stft_consistency(frames.float(), full.float(), window, cfg.hop)
+    if args.consistency_weight and frames is not None:  # spectral heads only
+        losses["consistency"] = stft_consistency(frames.float(), full.float(), model.window, cfg.hop)
         loss = loss + args.consistency_weight * losses["consistency"]
     if disc is not None:
         with autocast:
@@ -318,8 +348,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the STFT consistency loss (overlapping frames must agree)")
     p.add_argument("--magnitude-weight", type=float, default=2.0,
                    help="weight of the L1 loss between decoded and true log magnitudes in the codec's own frames")
-    p.add_argument("--spectral-weight", type=float, default=0.0,
-                   help="weight of the compressed complex spectral loss (phase-aware waveform matching)")
     p.add_argument("--adv-weight", type=float, default=1.0,
                    help="weight of the adversarial loss (MS-STFT discriminator, hinge); 0 trains without one")
     p.add_argument("--fm-weight", type=float, default=2.0, help="weight of the feature-matching loss")

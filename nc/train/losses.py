@@ -47,19 +47,6 @@ def stft_consistency(frames: torch.Tensor, wave: torch.Tensor, window: torch.Ten
     return (cut - inner).abs().mean() / inner.abs().mean().clamp(min=1e-5)
 
 
-def compressed_spectral_loss(estimate: torch.Tensor, target: torch.Tensor, n_fft: int = 640,
-                             power: float = 0.3) -> torch.Tensor:
-    """Relative squared error of power-law compressed complex spectra, |S|^0.3 e^(i phase).
-
-    Unlike a mel loss it sees phase, and unlike a waveform loss it weighs quiet
-    high bands about as much as loud low ones (the compression), so it asks the
-    codec to reproduce the waveform's phase where its bits allow."""
-    window = torch.hann_window(n_fft, device=estimate.device)
-    spectra = [torch.stft(x.float(), n_fft, n_fft // 4, window=window, return_complex=True) for x in (estimate, target)]
-    e, t = (s.abs().clamp(min=1e-8) ** power * torch.exp(1j * s.angle()) for s in spectra)
-    return (e - t).abs().square().mean() / t.abs().square().mean().clamp(min=1e-8)
-
-
 def log_magnitude_loss(decoded: torch.Tensor, target: torch.Tensor, floor: float = 1e-2) -> torch.Tensor:
     """L1 between log magnitudes of two complex spectra, bin by bin (natural log, floored ~86 dB
     below a full-scale frame). Mel bands average harmonics away; this asks for each of them."""
