@@ -24,7 +24,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 import nc  # noqa: E402
-from nc.metrics import pesq_wb, si_sdr  # noqa: E402
+from nc.metrics import harmonic_match, pesq_wb, si_sdr  # noqa: E402
 from nc.plugins import registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def run_one(codec: str, rate: str, x: np.ndarray, sr: int, kind: str) -> dict:
     t2 = time.perf_counter()
     seconds = len(x) / sr
     row = {"kbps": len(data) * 8 / seconds / 1000, "enc_x": seconds / (t1 - t0), "dec_x": seconds / (t2 - t1),
-           "mel": mel_distance(x, y, sr), "si_sdr": si_sdr(x, y)}
+           "mel": mel_distance(x, y, sr), "si_sdr": si_sdr(x, y), "harmonics": harmonic_match(x, y, sr)}
     if kind == "speech":
         row["pesq"] = pesq_wb(x, y, sr)
     return row
@@ -102,7 +102,8 @@ def write_report(table, args) -> None:
     source = f"`{args.data}` (held-out clips, max {args.max_clips} per kind)" if args.data else "the bundled samples"
     lines = ["# Audio benchmark", "",
              f"Clips: {source}. One CPU thread. Bitrate is measured from the .ncb file (container included).",
-             "PESQ is wideband (P.862.2) at 16 kHz on speech; mel is a log-mel L1 distance (lower is better).", ""]
+             "PESQ is wideband (P.862.2) at 16 kHz on speech; mel is a log-mel L1 distance (lower is better); "
+             "harmonics is `nc.metrics.harmonic_match` (1: every pitch harmonic in place, ~0: smeared).", ""]
     for d in registry().descriptors():
         if d.modality == "audio" and d.weights_sha256:
             weights = getattr(registry().get(d.id), "weights", "")
@@ -114,13 +115,13 @@ def write_report(table, args) -> None:
             continue
         n = len(table[keys[0]])
         lines += [f"## {kind} ({n} clips)", "",
-                  "| codec | rate | kbps | PESQ-WB | mel | SI-SDR (dB) | encode x RT | decode x RT |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| codec | rate | kbps | PESQ-WB | mel | harmonics | SI-SDR (dB) | encode x RT | decode x RT |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for k in keys:
             rows = table[k]
             pesq = f"{_mean(rows, 'pesq'):.2f}" if kind == "speech" else "-"
             lines.append(f"| {k[1]} | {k[2]} | {_mean(rows, 'kbps'):.2f} | {pesq} | {_mean(rows, 'mel'):.3f} | "
-                         f"{_mean(rows, 'si_sdr'):.1f} | {_mean(rows, 'enc_x'):.0f} | {_mean(rows, 'dec_x'):.0f} |")
+                         f"{_mean(rows, 'harmonics'):.2f} | {_mean(rows, 'si_sdr'):.1f} | {_mean(rows, 'enc_x'):.0f} | {_mean(rows, 'dec_x'):.0f} |")
         lines.append("")
     (args.out / "audio.md").write_text("\n".join(lines))
     print("\n".join(lines))

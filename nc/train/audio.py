@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
+from nc.metrics import harmonic_match
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, stft_consistency
@@ -291,9 +292,14 @@ def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
     with torch.no_grad():
         latent = model.encode_latent(model.pad(wav[:4])).float()
         error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], model.cfg.stages)]
+        decoded = model(wav[:4], RATE_STAGES[2])[0].float().cpu().numpy()  # at 6 kbps
+    reference = wav[:4].float().cpu().numpy()
+    harmonics = np.nanmean([harmonic_match(r[:, None], d[:, None], model.cfg.sample_rate)
+                            for r, d in zip(reference, decoded)])
     _log(out, 0, json.dumps({
         "step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, "usage_first": round(usage[0], 3),
         "usage_mean": round(float(np.mean(usage)), 3), "latent_error_3_24": error,
+        "harmonics_6k": round(float(harmonics), 3),
         "lr": round(optimizer.param_groups[0]["lr"], 6),
         "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
         "minutes": round(seconds / 60, 2)}))
