@@ -292,7 +292,9 @@ def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
     with torch.no_grad():
         latent = model.encode_latent(model.pad(wav[:4])).float()
         error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], model.cfg.stages)]
+        model.eval()  # no code-usage bookkeeping for this probe
         decoded = model(wav[:4], RATE_STAGES[2])[0].float().cpu().numpy()  # at 6 kbps
+        model.train()
     reference = wav[:4].float().cpu().numpy()
     harmonics = np.nanmean([harmonic_match(r[:, None], d[:, None], model.cfg.sample_rate)
                             for r, d in zip(reference, decoded)])
