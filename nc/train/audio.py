@@ -178,9 +178,12 @@ def train(args) -> None:
         cfg = FrameCodecConfig(**{"choose": "euclidean", **(json.loads(args.config) if args.config else {})})
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = FrameCodec(cfg)
-    if init:
-        model.load_state_dict(init[0])
-        _log(out, rank, f"initialized from {args.init}")
+    if init:  # parameters whose shapes differ (a new decoder head, say) keep their fresh values
+        own = model.state_dict()
+        matching = {k: v for k, v in init[0].items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(matching, strict=False)
+        fresh = sorted(set(own) - set(matching))
+        _log(out, rank, f"initialized from {args.init}" + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
     model = model.to(device)
     disc = MultiScaleSTFTDiscriminator().to(device) if args.adv_weight else None
     modules = {"model": model, **({"disc": disc} if disc else {})}
