@@ -70,4 +70,4 @@ def generator_losses(real: list, fake: list) -> tuple[torch.Tensor, torch.Tensor
             r = r.detach()
             matching = matching + (f - r).abs().mean() / r.abs().mean().clamp(min=1e-5)
             layers += 1
-    return adversarial, matching / layers
+    return adversarial, matching / max(layers, 1)
