@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, help="folder made by scripts/build_audio_set.py")
     p.add_argument("--max-clips", type=int, default=20, help="per kind")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--note", help="a paragraph for the top of the report (what the measured weights are)")
     args = p.parse_args()
     torch.set_num_threads(1)
     reg = registry()
@@ -100,7 +101,7 @@ def _mean(rows: list[dict], key: str) -> float:
 def write_report(table, args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     source = f"`{args.data}` (held-out clips, max {args.max_clips} per kind)" if args.data else "the bundled samples"
-    lines = ["# Audio benchmark", "",
+    lines = ["# Audio benchmark", "", *([args.note, ""] if args.note else []),
              f"Clips: {source}. One CPU thread. Bitrate is measured from the .ncb file (container included).",
              "PESQ is wideband (P.862.2) at 16 kHz on speech; mel is a log-mel L1 distance (lower is better); "
              "harmonics is `nc.metrics.harmonic_match` (1: every pitch harmonic in place, ~0: smeared).", ""]

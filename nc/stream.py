@@ -9,6 +9,7 @@ gap with silence or the last good frame and recording what was lost.
 from __future__ import annotations
 
 import builtins
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ class Reader:
             if info.length is not None:
                 target = min(max(target, 0), info.length)
             ours = np.flatnonzero(index["track"] == info.index)
-            keys = ours[((index["flags"][ours] & 1) == 1) & (index["start"][ours] <= target)]
+            keys = ours[((index["flags"][ours] & 1) == 1) & (index["start"][ours] <= target - _preroll(info))]
             i = int(keys[-1]) if len(keys) else (int(ours[0]) if len(ours) else None)
             start = int(index["start"][i]) if i is not None else 0
             state.from_offset = int(index["offset"][i]) if i is not None else 1 << 62
@@ -380,6 +381,15 @@ def _track_info(i: int, h: TrackHeader, totals) -> TrackInfo:
         raise FormatError(f"track {i}'s rate point is malformed") from None
     return TrackInfo(i, h.codec, h.codec_version, h.weights_sha256, rate, facts_from_json(h.facts), h.params,
                      totals[i][0] if totals else None)
+
+
+def _preroll(info: TrackInfo) -> int:
+    """The track codec's pre-roll in samples or frames (0 when the codec is not installed: decoding will say so)."""
+    try:
+        seconds = registry().get(info.codec).descriptor.preroll
+    except NCError:
+        return 0
+    return math.ceil(seconds * (info.facts.sample_rate if info.modality == "audio" else info.facts.fps))
 
 
 def _make_decoder(info: TrackInfo) -> Decoder:

@@ -114,3 +114,21 @@ def test_input_ending_just_before_a_packet_boundary(codec):
     """79,990 samples need 251 frames: one packet of 251 frames, not a 250-frame packet plus an empty one."""
     packets, _, _ = _encode(codec, _signal(79990 / 16000, 16000), 16000)
     assert [(p.start, p.duration) for p in packets] == [(0, 79990)]
+
+
+def test_seek_decodes_what_a_whole_decode_gives_there(codec, monkeypatch):
+    """After a seek the decoder pre-rolls from an earlier packet, so its left context is the real one."""
+    from nc.codecs.rvq import PREROLL_SECONDS
+    from nc.plugins import registry
+
+    assert codec.model.net.decoder_context * codec.model.cfg.hop <= PREROLL_SECONDS * codec.model.cfg.sample_rate
+    monkeypatch.setitem(registry().codecs, "audio/rvq", codec)
+    x = _signal(12.0, 16000)
+    data = nc.encode(x, codec="audio/rvq", bitrate="6k", sample_rate=16000, channels=1)
+    whole = nc.decode(data).data
+    for seconds in (5.0, 5.5, 10.2):  # on a packet boundary (pre-roll needs the one before), inside packets
+        with nc.open(io.BytesIO(data), "rb") as reader:
+            reader.seek(seconds)
+            part = reader.read()
+        start = int(seconds * 16000)
+        np.testing.assert_allclose(part, whole[start:], atol=1e-5)

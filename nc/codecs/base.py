@@ -87,6 +87,9 @@ class CodecDescriptor:
     weights_sha256: str = ""
     rank: int = 0
     extensions: tuple[str, ...] = field(default_factory=tuple)
+    #: seconds a seek starts decoding before its target, for decoders whose output depends on earlier
+    #: packets (a convolutional decoder's left context); what they decode before the target is dropped
+    preroll: float = 0.0
 
     def __post_init__(self):
         if not _CODEC_ID.match(self.id):

@@ -38,6 +38,7 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "audio_rvq.safet
 WEIGHTS = Path(os.environ.get("NC_RVQ_WEIGHTS", SHIPPED_WEIGHTS))
 WINDOW = 50  # frames per inference window (1 s)
 PACKET_SECONDS = 5  # per packet: ~60 bytes of container per packet cost 0.1 kbps
+PREROLL_SECONDS = 1.0  # covers the decoder's left context (0.72 s spectral head, 0.94 s wave head)
 STAGES_FOR = {"1.5k": 3, "3k": 6, "6k": 12, "12k": 24}
 _FRAMES = struct.Struct("<H")
 
@@ -74,7 +75,8 @@ class RvqCodec(Codec):
             id="audio/rvq", version=1, modality="audio",
             summary="neural, 16 kHz, 50 frames/s, residual VQ 1024 codes x 3-24 stages, entropy-coded; per channel",
             points=tuple(_point(n) for n in STAGES_FOR), default=_point("6k"),
-            streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=50)
+            streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=50,
+            preroll=PREROLL_SECONDS)
 
     @cached_property
     def model(self) -> RvqModel:
