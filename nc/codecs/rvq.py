@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint
-from nc.errors import CorruptChunkError, PluginError, UsageError
+from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import AudioFacts
 from nc.media.resample import StreamResampler
 
@@ -58,11 +58,7 @@ class RvqModel:
         from nc.models.weights import load_weights
 
         state, extra, meta = load_weights(path)
-        cfg = FrameCodecConfig(**meta["config"])
-        if cfg.head == "polar" and cfg.phase != "direct":
-            raise PluginError(f"{path}: the {cfg.phase!r} phase is for training experiments; "
-                              "the streaming decoder needs the direct phase")
-        self.net = FrameCodec(cfg)
+        self.net = FrameCodec(FrameCodecConfig(**meta["config"]))
         self.net.load_state_dict(state)
         self.net.eval()
         self.cfg = self.net.cfg
@@ -214,7 +210,7 @@ class RvqDecoder(Decoder):
         cfg = self.m.cfg
         self.history = np.zeros((self.channels, cfg.latent, self.m.net.decoder_context), np.float32)
         self.pending = np.zeros((self.channels, cfg.latent, 0), np.float32)
-        self.carry = self.m.net.initial_carry(self.channels)  # overlap-add tail and running phase
+        self.half = np.zeros((self.channels, cfg.hop), np.float32)  # second half of the last frame
         self.skip = cfg.hop  # the first block after a reset lies before the packet's start
         self.resampler = StreamResampler(cfg.sample_rate, self.rate, self.channels)
 
@@ -251,8 +247,8 @@ class RvqDecoder(Decoder):
         torch, net = self.m.torch, self.m.net
         window = np.concatenate([self.history, latent], axis=2)
         with torch.inference_mode():
-            wave, self.carry = net.synthesize_stream(torch.from_numpy(window), WINDOW, self.carry)
-            wave = wave.numpy()
+            wave, half = net.synthesize_stream(torch.from_numpy(window), WINDOW, torch.from_numpy(self.half))
+            wave, self.half = wave.numpy(), half.numpy()
         self.history = window[:, :, -self.history.shape[2]:]
         return wave
 

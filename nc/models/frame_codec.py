@@ -38,10 +38,6 @@ class FrameCodecConfig:
     # decoder output: "polar" (log-magnitude and phase per STFT bin, overlap-added) or "wave":
     # causal upsampling convolutions that draw the waveform (up_strides multiply to hop)
     head: str = "polar"
-    # polar head's phase: "direct" (predicted per frame) or "advance" (accumulated from a predicted advance per
-    # frame plus a local offset: a steady partial's phase must grow by 2 pi f hop / rate each frame, which a
-    # convolution cannot produce from identical inputs, but it can predict the growth itself)
-    phase: str = "direct"
     up_strides: tuple = (4, 4, 4, 5)
     up_channels: int = 128
 
@@ -72,10 +68,7 @@ class FrameCodec(nn.Module):
             self.decoder = Backbone(cfg.latent, cfg.dec_channels, cfg.dec_channels, cfg.dec_blocks)
             self.upsampler = WaveUpsampler(cfg.dec_channels, tuple(cfg.up_strides), cfg.up_channels)
         else:
-            outputs = 3 * (cfg.hop + 1) if cfg.phase == "advance" else 2 * (cfg.hop + 1)
-            self.decoder = Backbone(cfg.latent, cfg.dec_channels, outputs, cfg.dec_blocks)
-        # nominal phase advance of bin k over one hop with 50 % overlap: pi k (mod 2 pi: 0 or pi)
-        self.register_buffer("nominal_advance", math.pi * (torch.arange(cfg.hop + 1) % 2).double(), persistent=False)
+            self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
         # frames of left context a window needs so its outputs equal the whole-signal outputs
         self.encoder_context = self.encoder.receptive + 1
@@ -105,21 +98,15 @@ class FrameCodec(nn.Module):
             return self.upsampler(self.decoder(latent))[:, self.cfg.hop:]
         return self.frames_to_wave(self.spectral_frames(self.decode_spectrum(latent)))
 
-    def initial_carry(self, batch: int) -> torch.Tensor:
-        """What streaming synthesis carries between calls after a reset: the overlap-add tail."""
-        return torch.zeros(batch, self.cfg.hop)
-
-    def synthesize_stream(self, latent: torch.Tensor, new: int, carry: torch.Tensor):
+    def synthesize_stream(self, latent: torch.Tensor, new: int, half: torch.Tensor):
         """Streaming synthesis: the samples of the last `new` frames of `latent` (earlier frames are
-        context), frame t giving the hop samples that end at t * hop. `carry` is what the previous
-        call returned (`initial_carry` after a reset). Returns (waveform (batch, new * hop), carry)."""
+        context), frame t giving the hop samples that end at t * hop. `half` is what the previous
+        call returned (the spectral heads' overlap-add tail; zeros after a reset).
+        Returns (waveform (batch, new * hop), half for the next call)."""
         if self.cfg.head == "wave":
-            return self.upsampler(self.decoder(latent))[:, -new * self.cfg.hop:], carry
-        if self.cfg.phase != "direct":
-            raise ValueError("streaming synthesis needs the direct phase (an accumulated phase would have "
-                             "to restart at packet boundaries; not built yet)")
+            return self.upsampler(self.decoder(latent))[:, -new * self.cfg.hop:], half
         frames = self.spectral_frames(self.decode_spectrum(latent))[:, -new:]
-        return self.frames_to_wave(frames, carry), frames[:, -1, self.cfg.hop:]
+        return self.frames_to_wave(frames, half), frames[:, -1, self.cfg.hop:]
 
     def decode_spectrum(self, latent: torch.Tensor) -> torch.Tensor:
         """The decoder's complex spectrum (batch, bins, frames), float32: magnitude and phase per bin."""
@@ -127,14 +114,8 @@ class FrameCodec(nn.Module):
         with torch.autocast(out.device.type, enabled=False):  # FFTs of size 640 need float32
             out = out.float()
             bins = self.cfg.hop + 1
-            log_mag = out[:, :bins].clamp(max=6.0)
-            if self.cfg.phase == "advance":  # accumulated in float64 and wrapped: long inputs keep their precision
-                advance = self.nominal_advance[:, None] + out[:, bins:2 * bins].double()
-                running = torch.remainder(torch.cumsum(advance, -1), 2 * math.pi)
-                angle = (running + out[:, 2 * bins:].double()).float()
-            else:
-                angle = out[:, bins:]
-            return torch.polar(torch.exp(log_mag), angle)
+            log_mag, phase = out[:, :bins], out[:, bins:]
+            return torch.polar(torch.exp(log_mag.clamp(max=6.0)), phase)
 
     def spectral_frames(self, spec: torch.Tensor) -> torch.Tensor:
         """Windowed time-domain frames (batch, frames, 2 hop) of a spectrum (batch, bins, frames)."""
