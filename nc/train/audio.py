@@ -172,7 +172,7 @@ def train(args) -> None:
     init = None if ckpt.exists() or not args.init else load_weights(args.init)
     if ckpt.exists():  # resuming: the checkpoint's config wins over --config
         cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
-    elif init:  # fine-tuning shipped weights: their config, with --config overrides that do not change shapes
+    elif init:  # fine-tuning: the weights' config with --config's overrides (reshaped parts start fresh)
         cfg = FrameCodecConfig(**{**init[2]["config"], **(json.loads(args.config) if args.config else {})})
     else:
         cfg = FrameCodecConfig(**{"choose": "euclidean", **(json.loads(args.config) if args.config else {})})
@@ -187,9 +187,8 @@ def train(args) -> None:
     model = model.to(device)
     disc = MultiScaleSTFTDiscriminator().to(device) if args.adv_weight else None
     modules = {"model": model, **({"disc": disc} if disc else {})}
-    optimizers = {"opt": torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)}
-    if disc:
-        optimizers["dopt"] = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
+                  for name, m in (("opt", model), ("dopt", disc)) if m is not None}
     step, elapsed = 0, 0.0
     if ckpt.exists():
         meta = load_checkpoint(ckpt, modules, optimizers)
