@@ -23,8 +23,8 @@ def data(tmp_path):
     return tmp_path
 
 
-def _train(data, out, steps, launcher=()):
-    cmd = [*launcher, "-m", "nc.train.audio", "audio/rvq", "--data", str(data), "--out", str(out),
+def _train(data, out, steps, launcher=(), extra=()):
+    cmd = [*launcher, "-m", "nc.train.audio", "audio/rvq", "--data", str(data), "--out", str(out), *extra,
            "--steps", str(steps), "--batch", "2", "--seconds", "0.5", "--threads", "1", "--config", TINY,
            "--log-every", "1", "--checkpoint-every", "2", "--prior-batches", "1", "--mix", "speech=0.5,music=0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -33,13 +33,14 @@ def _train(data, out, steps, launcher=()):
 
 def test_train_resume_and_ship(data, tmp_path):
     out = tmp_path / "run"
-    first = _train(data, out, 2, (sys.executable,))
+    adversarial = ("--adv-start", "1", "--speeds", "0.9375,1.0625")  # discriminator and augmentation run too
+    first = _train(data, out, 2, (sys.executable,), adversarial)
     assert first.returncode == 0, first.stderr
-    second = _train(data, out, 4, (sys.executable,))
+    second = _train(data, out, 4, (sys.executable,), adversarial)
     assert second.returncode == 0, second.stderr
     assert "resumed from step 2" in second.stdout
     log = (out / "train.log").read_text()
-    assert '"step": 4' in log and '"usage_first"' in log
+    assert '"step": 4' in log and '"usage_first"' in log and '"disc"' in log
     state, extra, meta = load_weights(out / "weights.safetensors")
     assert meta["steps"] == 4 and extra["prior.counts"].shape == (24, 64)
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # fp16 on disk, fp32 loaded
