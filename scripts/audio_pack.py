@@ -40,9 +40,12 @@ def encode(audio: np.ndarray) -> bytes:
 
 def decode(blob: bytes, samples: int) -> np.ndarray:
     inflater = zlib.decompressobj()
-    raw = inflater.decompress(blob, 2 * samples)  # bounded by the length the header states
-    if len(raw) != 2 * samples or inflater.unconsumed_tail:
-        raise SystemExit(f"pack is damaged: expected {2 * samples} bytes, got {len(raw)}")
+    try:
+        raw = inflater.decompress(blob, 2 * samples)  # bounded by the length the header states
+    except zlib.error as e:
+        raise SystemExit(f"pack is damaged: {e}") from None
+    if len(raw) != 2 * samples or inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise SystemExit(f"pack is damaged: expected {2 * samples} bytes and the end of the stream, got {len(raw)}")
     diff = np.frombuffer(raw, np.uint8).reshape(2, samples).T.copy().view(np.int16)[:, 0]
     return np.cumsum(diff, dtype=np.int16)
 
@@ -67,6 +70,8 @@ def unpack(args) -> None:
     src, out = Path(args.pack), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((src / "pack.json").read_text())
+    if manifest.get("rate") not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
+        raise SystemExit(f"pack.json: implausible sample rate {manifest.get('rate')!r}")
     for name, info in manifest["tracks"].items():
         samples = int(info["samples"])
         if not 0 < samples <= 10 * 3600 * manifest["rate"]:

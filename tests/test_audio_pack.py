@@ -41,3 +41,14 @@ def test_damaged_pack_is_refused(ap):
         ap.decode(blob, 200)
     with pytest.raises(SystemExit, match="damaged"):
         ap.decode(blob, 50)
+
+
+def test_truncated_or_corrupted_packs_and_bad_rates_are_refused(ap, tmp_path):
+    blob = ap.encode(np.arange(1000, dtype=np.int16))
+    with pytest.raises(SystemExit, match="damaged"):
+        ap.decode(blob[:-4], 1000)  # checksum cut off: the stream never ends
+    with pytest.raises(SystemExit, match="damaged"):
+        ap.decode(blob[:2] + bytes([blob[2] ^ 0xFF]) + blob[3:], 1000)
+    (tmp_path / "pack.json").write_text('{"rate": 10000000000, "tracks": {}}')
+    with pytest.raises(SystemExit, match="sample rate"):
+        ap.main(["unpack", "--pack", str(tmp_path), "--out", str(tmp_path / "out")])

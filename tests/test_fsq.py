@@ -38,6 +38,10 @@ def test_every_level_is_reachable():
     assert set(digits[0, 0].tolist()) == set(range(7)) and set(digits[0, 1].tolist()) == set(range(4))
 
 
-def test_a_grid_needs_two_levels():
+def test_grids_that_int64_or_rounding_cannot_hold_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
         ScalarGrid((1, 5))
+    with pytest.raises(ValueError, match="2\\^63"):
+        ScalarGrid((2,) * 63)
+    with pytest.raises(ValueError, match="n_stages"):
+        ResidualFSQ((5, 5), stages=2)(torch.zeros(1, 2, 4), 0)

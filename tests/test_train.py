@@ -51,3 +51,16 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
     result = _train(data, tmp_path / "ddp", 2, torchrun)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "ddp" / "weights.safetensors").exists()
+
+
+def test_a_failing_sampler_stops_training_with_its_error():
+    from nc.train.audio import Prefetcher
+
+    class Broken:
+        def batch(self, size, speeds):
+            raise OSError("shard unreadable")
+
+    batches = Prefetcher(Broken(), 2, (1.0,), pin=False)
+    with pytest.raises(OSError, match="shard unreadable"):
+        batches.next("cpu")
+    batches.close()

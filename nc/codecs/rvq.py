@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint
-from nc.errors import CorruptChunkError, UsageError
+from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import AudioFacts
 from nc.media.resample import StreamResampler
 
@@ -58,9 +58,13 @@ class RvqModel:
         from nc.models.weights import load_weights
 
         state, extra, meta = load_weights(path)
-        self.net = FrameCodec(FrameCodecConfig(**meta["config"]))
+        cfg = FrameCodecConfig(**meta["config"])
+        self.net = FrameCodec(cfg)
         self.net.load_state_dict(state)
         self.net.eval()
+        if self.net.decoder_context * cfg.hop > PREROLL_SECONDS * cfg.sample_rate:  # seeks would not be exact
+            raise PluginError(f"{path}: the decoder needs {self.net.decoder_context} frames of context, more "
+                              f"than audio/rvq's {PREROLL_SECONDS} s seek pre-roll")
         self.cfg = self.net.cfg
         self.priors = FrequencyTable.from_counts(extra["prior.counts"].numpy().astype(np.int64), floor=1)
         self.torch = torch

@@ -117,5 +117,8 @@ class WaveUpsampler(nn.Module):
         self.receptive = math.ceil(frames_of_context)  # frames of left context the output needs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, channels, frames) -> (batch, frames * prod(strides))."""
-        return self.layers(x)[:, 0]
+        """(batch, channels, frames) -> (batch, frames * prod(strides)), float32 even under bf16 autocast
+        (the losses must not see audio rounded to 8 bits of mantissa)."""
+        x = self.layers[:-1](x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layers[-1](x.float())[:, 0]

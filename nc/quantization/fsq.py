@@ -39,6 +39,8 @@ class ScalarGrid(nn.Module):
             radix.append(radix[-1] * n)
         self.register_buffer("radix", torch.tensor(radix, dtype=torch.int64), persistent=False)
         self.size = math.prod(levels)  # codes per stage
+        if self.size >= 2**63:
+            raise ValueError(f"levels {levels} give {self.size} codes per stage; int64 indices hold fewer than 2^63")
         self.bits = math.log2(self.size)
 
     def _half(self) -> torch.Tensor:
@@ -83,6 +85,8 @@ class ResidualFSQ(nn.Module):
     def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> FSQOutput:
         """x (batch, dim, frames), any real values: the first stage bounds it with tanh."""
         b = x.shape[0]
+        if isinstance(n_stages, int) and not 1 <= n_stages <= len(self.stages):
+            raise ValueError(f"n_stages must be 1-{len(self.stages)}, not {n_stages}")
         n = torch.full((b,), len(self.stages), device=x.device) if n_stages is None else (
             torch.full((b,), int(n_stages), device=x.device) if isinstance(n_stages, int) else n_stages)
         bounded = torch.tanh(x)

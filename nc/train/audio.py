@@ -102,24 +102,29 @@ class Prefetcher:
     """Draws batches on a background thread, a few ahead, so cropping and resampling on the CPU
     overlap the accelerator's work (on a GPU the sampler, not the model, set the pace)."""
 
-    def __init__(self, sampler: CropSampler, size: int, speeds, depth: int = 4):
+    def __init__(self, sampler: CropSampler, size: int, speeds, pin: bool, depth: int = 4):
         import queue
         import threading
 
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
-        pin = torch.cuda.is_available()
 
         def work() -> None:
-            while not self.stopped.is_set():
-                batch = sampler.batch(size, speeds)
-                self.queue.put(batch.pin_memory() if pin else batch)
+            try:
+                while not self.stopped.is_set():
+                    batch = sampler.batch(size, speeds)
+                    self.queue.put(batch.pin_memory() if pin else batch)
+            except BaseException as e:  # handed to the training loop, which raises it
+                self.queue.put(e)
 
         self.thread = threading.Thread(target=work, daemon=True)
         self.thread.start()
 
     def next(self, device) -> torch.Tensor:
-        return self.queue.get().to(device, non_blocking=True)
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item.to(device, non_blocking=True)
 
     def close(self) -> None:
         self.stopped.set()
@@ -180,7 +185,8 @@ def train(args) -> None:
     model = FrameCodec(cfg)
     if init:  # parameters whose shapes differ (a new decoder head, say) keep their fresh values
         own = model.state_dict()
-        matching = {k: v for k, v in init[0].items() if k in own and own[k].shape == v.shape}
+        matching = {k: v for k, v in init[0].items()  # code-usage counts start afresh (fp16 in shipped weights)
+                    if k in own and own[k].shape == v.shape and not k.endswith(".usage")}
         model.load_state_dict(matching, strict=False)
         fresh = sorted(set(own) - set(matching))
         _log(out, rank, f"initialized from {args.init}" + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
@@ -208,7 +214,7 @@ def train(args) -> None:
     if step == 0:
         _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}"
              + (f"; discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f} M" if disc else ""))
-    batches = Prefetcher(sampler, args.batch, speeds)
+    batches = Prefetcher(sampler, args.batch, speeds, pin=device.type == "cuda")
     start = time.time() - elapsed
     budget = args.max_minutes * 60 if args.max_minutes else float("inf")
     stop = False
