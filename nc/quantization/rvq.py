@@ -36,10 +36,19 @@ class QuantizerOutput:
     codebook: torch.Tensor  # scalar
 
 
+def _vq_losses(z: torch.Tensor, q: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(commitment, codebook) squared errors between inputs and chosen codes, over the kept examples:
+    the first moves the inputs towards the codes, the second the codes towards the inputs."""
+    weight = keep.expand_as(z)
+    denominator = weight.sum().clamp(min=1)
+    commitment = ((z - q.detach()) ** 2 * weight).sum() / denominator
+    codebook = ((q - z.detach()) ** 2 * weight).sum() / denominator
+    return commitment, codebook
+
+
 class FactorizedVQ(nn.Module):
-    """One stage. Codes are *chosen* by cosine similarity in a few dimensions (so scale drift
-    cannot starve the codebook) but *used* as raw vectors, so a stage can match the size of
-    its residual and the residual shrinks from stage to stage."""
+    """One stage: a codebook of `code_dim` vectors and their projection back to the latent, with
+    codes chosen by the `choose` rule (module docstring). `inp` serves only the cosine rule."""
 
     def __init__(self, dim: int, codebook_size: int, code_dim: int, choose: str = "cosine"):
         super().__init__()
@@ -77,10 +86,7 @@ class FactorizedVQ(nn.Module):
         if self.choose == "euclidean":
             return self._forward_euclidean(x, codes, keep)
         q = self.lookup(codes)
-        weight = keep.expand_as(z)
-        denominator = weight.sum().clamp(min=1)
-        commitment = ((z - q.detach()) ** 2 * weight).sum() / denominator
-        codebook = ((q - z.detach()) ** 2 * weight).sum() / denominator
+        commitment, codebook = _vq_losses(z, q, keep)
         q = z + (q - z).detach()  # straight-through
         self._track(codes, z, keep)
         return self.out(q), codes, commitment, codebook
@@ -89,10 +95,7 @@ class FactorizedVQ(nn.Module):
         """VQ in the latent space itself (codes are a rank-`code_dim` family of latent vectors): the
         code loss pulls each chosen vector onto the residual it replaced, so stages really refine."""
         q = self.vectors()[codes].transpose(1, 2)  # (b, dim, t)
-        weight = keep.expand_as(x)
-        denominator = weight.sum().clamp(min=1)
-        commitment = ((x - q.detach()) ** 2 * weight).sum() / denominator
-        codebook = ((q - x.detach()) ** 2 * weight).sum() / denominator
+        commitment, codebook = _vq_losses(x, q, keep)
         self._track(codes, x, keep)
         return x + (q - x).detach(), codes, commitment, codebook
 
