@@ -23,9 +23,9 @@ def data(tmp_path):
     return tmp_path
 
 
-def _train(data, out, steps, launcher=(), extra=()):
+def _train(data, out, steps, launcher=(), extra=(), config=TINY):
     cmd = [*launcher, "-m", "nc.train.audio", "audio/rvq", "--data", str(data), "--out", str(out), *extra,
-           "--steps", str(steps), "--batch", "2", "--seconds", "0.5", "--threads", "1", "--config", TINY,
+           "--steps", str(steps), "--batch", "2", "--seconds", "0.5", "--threads", "1", "--config", config,
            "--log-every", "1", "--checkpoint-every", "2", "--prior-batches", "1", "--mix", "speech=0.5,music=0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -44,6 +44,15 @@ def test_train_resume_and_ship(data, tmp_path):
     state, extra, meta = load_weights(out / "weights.safetensors")
     assert meta["steps"] == 4 and extra["prior.counts"].shape == (24, 64)
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # fp16 on disk, fp32 loaded
+
+
+def test_magnitude_head_trains_without_a_discriminator(data, tmp_path):
+    out = tmp_path / "magnitude"
+    result = _train(data, out, 2, (sys.executable,), config=json.dumps({**json.loads(TINY), "head": "magnitude"}))
+    assert result.returncode == 0, result.stderr
+    log = (out / "train.log").read_text()
+    assert '"convergence"' in log and '"disc"' not in log and '"harmonics_6k"' in log
+    assert load_weights(out / "weights.safetensors")[2]["config"]["head"] == "magnitude"
 
 
 def test_ddp_two_processes_on_cpu(data, tmp_path):

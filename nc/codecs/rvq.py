@@ -216,6 +216,11 @@ class RvqDecoder(Decoder):
         self.pending = np.zeros((self.channels, cfg.latent, 0), np.float32)
         self.half = np.zeros((self.channels, cfg.hop), np.float32)  # second half of the last frame
         self.skip = cfg.hop  # the first block after a reset lies before the packet's start
+        if cfg.head == "magnitude":  # phase retrieval, whose output starts at the packet's start
+            from nc.dsp.phase import PhaseRetriever
+
+            self.retriever = PhaseRetriever(self.channels, 2 * cfg.hop, cfg.hop // 2)
+            self.skip, self.first_window = 0, True
         self.resampler = StreamResampler(cfg.sample_rate, self.rate, self.channels)
 
     def decode(self, packet: Packet) -> np.ndarray:
@@ -230,6 +235,8 @@ class RvqDecoder(Decoder):
 
     def flush(self) -> np.ndarray:
         out = self._drain(final=True)
+        if self.m.cfg.head == "magnitude":  # the samples the last frames' windows still cover
+            out = np.concatenate([out, self.resampler.process(np.ascontiguousarray(self.retriever.flush().numpy().T))])
         tail = self.resampler.flush()
         self.reset()
         return np.concatenate([out, tail])
@@ -239,7 +246,7 @@ class RvqDecoder(Decoder):
         while self.pending.shape[2] >= WINDOW or (final and self.pending.shape[2] > 0):
             n = min(WINDOW, self.pending.shape[2])
             new = np.pad(self.pending[:, :, :n], ((0, 0), (0, 0), (0, WINDOW - n)))
-            blocks.append(self._decode_window(new)[:, : n * self.m.cfg.hop])
+            blocks.append(self._decode_window(new, n))
             self.pending = self.pending[:, :, n:]
         if not blocks:
             return np.zeros((0, self.channels), np.float32)
@@ -247,14 +254,19 @@ class RvqDecoder(Decoder):
         drop, self.skip = min(self.skip, wave.shape[1]), self.skip - min(self.skip, wave.shape[1])
         return self.resampler.process(np.ascontiguousarray(wave[:, drop:].T))
 
-    def _decode_window(self, latent: np.ndarray) -> np.ndarray:
+    def _decode_window(self, latent: np.ndarray, n: int) -> np.ndarray:
+        """The samples of the first `n` frames of `latent` (WINDOW frames; the rest is padding)."""
         torch, net = self.m.torch, self.m.net
         window = np.concatenate([self.history, latent], axis=2)
+        self.history = window[:, :, -self.history.shape[2]:]
         with torch.inference_mode():
+            if self.m.cfg.head == "magnitude":  # two sub-frames per frame; a reset's first lies before it
+                log_mag = net.sub_frame_magnitudes(torch.from_numpy(window))[:, 2 * (window.shape[2] - WINDOW):]
+                log_mag, self.first_window = log_mag[:, int(self.first_window): 2 * n], False
+                return self.retriever.push(log_mag.exp()).numpy()
             wave, half = net.synthesize_stream(torch.from_numpy(window), WINDOW, torch.from_numpy(self.half))
             wave, self.half = wave.numpy(), half.numpy()
-        self.history = window[:, :, -self.history.shape[2]:]
-        return wave
+        return wave[:, : n * self.m.cfg.hop]
 
     def unpack(self, payload: bytes) -> np.ndarray:
         """Codes (channels, stages, frames) of one packet."""

@@ -2,9 +2,18 @@
 
 All the network's work happens at 50 frames/s (hop 320 at 16 kHz), not per
 sample, which is what makes it cheap enough to train and run on a CPU (the
-Vocos idea, applied to both sides). The decoder predicts a log-magnitude and a
-phase per STFT bin; frames are overlap-added with a square-root Hann window,
-whose squares sum to one at 50 % overlap, so no normalisation is needed.
+Vocos idea, applied to both sides). Three decoder heads:
+
+- "magnitude": the decoder predicts only log magnitudes, of 640-sample frames
+  every hop/2 (two per latent frame, a 4x-overlapped STFT), and the phase is
+  retrieved at decode time (nc/dsp/phase.py). Training is a plain regression
+  on magnitudes, so it learns pitch harmonics far sooner than a decoder that
+  must also get phase right (bench/results/audio_oracles.md: exact magnitudes
+  with retrieved phase score PESQ 3.07, a decoder with learned phase 1.2).
+- "polar": a log-magnitude and a phase per bin of the hop-spaced frames;
+  frames are overlap-added with a square-root Hann window, whose squares sum
+  to one at 50 % overlap, so no normalisation is needed.
+- "wave": causal upsampling convolutions draw the waveform.
 
 Timing: frame t's analysis window and synthesis window both cover samples
 [(t-1) hop, (t+1) hop). Output samples [(k-1) hop, k hop) are the overlap of
@@ -35,8 +44,7 @@ class FrameCodecConfig:
     codebook_size: int = 1024
     code_dim: int = 8
     choose: str = "cosine"  # how a quantizer stage picks its code (nc/quantization/rvq.py); "euclidean" for new models
-    # decoder output: "polar" (log-magnitude and phase per STFT bin, overlap-added) or "wave":
-    # causal upsampling convolutions that draw the waveform (up_strides multiply to hop)
+    # decoder output (module docstring): "magnitude", "polar" or "wave" (up_strides multiply to hop)
     head: str = "polar"
     up_strides: tuple = (4, 4, 4, 5)
     up_channels: int = 128
@@ -62,12 +70,14 @@ class FrameCodec(nn.Module):
         # harmonics are explicit (the learned conv alone lost them)
         self.encoder = Backbone(cfg.enc_channels + cfg.hop + 1, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
         self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.choose)
+        if cfg.head not in ("magnitude", "polar", "wave"):
+            raise ValueError(f"head must be magnitude, polar or wave, not {cfg.head!r}")
         if cfg.head == "wave":
             if math.prod(cfg.up_strides) != cfg.hop:
                 raise ValueError(f"up_strides {cfg.up_strides} must multiply to the hop {cfg.hop}")
             self.decoder = Backbone(cfg.latent, cfg.dec_channels, cfg.dec_channels, cfg.dec_blocks)
             self.upsampler = WaveUpsampler(cfg.dec_channels, tuple(cfg.up_strides), cfg.up_channels)
-        else:
+        else:  # polar: magnitude and phase of one frame; magnitude: magnitudes of two frames
             self.decoder = Backbone(cfg.latent, cfg.dec_channels, n_fft + 2, cfg.dec_blocks)
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True).sqrt(), persistent=False)
         # frames of left context a window needs so its outputs equal the whole-signal outputs
@@ -94,6 +104,13 @@ class FrameCodec(nn.Module):
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent (batch, latent, frames) -> waveform (batch, (frames - 1) * hop), from frame 0's centre."""
+        if self.cfg.head == "magnitude":
+            from nc.dsp.phase import PhaseRetriever
+
+            retriever = PhaseRetriever(latent.shape[0], 2 * self.cfg.hop, self.cfg.hop // 2)
+            magnitudes = self.sub_frame_magnitudes(latent)[:, 1:].exp()  # sub-frame 0 lies before sample 0
+            wave = torch.cat([retriever.push(magnitudes), retriever.flush()], dim=1)
+            return wave[:, : (latent.shape[-1] - 1) * self.cfg.hop]
         # the stream pass over every frame from a reset; block 0 lies before frame 0's centre
         start = torch.zeros(latent.shape[0], self.cfg.hop, device=latent.device)
         return self.synthesize_stream(latent, latent.shape[-1], start)[0][:, self.cfg.hop:]
@@ -102,11 +119,35 @@ class FrameCodec(nn.Module):
         """Streaming synthesis: the samples of the last `new` frames of `latent` (earlier frames are
         context), frame t giving the hop samples that end at t * hop. `half` is what the previous
         call returned (the spectral heads' overlap-add tail; zeros after a reset).
-        Returns (waveform (batch, new * hop), half for the next call)."""
+        Returns (waveform (batch, new * hop), half for the next call). Not for the magnitude head,
+        whose phase retrieval carries its own state (nc/codecs/rvq.py drives it)."""
+        if self.cfg.head == "magnitude":
+            raise ValueError("the magnitude head streams through sub_frame_magnitudes and a PhaseRetriever")
         if self.cfg.head == "wave":
             return self.upsampler(self.decoder(latent))[:, -new * self.cfg.hop:], half
         frames = self.spectral_frames(self.decode_spectrum(latent))[:, -new:]
         return self.frames_to_wave(frames, half), frames[:, -1, self.cfg.hop:]
+
+    def sub_frame_magnitudes(self, latent: torch.Tensor) -> torch.Tensor:
+        """The magnitude head's log magnitudes (batch, 2 frames, bins), float32. Latent frame t gives
+        sub-frames 2t and 2t + 1: the 2 hop-sample frames centred at t hop - hop/2 and t hop, so
+        sub-frame 0 lies before sample 0 (callers starting there drop it). Causal like the polar
+        head: the last of them ends where latent frame t's analysis window ends."""
+        out = self.decoder(latent)
+        with torch.autocast(out.device.type, enabled=False):
+            b, c, f = out.shape
+            out = out.float().view(b, 2, c // 2, f).permute(0, 3, 1, 2).reshape(b, 2 * f, c // 2)
+            return out.clamp(max=8.0)
+
+    def sub_frame_spectrum(self, wav: torch.Tensor) -> torch.Tensor:
+        """|STFT| (batch, 2 frames - 1, bins) the magnitude head should predict: frames of 2 hop
+        samples every hop/2, centred at 0, hop/2, ... (sub-frames 1, 2, ... of sub_frame_magnitudes).
+        `wav` as for encode_latent."""
+        hop = self.cfg.hop
+        frames = wav.shape[-1] // hop
+        cut = nn.functional.pad(wav, (hop, hop)).unfold(-1, 2 * hop, hop // 2)[:, : 2 * frames - 1] * self.window
+        with torch.autocast(wav.device.type, enabled=False):
+            return torch.fft.rfft(cut.float()).abs()
 
     def decode_spectrum(self, latent: torch.Tensor) -> torch.Tensor:
         """The decoder's complex spectrum (batch, bins, frames), float32: magnitude and phase per bin."""
@@ -138,10 +179,13 @@ class FrameCodec(nn.Module):
     def forward(self, wav: torch.Tensor, n_stages: torch.Tensor | int | None = None,
                 return_frames: bool = False):
         """Training pass: wav (batch, samples) -> reconstruction of the same length, quantizer output
-        (and, with `return_frames`, the decoded spectrum, its frames and their full overlap-add)."""
+        (and, with `return_frames`, the decoded spectrum, its frames and their full overlap-add).
+        The magnitude head returns (log magnitudes as sub_frame_spectrum lays them out, quantizer output)."""
         latent = self.encode_latent(self.pad(wav))
         with torch.autocast(latent.device.type, enabled=False):  # nearest-code search in float32
             q = self.quantizer(latent.float(), n_stages)
+        if self.cfg.head == "magnitude":  # no waveform in training: sub-frames 1.. of the log magnitudes
+            return self.sub_frame_magnitudes(q.quantized)[:, 1:], q
         if self.cfg.head == "wave":
             full, spec, frames = self.synthesize(q.quantized), None, None
         else:
@@ -151,6 +195,12 @@ class FrameCodec(nn.Module):
         if return_frames:
             return full[:, : wav.shape[-1]], q, spec, frames, full
         return full[:, : wav.shape[-1]], q
+
+    @torch.no_grad()
+    def reconstruct(self, wav: torch.Tensor, n_stages: int) -> torch.Tensor:
+        """Encode, quantize with `n_stages` and decode (batch, samples) -> the same length; for evaluation."""
+        codes = self.quantizer.encode(self.encode_latent(self.pad(wav)), n_stages)
+        return self.synthesize(self.quantizer.decode(codes))[:, : wav.shape[-1]]
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())

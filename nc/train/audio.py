@@ -27,7 +27,7 @@ from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.metrics import harmonic_match
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
-from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, stft_consistency
+from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, magnitude_losses, stft_consistency
 
 RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
@@ -191,7 +191,8 @@ def train(args) -> None:
         fresh = sorted(set(own) - set(matching))
         _log(out, rank, f"initialized from {args.init}" + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
     model = model.to(device)
-    disc = MultiScaleSTFTDiscriminator().to(device) if args.adv_weight else None
+    # the magnitude head has no waveform to judge in training
+    disc = MultiScaleSTFTDiscriminator().to(device) if args.adv_weight and cfg.head != "magnitude" else None
     modules = {"model": model, **({"disc": disc} if disc else {})}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
                   for name, m in (("opt", model), ("dopt", disc)) if m is not None}
@@ -262,6 +263,8 @@ def train(args) -> None:
 def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict, torch.Tensor]:
     """The codec's losses on one batch: (named values for the log, total). `disc` None: no adversary yet."""
     n_stages = _dropout_stages(wav.shape[0], cfg.stages, wav.device)
+    if cfg.head == "magnitude":
+        return _magnitude_step(net, wav, n_stages, args, autocast)
     with autocast:
         estimate, q, spec, frames, full = net(wav, n_stages, return_frames=True)
     losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav),
@@ -286,6 +289,19 @@ def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict
     return losses, loss
 
 
+def _magnitude_step(net, wav, n_stages, args, autocast) -> tuple[dict, torch.Tensor]:
+    """The magnitude head's losses: a regression on log magnitudes, no waveform and no adversary
+    (the phase is retrieved at decode time)."""
+    model = net.module if hasattr(net, "module") else net
+    with autocast:
+        log_magnitude, q = net(wav, n_stages)
+    losses = dict(zip(("magnitude", "convergence"), magnitude_losses(log_magnitude, model.sub_frame_spectrum(model.pad(wav)))))
+    losses["commit"] = q.commitment
+    loss = losses["magnitude"] + args.convergence_weight * losses["convergence"] + 0.25 * q.commitment + q.codebook
+    losses["loss"] = loss
+    return losses, loss
+
+
 def _discriminator_step(dnet, optimizer, wav, estimate, autocast) -> torch.Tensor:
     with autocast:
         loss = discriminator_loss(dnet(wav), dnet(estimate.detach()))
@@ -301,7 +317,7 @@ def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
         latent = model.encode_latent(model.pad(wav[:4])).float()
         error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], model.cfg.stages)]
         model.eval()  # no code-usage bookkeeping for this probe
-        decoded = model(wav[:4], RATE_STAGES[2])[0].float().cpu().numpy()  # at 6 kbps
+        decoded = model.reconstruct(wav[:4].float(), RATE_STAGES[2]).cpu().numpy()  # at 6 kbps
         model.train()
     reference = wav[:4].float().cpu().numpy()
     harmonics = np.nanmean([harmonic_match(r[:, None], d[:, None], model.cfg.sample_rate)
@@ -364,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the STFT consistency loss (overlapping frames must agree)")
     p.add_argument("--magnitude-weight", type=float, default=2.0,
                    help="weight of the L1 loss between decoded and true log magnitudes in the codec's own frames")
+    p.add_argument("--convergence-weight", type=float, default=1.0,
+                   help="magnitude head: weight of the spectral convergence loss (loud bins) beside the log L1")
     p.add_argument("--adv-weight", type=float, default=1.0,
                    help="weight of the adversarial loss (MS-STFT discriminator, hinge); 0 trains without one")
     p.add_argument("--fm-weight", type=float, default=2.0, help="weight of the feature-matching loss")

@@ -51,3 +51,16 @@ def log_magnitude_loss(decoded: torch.Tensor, target: torch.Tensor, floor: float
     """L1 between log magnitudes of two complex spectra, bin by bin (natural log, floored ~86 dB
     below a full-scale frame). Mel bands average harmonics away; this asks for each of them."""
     return (torch.log(decoded.abs() + floor) - torch.log(target.abs() + floor)).abs().mean()
+
+
+def magnitude_losses(log_magnitude: torch.Tensor, target: torch.Tensor, floor: float = 1e-2):
+    """(log L1, spectral convergence) of predicted log magnitudes against true magnitudes, same layout.
+
+    The log L1 weighs every bin alike, so it is dominated by noise bins whose exact level no
+    decoder can know; spectral convergence (relative Frobenius error of the linear magnitudes)
+    weighs the loud bins, the pitch harmonics, where the perceived quality is."""
+    magnitude = log_magnitude.exp()
+    log_l1 = (torch.log(magnitude + floor) - torch.log(target + floor)).abs().mean()
+    error = torch.linalg.vector_norm((magnitude - target).flatten(1), dim=1)
+    convergence = error / torch.linalg.vector_norm(target.flatten(1), dim=1).clamp(min=1e-3)
+    return log_l1, convergence.mean()

@@ -1,0 +1,1 @@
+"""Signal processing without learned weights."""
