@@ -73,3 +73,19 @@ def test_a_failing_sampler_stops_training_with_its_error():
     with pytest.raises(OSError, match="shard unreadable"):
         batches.next("cpu")
     batches.close()
+
+
+def test_prefetcher_threads_each_draw_from_their_own_sampler():
+    from nc.train.audio import Prefetcher
+
+    class Constant:
+        def __init__(self, value):
+            self.value = value
+
+        def batch(self, size, speeds):
+            return torch.full((size, 4), float(self.value))
+
+    batches = Prefetcher([Constant(0), Constant(1)], 2, (1.0,), pin=False)
+    seen = {float(batches.next("cpu")[0, 0]) for _ in range(40)}
+    batches.close()
+    assert seen == {0.0, 1.0} and not any(t.is_alive() for t in batches.threads)

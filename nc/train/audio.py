@@ -99,17 +99,18 @@ class CropSampler:
 
 
 class Prefetcher:
-    """Draws batches on a background thread, a few ahead, so cropping and resampling on the CPU
-    overlap the accelerator's work (on a GPU the sampler, not the model, set the pace)."""
+    """Draws batches on background threads, a few ahead, so cropping and resampling on the CPU
+    overlap the accelerator's work (on a GPU the sampler, not the model, sets the pace). One
+    thread per sampler: each has its own random generator, which is not thread-safe."""
 
-    def __init__(self, sampler: CropSampler, size: int, speeds, pin: bool, depth: int = 4):
+    def __init__(self, samplers, size: int, speeds, pin: bool, depth: int = 8):
         import queue
         import threading
 
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stopped = threading.Event()
 
-        def work() -> None:
+        def work(sampler) -> None:
             try:
                 while not self.stopped.is_set():
                     batch = sampler.batch(size, speeds)
@@ -117,8 +118,10 @@ class Prefetcher:
             except BaseException as e:  # handed to the training loop, which raises it
                 self.queue.put(e)
 
-        self.thread = threading.Thread(target=work, daemon=True)
-        self.thread.start()
+        samplers = samplers if isinstance(samplers, (list, tuple)) else [samplers]
+        self.threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in samplers]
+        for thread in self.threads:
+            thread.start()
 
     def next(self, device) -> torch.Tensor:
         item = self.queue.get()
@@ -128,10 +131,11 @@ class Prefetcher:
 
     def close(self) -> None:
         self.stopped.set()
-        while self.thread.is_alive():  # unblock a worker waiting to put, then let it finish
+        while any(t.is_alive() for t in self.threads):  # unblock workers waiting to put, then let them finish
             while not self.queue.empty():
                 self.queue.get_nowait()
-            self.thread.join(timeout=0.1)
+            for thread in self.threads:
+                thread.join(timeout=0.05)
 
 
 # ---------------------------------------------------------------- training
@@ -209,13 +213,14 @@ def train(args) -> None:
     speeds = tuple(float(v) for v in args.speeds.split(","))
     seeds = np.random.SeedSequence([args.seed, rank, step])  # distinct per rank and per resume
     torch.manual_seed(int(seeds.generate_state(1)[0]))
-    sampler = CropSampler(load_corpus(Path(args.data), cfg.sample_rate), int(args.seconds * cfg.sample_rate),
-                          seeds, mix, cfg.sample_rate)
+    corpus = load_corpus(Path(args.data), cfg.sample_rate)
+    samplers = [CropSampler(corpus, int(args.seconds * cfg.sample_rate), seed, mix, cfg.sample_rate)
+                for seed in seeds.spawn(max(1, args.loader_threads))]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or args.bf16)
     if step == 0:
         _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}"
              + (f"; discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f} M" if disc else ""))
-    batches = Prefetcher(sampler, args.batch, speeds, pin=device.type == "cuda")
+    batches = Prefetcher(samplers, args.batch, speeds, pin=device.type == "cuda")
     start = time.time() - elapsed
     budget = args.max_minutes * 60 if args.max_minutes else float("inf")
     stop = False
@@ -255,7 +260,7 @@ def train(args) -> None:
                                                        "config": cfg.to_dict()})
     batches.close()
     if rank == 0:
-        finish(model, sampler, out, args, step, time.time() - start, device)
+        finish(model, samplers[0], out, args, step, time.time() - start, device)
     if distributed:
         torch.distributed.destroy_process_group()
 
@@ -371,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--loader-threads", type=int, default=1,
+                   help="threads drawing batches (a GPU outruns one; each has its own random stream)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
