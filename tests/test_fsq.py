@@ -45,3 +45,42 @@ def test_grids_that_int64_or_rounding_cannot_hold_are_refused():
         ScalarGrid((2,) * 63)
     with pytest.raises(ValueError, match="n_stages"):
         ResidualFSQ((5, 5), stages=2)(torch.zeros(1, 2, 4), 0)
+
+
+def test_frame_codec_bottleneck_keeps_the_rvq_models_shapes_and_interface():
+    """quantizer="fsq" swaps only the bottleneck: every other parameter has the RVQ model's name and
+    shape (so RVQ weights initialise it), and the quantizer answers the calls the RVQ one does."""
+    from nc.models.frame_codec import FrameCodec, FrameCodecConfig
+
+    tiny = dict(enc_channels=16, enc_blocks=1, dec_channels=16, dec_blocks=1, latent=8, head="magnitude")
+    rvq, fsq = FrameCodec(FrameCodecConfig(**tiny)), FrameCodec(FrameCodecConfig(**tiny, quantizer="fsq"))
+    shapes = {name: {k: v.shape for k, v in m.state_dict().items() if not k.startswith("quantizer.")}
+              for name, m in (("rvq", rvq), ("fsq", fsq))}
+    assert shapes["rvq"] == shapes["fsq"] and len(shapes["fsq"]) > 10
+    assert sorted(k for k in fsq.state_dict() if k.startswith("quantizer.")) == [
+        "quantizer.inp.bias", "quantizer.inp.weight", "quantizer.out.bias", "quantizer.out.weight"]
+    torch.manual_seed(0)
+    wav = torch.randn(2, 3200)
+    latent = fsq.encode_latent(fsq.pad(wav))
+    out = fsq.quantizer(latent, torch.tensor([2, 8]))
+    assert out.quantized.shape == latent.shape and out.codes.shape == (2, 8, 11) and out.codes.dtype == torch.int64
+    assert float(out.commitment) == 0 and float(out.codebook) == 0 and fsq.quantizer.restart_dead_codes() == 0
+    codes = fsq.quantizer.encode(latent, 4)
+    assert torch.equal(codes, out.codes[:, :4]) and int(codes.max()) < 40000
+    assert torch.allclose(fsq.quantizer.decode(codes), fsq.quantizer.out(fsq.quantizer.fsq.decode(codes)))
+    assert torch.equal(fsq.quantizer.index(fsq.quantizer.digits(codes)), codes)
+    errors = [fsq.quantizer.relative_error(latent, n) for n in (1, 2, 4, 8)]
+    assert all(b < a / 3 for a, b in zip(errors, errors[1:])), errors
+    out.quantized.sum().backward()  # straight through to the encoder
+    assert fsq.encoder.out.weight.grad.abs().sum() > 0 and fsq.quantizer.inp.weight.grad.abs().sum() > 0
+
+
+def test_configs_without_the_quantizer_fields_load_as_before():
+    from nc.models.frame_codec import FrameCodecConfig
+
+    old = {k: v for k, v in FrameCodecConfig().to_dict().items() if not k.startswith(("quantizer", "fsq_"))}
+    cfg = FrameCodecConfig(**{**old, "up_strides": [4, 4, 4, 5]})  # as JSON metadata gives it
+    assert cfg == FrameCodecConfig() and cfg.quantizer == "rvq"
+    assert cfg.quantizer_stages == 24 and cfg.codes_per_stage == 1024
+    with pytest.raises(ValueError, match="quantizer"):
+        FrameCodecConfig(quantizer="vq")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nc.quantization.rvq import QuantizerOutput
+
 
 @dataclass
 class FSQOutput:
@@ -116,3 +118,55 @@ class ResidualFSQ(nn.Module):
             out = out + stage.value(stage.unindex(codes[:, i])) * scale
             scale = scale * stage.step()
         return out
+
+
+class FSQBottleneck(nn.Module):
+    """ResidualFSQ on a `dim`-wide latent: a 1x1 convolution down to len(levels) dimensions, the
+    grids, and one back up. Called like ResidualVQ (forward, encode, decode, relative_error,
+    restart_dead_codes), so FrameCodec and its trainer treat both alike; the code losses are zero.
+    Parameters are `inp.*` and `out.*` (the grids have none), so none collide with ResidualVQ's."""
+
+    def __init__(self, dim: int, levels: tuple[int, ...], stages: int):
+        super().__init__()
+        self.inp = nn.Conv1d(dim, len(levels), 1)
+        self.fsq = ResidualFSQ(tuple(levels), stages)
+        self.out = nn.Conv1d(len(levels), dim, 1)
+        self.levels = tuple(levels)
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.fsq.stages
+
+    def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> QuantizerOutput:
+        out = self.fsq(self.inp(x), n_stages)
+        zero = x.new_zeros(())
+        return QuantizerOutput(self.out(out.quantized), out.codes, zero, zero)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, n_stages: int) -> torch.Tensor:
+        """Codes (batch, n_stages, frames) int64 for inference."""
+        return self.fsq.encode(self.inp(x), n_stages)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latent (batch, dim, frames) from codes (batch, stages, frames)."""
+        return self.out(self.fsq.decode(codes))
+
+    def digits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (batch, stages, frames) -> level indices (batch, stages, len(levels), frames)."""
+        return torch.stack([stage.unindex(codes[:, i]) for i, stage in enumerate(self.stages[:codes.shape[1]])], 1)
+
+    def index(self, digits: torch.Tensor) -> torch.Tensor:
+        """Level indices (batch, stages, len(levels), frames) -> codes (batch, stages, frames)."""
+        return torch.stack([stage.index(digits[:, i]) for i, stage in enumerate(self.stages[:digits.shape[1]])], 1)
+
+    @torch.no_grad()
+    def relative_error(self, x: torch.Tensor, n_stages: int) -> float:
+        """|z - quantized z| / |z| with n stages, z the bounded projection the grids quantize
+        (the latent itself is only reached through `out`, whose rank is len(levels))."""
+        z = torch.tanh(self.inp(x))
+        q = self.fsq.decode(self.encode(x, n_stages))
+        return float((z - q).norm() / z.norm().clamp(min=1e-9))
+
+    def restart_dead_codes(self) -> int:
+        return 0  # a fixed grid has no codes to die
