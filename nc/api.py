@@ -164,7 +164,8 @@ def _token_codec(codec: str):
 
 
 def tokens(media, codec: str = "audio/rvq", bitrate=None, **facts) -> np.ndarray:
-    """Discrete codes of an audio file or array, (channels, stages, frames) int16: what the .ncb would hold."""
+    """Discrete codes of an audio file or array, (channels, stages, frames): what the .ncb would hold.
+    Integers of the codec's token dtype: int16 for audio/rvq, int64 for audio/fsq (mixed-radix FSQ codes)."""
     c = _token_codec(codec)
     rate = c.descriptor.resolve(bitrate)
     if isinstance(media, (str, os.PathLike)):

@@ -23,8 +23,8 @@ def data(tmp_path):
     return tmp_path
 
 
-def _train(data, out, steps, launcher=(), extra=(), config=TINY):
-    cmd = [*launcher, "-m", "nc.train.audio", "audio/rvq", "--data", str(data), "--out", str(out), *extra,
+def _train(data, out, steps, launcher=(), extra=(), config=TINY, codec="audio/rvq"):
+    cmd = [*launcher, "-m", "nc.train.audio", codec, "--data", str(data), "--out", str(out), *extra,
            "--steps", str(steps), "--batch", "2", "--seconds", "0.5", "--threads", "1", "--config", config,
            "--log-every", "1", "--checkpoint-every", "2", "--prior-batches", "1", "--mix", "speech=0.5,music=0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -53,6 +53,59 @@ def test_magnitude_head_trains_without_a_discriminator(data, tmp_path):
     log = (out / "train.log").read_text()
     assert '"convergence"' in log and '"disc"' not in log and '"harmonics_6k"' in log
     assert load_weights(out / "weights.safetensors")[2]["config"]["head"] == "magnitude"
+
+
+def test_fsq_fine_tunes_from_rvq_weights_and_ships_digit_priors(data, tmp_path):
+    """audio/fsq: the RVQ model's encoder and decoder load, the FSQ projections start fresh; no code
+    losses; level-histogram entropies logged; the shipped weights carry per-(stage, dimension) digit
+    counts and load in the codec."""
+    from nc.codecs.fsq import FsqCodec
+    from nc.media.facts import AudioFacts
+    from nc.models.frame_codec import FrameCodec, FrameCodecConfig
+    from nc.models.weights import save_weights
+
+    config = {**json.loads(TINY), "head": "magnitude"}
+    rvq = FrameCodec(FrameCodecConfig(**config, choose="euclidean"))
+    save_weights(tmp_path / "rvq.safetensors", rvq, {"prior.counts": torch.ones(24, 64, dtype=torch.int32)},
+                 {"config": rvq.cfg.to_dict()})
+    out = tmp_path / "fsq"
+    result = _train(data, out, 2, (sys.executable,), ("--init", str(tmp_path / "rvq.safetensors")),
+                    config=json.dumps({"head": "magnitude"}), codec="audio/fsq")
+    assert result.returncode == 0, result.stderr
+    log = (out / "train.log").read_text()
+    fresh = "fresh: quantizer.inp.bias, quantizer.inp.weight, quantizer.out.bias, quantizer.out.weight\n"
+    assert fresh in log  # everything else (encoder, decoder) came from the RVQ weights
+    steps = [json.loads(line.split("] ", 1)[1]) for line in log.splitlines() if '"step": ' in line]
+    assert [s["step"] for s in steps] == [1, 2]
+    for s in steps:
+        assert "commit" not in s and "usage_first" not in s and len(s["level_entropy_first"]) == 6
+        assert 0 <= min(s["level_entropy_first"]) and max(s["level_entropy_first"]) <= 3
+        assert set(s["level_entropy_kbps"]) == {"1.5k", "3k", "6k"} and "latent_error_2_8" in s
+    state, extra, meta = load_weights(out / "weights.safetensors")
+    assert meta["config"]["quantizer"] == "fsq" and meta["codec"] == "audio/fsq"
+    assert not any(k.startswith("quantizer.stages") for k in state)
+    counts = extra["prior.counts"]
+    assert counts.shape == (8, 6, 8) and counts.dtype == torch.int32
+    frames = 16 * (8000 // 320 + 1)  # one batch of 16 half-second crops
+    assert (counts.sum(-1) == frames).all() and (counts[:, 2:, 5:] == 0).all()  # 5-level dimensions
+    assert set(meta["expected_kbps"]) == {"1.5k", "3k", "6k"} and meta["expected_kbps"]["6k"] <= 6.2
+    codec = FsqCodec(out / "weights.safetensors")
+    tokens = codec.tokenize([np.zeros((8000, 1), np.float32)], AudioFacts(16000, 1), codec.descriptor.resolve("3k"))
+    assert tokens.shape == (1, 4, 26) and tokens.dtype == np.int64
+
+
+def test_each_codec_trains_its_own_quantizer_and_drops_out_to_its_own_rates(tmp_path):
+    from nc.train.audio import _dropout_stages, build_parser, rate_points, train
+
+    assert rate_points("audio/fsq") == {"1.5k": 2, "3k": 4, "6k": 8}
+    torch.manual_seed(0)
+    drawn = _dropout_stages(4000, 8, rate_points("audio/fsq").values(), "cpu")
+    assert set(drawn.tolist()) == {2, 4, 8} and 0.6 < float((drawn == 8).float().mean()) < 0.75
+    assert set(_dropout_stages(4000, 24, rate_points("audio/rvq").values(), "cpu").tolist()) == {3, 6, 12, 24}
+    args = build_parser().parse_args(["audio/fsq", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                                      "--config", '{"quantizer": "rvq"}'])
+    with pytest.raises(SystemExit, match="audio/fsq trains the fsq quantizer"):
+        train(args)
 
 
 def test_ddp_two_processes_on_cpu(data, tmp_path):

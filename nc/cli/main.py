@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("codecs", help="list installed codecs and their rates")
 
-    t = sub.add_parser("tokens", help="audio file -> discrete codes (.npy, int16, channels x stages x frames)")
+    t = sub.add_parser("tokens", help="audio file -> discrete codes (.npy, channels x stages x frames; "
+                                      "int16 for audio/rvq, int64 for audio/fsq)")
     t.add_argument("input")
     t.add_argument("-o", "--output", required=True, help=".npy file")
     t.add_argument("--codec", default="audio/rvq")

@@ -1,12 +1,14 @@
 """Registers nc's built-in codecs through the same hook third-party plugins use.
 
-A built-in neural codec is registered only when its trained weights ship beside it.
+A built-in neural codec is registered only when its trained weights ship beside it (or its
+NC_*_WEIGHTS variable names a file that exists); without them, asking for it fails like asking
+for any codec that is not installed.
 """
 from nc.plugins import hookimpl
 
 
 @hookimpl
 def nc_register_codecs():
-    from nc.codecs import rvq
+    from nc.codecs import fsq, rvq
 
-    return [rvq.RvqCodec()] if rvq.WEIGHTS.exists() else []
+    return [codec() for codec, weights in ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS)) if weights.exists()]

@@ -1,4 +1,4 @@
-"""Training for nc's frame-rate audio codecs: `nc train audio/rvq --data DIR --out DIR`.
+"""Training for nc's frame-rate audio codecs: `nc train audio/rvq --data DIR --out DIR` (or audio/fsq).
 
 Runs on a CPU (small, resumable, in the background), on one GPU (bf16), or on
 several with `torchrun --nproc-per-node N -m nc.train.audio ...` (DDP; gloo on
@@ -6,6 +6,11 @@ CPU, nccl on GPU). Every `--checkpoint-every` steps it writes `checkpoint.safete
 (model + Adam state, atomically) and appends to `train.log`; rerunning the same
 command resumes. At the end it measures code usage, fits the entropy-coding
 priors and writes `weights.safetensors` (fp16) for shipping.
+
+audio/rvq trains FrameCodecConfig's quantizer "rvq" (code losses, dead-code
+restarts; logs the share of codes in use), audio/fsq the quantizer "fsq" (no
+code losses or restarts; logs the entropy of each dimension's level histogram
+in bits). Quantizer dropout draws the codec's own rate points' stage counts.
 
 `--data` is a folder of int16 `.npy` shards (`scripts/build_audio_set.py`) or of
 audio files (wav, flac, ogg, mp3, ...), which are decoded and resampled once.
@@ -29,7 +34,7 @@ from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, sa
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, magnitude_losses, stft_consistency
 
-RATE_STAGES = (3, 6, 12, 24)  # quantizer dropout draws one of the shipped rate points per example
+QUANTIZER = {"audio/rvq": "rvq", "audio/fsq": "fsq"}  # the FrameCodecConfig.quantizer each codec ships
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
 
 
@@ -148,19 +153,51 @@ def learning_rate(step: int, progress: float, peak: float, warmup: int = 200) ->
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def _dropout_stages(batch: int, stages: int, device) -> torch.Tensor:
-    """Quantizer dropout (DAC): half the examples use every stage, the others one of the shipped rates."""
-    low = torch.tensor(RATE_STAGES, device=device)[torch.randint(len(RATE_STAGES), (batch,), device=device)]
+def rate_points(codec: str) -> dict[str, int]:
+    """The codec's rate points: name -> quantizer stages (nc/codecs/rvq.py, nc/codecs/fsq.py)."""
+    from nc.codecs import fsq, rvq
+
+    return {"audio/rvq": rvq.STAGES_FOR, "audio/fsq": fsq.STAGES_FOR}[codec]
+
+
+def _dropout_stages(batch: int, stages: int, rates, device) -> torch.Tensor:
+    """Quantizer dropout (DAC): half the examples use every stage, the others one of the shipped
+    rates' stage counts (`rates`; those beyond the model's `stages` are left out)."""
+    rates = sorted(s for s in rates if s <= stages) or [stages]
+    low = torch.tensor(rates, device=device)[torch.randint(len(rates), (batch,), device=device)]
     return torch.where(torch.rand(batch, device=device) < 0.5, torch.full_like(low, stages), low)
 
 
 def usage_stats(model: FrameCodec) -> list[float]:
-    """Per stage: fraction of codes with non-negligible recent use."""
+    """RVQ, per stage: fraction of codes with non-negligible recent use."""
     out = []
     for stage in model.quantizer.stages:
         u = stage.usage
         out.append(float((u > 1e-3 * u.sum() / u.numel()).float().mean()))
     return out
+
+
+def level_counts(model: FrameCodec, codes: torch.Tensor) -> torch.Tensor:
+    """FSQ: how often each level of each dimension occurs at each stage, (stages, dims, max level) int64,
+    from codes (batch, stages, frames)."""
+    digits = model.quantizer.digits(codes).transpose(0, 1).transpose(1, 2)  # (stages, dims, batch, frames)
+    top = max(model.cfg.fsq_levels)
+    offsets = torch.arange(digits.shape[0] * digits.shape[1], device=digits.device).view(digits.shape[:2] + (1, 1))
+    flat = (digits + offsets * top).flatten()
+    return torch.bincount(flat, minlength=offsets.numel() * top).view(digits.shape[0], digits.shape[1], top).cpu()
+
+
+def level_entropy(counts: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of each (stage, dimension) level histogram, (stages, dims)."""
+    p = counts.double() / counts.sum(-1, keepdim=True).clamp(min=1)
+    return -(p * torch.log2(p.clamp(min=1e-300))).sum(-1) + 0.0  # + 0.0: no -0.0 in the log
+
+
+def _code_losses(q, cfg: FrameCodecConfig) -> tuple[dict, torch.Tensor | float]:
+    """RVQ's commitment and codebook terms (commitment logged); FSQ's fixed grids have none."""
+    if cfg.quantizer == "fsq":
+        return {}, 0.0
+    return {"commit": q.commitment}, 0.25 * q.commitment + q.codebook
 
 
 def train(args) -> None:
@@ -179,12 +216,18 @@ def train(args) -> None:
 
     ckpt = out / "checkpoint.safetensors"
     init = None if ckpt.exists() or not args.init else load_weights(args.init)
+    quantizer = QUANTIZER[args.codec]
+    overrides = json.loads(args.config) if args.config else {}
     if ckpt.exists():  # resuming: the checkpoint's config wins over --config
         cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
-    elif init:  # fine-tuning: the weights' config with --config's overrides (reshaped parts start fresh)
-        cfg = FrameCodecConfig(**{**init[2]["config"], **(json.loads(args.config) if args.config else {})})
+    elif init:  # fine-tuning: the weights' config with the codec's quantizer and --config's overrides
+        # (reshaped parts start fresh: an RVQ model's encoder and decoder initialise an FSQ one)
+        cfg = FrameCodecConfig(**{**init[2]["config"], "quantizer": quantizer, **overrides})
     else:
-        cfg = FrameCodecConfig(**{"choose": "euclidean", **(json.loads(args.config) if args.config else {})})
+        cfg = FrameCodecConfig(**{"choose": "euclidean", "quantizer": quantizer, **overrides})
+    if cfg.quantizer != quantizer:
+        raise SystemExit(f"{args.codec} trains the {quantizer} quantizer, not {cfg.quantizer}"
+                         + (f" ({ckpt} holds another codec's run)" if ckpt.exists() else ""))
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = FrameCodec(cfg)
     if init:  # parameters whose shapes differ (a new decoder head, say) keep their fresh values
@@ -242,7 +285,7 @@ def train(args) -> None:
             losses["disc"] = _discriminator_step(dnet, optimizers["dopt"], wav, losses.pop("estimate"), autocast)
         losses.pop("estimate", None)
         step += 1
-        if step % 100 == 0 and progress < 0.9:
+        if cfg.quantizer == "rvq" and step % 100 == 0 and progress < 0.9:  # FSQ's grids have no dead codes
             model.quantizer.restart_dead_codes()
             if distributed:  # restarts draw from each rank's own batch: make rank 0's codebooks everyone's
                 for stage in model.quantizer.stages:
@@ -267,14 +310,14 @@ def train(args) -> None:
 
 def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict, torch.Tensor]:
     """The codec's losses on one batch: (named values for the log, total). `disc` None: no adversary yet."""
-    n_stages = _dropout_stages(wav.shape[0], cfg.stages, wav.device)
+    n_stages = _dropout_stages(wav.shape[0], cfg.quantizer_stages, rate_points(args.codec).values(), wav.device)
     if cfg.head == "magnitude":
         return _magnitude_step(net, wav, n_stages, args, autocast)
     with autocast:
         estimate, q, spec, frames, full = net(wav, n_stages, return_frames=True)
-    losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav),
-              "commit": q.commitment}
-    loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + 0.25 * q.commitment + q.codebook
+    code_logs, code_loss = _code_losses(q, cfg)
+    losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav), **code_logs}
+    loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + code_loss
     model = net.module if hasattr(net, "module") else net
     if args.magnitude_weight:  # the output's magnitudes, bin by bin: pitch harmonics, not just the envelope
         losses["magnitude"] = log_magnitude_loss(model.frame_spectrum(model.pad(estimate.float())),
@@ -301,8 +344,9 @@ def _magnitude_step(net, wav, n_stages, args, autocast) -> tuple[dict, torch.Ten
     with autocast:
         log_magnitude, q = net(wav, n_stages)
     losses = dict(zip(("magnitude", "convergence"), magnitude_losses(log_magnitude, model.sub_frame_spectrum(model.pad(wav)))))
-    losses["commit"] = q.commitment
-    loss = losses["magnitude"] + args.convergence_weight * losses["convergence"] + 0.25 * q.commitment + q.codebook
+    code_logs, code_loss = _code_losses(q, model.cfg)
+    losses.update(code_logs)
+    loss = losses["magnitude"] + args.convergence_weight * losses["convergence"] + code_loss
     losses["loss"] = loss
     return losses, loss
 
@@ -317,42 +361,69 @@ def _discriminator_step(dnet, optimizer, wav, estimate, autocast) -> torch.Tenso
 
 
 def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
-    usage = usage_stats(model)
+    cfg, rates = model.cfg, rate_points(args.codec)
+    fewest, stages = min(rates.values()), cfg.quantizer_stages
     with torch.no_grad():
         latent = model.encode_latent(model.pad(wav[:4])).float()
-        error = [round(model.quantizer.relative_error(latent, n), 3) for n in (RATE_STAGES[0], model.cfg.stages)]
+        error = [round(model.quantizer.relative_error(latent, n), 3) for n in (fewest, stages)]
         model.eval()  # no code-usage bookkeeping for this probe
-        decoded = model.reconstruct(wav[:4].float(), RATE_STAGES[2]).cpu().numpy()  # at 6 kbps
+        decoded = model.reconstruct(wav[:4].float(), min(rates["6k"], stages)).cpu().numpy()  # at 6 kbps
+        if cfg.quantizer == "fsq":  # level histograms over the whole batch, every stage
+            codes = model.quantizer.encode(model.encode_latent(model.pad(wav)).float(), stages)
+            entropy = level_entropy(level_counts(model, codes))
         model.train()
+    if cfg.quantizer == "fsq":
+        code_stats = {"level_entropy_first": [round(float(h), 2) for h in entropy[0]],
+                      "level_entropy_mean": round(float(entropy.mean()), 3),
+                      "level_entropy_kbps": {name: round(float(entropy[:n].sum()) * cfg.frame_rate / 1000, 2)
+                                             for name, n in rates.items() if n <= stages}}
+    else:
+        usage = usage_stats(model)
+        code_stats = {"usage_first": round(usage[0], 3), "usage_mean": round(float(np.mean(usage)), 3)}
     reference = wav[:4].float().cpu().numpy()
-    harmonics = np.nanmean([harmonic_match(r[:, None], d[:, None], model.cfg.sample_rate)
+    harmonics = np.nanmean([harmonic_match(r[:, None], d[:, None], cfg.sample_rate)
                             for r, d in zip(reference, decoded)])
     _log(out, 0, json.dumps({
-        "step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, "usage_first": round(usage[0], 3),
-        "usage_mean": round(float(np.mean(usage)), 3), "latent_error_3_24": error,
-        "harmonics_6k": round(float(harmonics), 3),
+        "step": step, **{k: round(float(v.detach()), 4) for k, v in losses.items()}, **code_stats,
+        f"latent_error_{fewest}_{stages}": error, "harmonics_6k": round(float(harmonics), 3),
         "lr": round(optimizer.param_groups[0]["lr"], 6),
         "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
         "minutes": round(seconds / 60, 2)}))
-    if step >= 500 and usage[0] < 0.02:
+    if cfg.quantizer == "rvq" and step >= 500 and usage[0] < 0.02:
         raise SystemExit(f"codebook collapse: stage 1 uses {usage[0]:.1%} of its codes at step {step}; stopping")
 
 
 @torch.no_grad()
 def finish(model: FrameCodec, sampler: CropSampler, out: Path, args, steps: int, seconds: float, device) -> None:
-    """Fit per-stage code priors on training audio and write the shippable weights."""
+    """Fit the code priors on training audio and write the shippable weights: per stage (RVQ, codes) or
+    per stage and dimension (FSQ, level digits; see nc/codecs/fsq.py)."""
     model.eval()
-    counts = torch.zeros(model.cfg.stages, model.cfg.codebook_size, dtype=torch.int64)
+    cfg, stages = model.cfg, model.cfg.quantizer_stages
+    fsq = cfg.quantizer == "fsq"
+    counts = torch.zeros((stages, len(cfg.fsq_levels), max(cfg.fsq_levels)) if fsq else (stages, cfg.codebook_size),
+                         dtype=torch.int64)
     for _ in range(args.prior_batches):
         wav = sampler.batch(16).to(device)
-        codes = model.quantizer.encode(model.encode_latent(model.pad(wav)), model.cfg.stages).cpu()
-        for s in range(model.cfg.stages):
-            counts[s] += torch.bincount(codes[:, s].flatten(), minlength=model.cfg.codebook_size)
-    used = (counts > 0).float().mean(1)
-    meta = {"config": model.cfg.to_dict(), "steps": steps, "train_minutes": round(seconds / 60, 1),
-            "device": str(device), "batch": args.batch, "crop_seconds": args.seconds,
-            "code_usage_per_stage": [round(float(u), 3) for u in used]}
-    save_weights(out / "weights.safetensors", model, {"prior.counts": counts.to(torch.int32)}, meta)
+        codes = model.quantizer.encode(model.encode_latent(model.pad(wav)), stages)
+        if fsq:
+            counts += level_counts(model, codes)
+            continue
+        codes = codes.cpu()
+        for s in range(stages):
+            counts[s] += torch.bincount(codes[:, s].flatten(), minlength=cfg.codebook_size)
+    meta = {"config": cfg.to_dict(), "codec": args.codec, "steps": steps, "train_minutes": round(seconds / 60, 1),
+            "device": str(device), "batch": args.batch, "crop_seconds": args.seconds}
+    if fsq:  # what the fitted priors code the same audio in: the rate a file measures, less its container
+        from nc.codecs.fsq import expected_bits
+
+        bits = expected_bits(counts.numpy(), cfg.fsq_levels)  # (stages, dims)
+        meta["level_entropy_per_stage"] = [[round(float(h), 3) for h in row] for row in level_entropy(counts)]
+        meta["expected_kbps"] = {name: round(float(bits[:n].sum()) * cfg.frame_rate / 1000, 3)
+                                 for name, n in rate_points(args.codec).items() if n <= stages}
+    else:
+        meta["code_usage_per_stage"] = [round(float(u), 3) for u in (counts > 0).float().mean(1)]
+    priors = {"prior.counts": counts.clamp(max=2**31 - 1).to(torch.int32)}
+    save_weights(out / "weights.safetensors", model, priors, meta)
     _log(out, 0, "wrote weights.safetensors: " + json.dumps(meta))
 
 
@@ -366,7 +437,7 @@ def _log(out: Path, rank: int, line: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nc train", description=__doc__.split("\n\n")[0])
-    p.add_argument("codec", choices=["audio/rvq"], help="which codec to train")
+    p.add_argument("codec", choices=sorted(QUANTIZER), help="which codec to train (its quantizer: rvq or fsq)")
     p.add_argument("--data", required=True, help="folder of train*.npy shards or audio files")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
     p.add_argument("--steps", type=int, default=20000)
