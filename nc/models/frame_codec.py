@@ -17,11 +17,12 @@ Vocos idea, applied to both sides). Three decoder heads:
 
 Quantizer ("quantizer" in the config): "rvq", residual VQ over the whole latent
 (nc/quantization/rvq.py), or "fsq", residual finite scalar quantization
-(nc/quantization/fsq.py) of a len(fsq_levels)-dimensional projection of the
-latent, projected back up after (FSQBottleneck). Both take the same calls:
-quantizer(latent, n_stages) -> QuantizerOutput, encode(latent, n_stages) -> int64
-codes (batch, stages, frames), decode(codes) -> latent; FSQ has no code losses
-(they are zero) and no dead codes to restart. The encoder and decoder have the
+(nc/quantization/fsq.py): each stage rounds a len(fsq_levels)-dimensional
+projection of the residual to a fixed grid and projects it back up
+(FSQBottleneck). Both take the same calls: quantizer(latent, n_stages) ->
+QuantizerOutput, encode(latent, n_stages) -> int64 codes (batch, stages,
+frames), decode(codes) -> latent; FSQ has no commitment term and no dead codes
+to restart. The encoder and decoder have the
 same shapes either way, so FSQ models can start from trained RVQ weights.
 
 Timing: frame t's analysis window and synthesis window both cover samples

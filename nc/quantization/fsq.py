@@ -121,52 +121,73 @@ class ResidualFSQ(nn.Module):
 
 
 class FSQBottleneck(nn.Module):
-    """ResidualFSQ on a `dim`-wide latent: a 1x1 convolution down to len(levels) dimensions, the
-    grids, and one back up. Called like ResidualVQ (forward, encode, decode, relative_error,
-    restart_dead_codes), so FrameCodec and its trainer treat both alike; the code losses are zero.
-    Parameters are `inp.*` and `out.*` (the grids have none), so none collide with ResidualVQ's."""
+    """Residual FSQ on a `dim`-wide latent with a projection per stage: stage k projects what the
+    stages before it left of the latent down to len(levels) dimensions, bounds them (tanh), rounds
+    them to its grid and projects the grid point back up. Each stage thus adds new directions, as
+    RVQ's factorized stages do; one projection shared by every stage would keep every rate at rank
+    len(levels), with extra stages only sharpening the same few numbers per frame.
+
+    Called like ResidualVQ (forward, encode, decode, relative_error, restart_dead_codes), so
+    FrameCodec and its trainer treat both alike. Nothing is learned in a grid, so there is no
+    codebook to collapse; the `codebook` term of the output pulls each stage's projected-back
+    point onto the residual it stands for (without it nothing makes later stages refine earlier
+    ones, the failure tests/test_quantization.py guards against for RVQ). Commitment is zero.
+    Parameters are `inp.*` and `out.*`, so none collide with ResidualVQ's."""
 
     def __init__(self, dim: int, levels: tuple[int, ...], stages: int):
         super().__init__()
-        self.inp = nn.Conv1d(dim, len(levels), 1)
-        self.fsq = ResidualFSQ(tuple(levels), stages)
-        self.out = nn.Conv1d(len(levels), dim, 1)
         self.levels = tuple(levels)
+        self.grids = nn.ModuleList(ScalarGrid(self.levels) for _ in range(stages))
+        self.inp = nn.ModuleList(nn.Conv1d(dim, len(levels), 1) for _ in range(stages))
+        self.out = nn.ModuleList(nn.Conv1d(len(levels), dim, 1) for _ in range(stages))
 
     @property
     def stages(self) -> nn.ModuleList:
-        return self.fsq.stages
+        return self.grids
 
     def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> QuantizerOutput:
-        out = self.fsq(self.inp(x), n_stages)
-        zero = x.new_zeros(())
-        return QuantizerOutput(self.out(out.quantized), out.codes, zero, zero)
+        b = x.shape[0]
+        if isinstance(n_stages, int) and not 1 <= n_stages <= len(self.grids):
+            raise ValueError(f"n_stages must be 1-{len(self.grids)}, not {n_stages}")
+        n = torch.full((b,), len(self.grids), device=x.device) if n_stages is None else (
+            torch.full((b,), int(n_stages), device=x.device) if isinstance(n_stages, int) else n_stages)
+        residual, quantized, codes, match = x, torch.zeros_like(x), [], x.new_zeros(())
+        for i, grid in enumerate(self.grids):
+            if int(n.max()) <= i:
+                break
+            keep = (n > i).to(x.dtype).view(b, 1, 1)
+            z = torch.tanh(self.inp[i](residual))
+            digits = grid.digits(z)
+            point = self.out[i](z + (grid.value(digits) - z).detach())  # straight-through rounding
+            match = match + (((point - residual.detach()) ** 2) * keep).sum() / (keep.sum() * x[0].numel()).clamp(min=1)
+            quantized = quantized + keep * point
+            residual = residual - point
+            codes.append(grid.index(digits))
+        return QuantizerOutput(quantized, torch.stack(codes, 1), x.new_zeros(()), match)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, n_stages: int) -> torch.Tensor:
         """Codes (batch, n_stages, frames) int64 for inference."""
-        return self.fsq.encode(self.inp(x), n_stages)
+        return self.forward(x, n_stages).codes
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Latent (batch, dim, frames) from codes (batch, stages, frames)."""
-        return self.out(self.fsq.decode(codes))
+        return sum(self.out[i](grid.value(grid.unindex(codes[:, i])))
+                   for i, grid in enumerate(self.grids[:codes.shape[1]]))
 
     def digits(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (batch, stages, frames) -> level indices (batch, stages, len(levels), frames)."""
-        return torch.stack([stage.unindex(codes[:, i]) for i, stage in enumerate(self.stages[:codes.shape[1]])], 1)
+        return torch.stack([grid.unindex(codes[:, i]) for i, grid in enumerate(self.grids[:codes.shape[1]])], 1)
 
     def index(self, digits: torch.Tensor) -> torch.Tensor:
         """Level indices (batch, stages, len(levels), frames) -> codes (batch, stages, frames)."""
-        return torch.stack([stage.index(digits[:, i]) for i, stage in enumerate(self.stages[:digits.shape[1]])], 1)
+        return torch.stack([grid.index(digits[:, i]) for i, grid in enumerate(self.grids[:digits.shape[1]])], 1)
 
     @torch.no_grad()
     def relative_error(self, x: torch.Tensor, n_stages: int) -> float:
-        """|z - quantized z| / |z| with n stages, z the bounded projection the grids quantize
-        (the latent itself is only reached through `out`, whose rank is len(levels))."""
-        z = torch.tanh(self.inp(x))
-        q = self.fsq.decode(self.encode(x, n_stages))
-        return float((z - q).norm() / z.norm().clamp(min=1e-9))
+        """|x - quantized x| / |x| in the latent, with n stages."""
+        return float((x - self.decode(self.encode(x, n_stages))).norm() / x.norm().clamp(min=1e-9))
 
     def restart_dead_codes(self) -> int:
         return 0  # a fixed grid has no codes to die

@@ -194,9 +194,10 @@ def level_entropy(counts: torch.Tensor) -> torch.Tensor:
 
 
 def _code_losses(q, cfg: FrameCodecConfig) -> tuple[dict, torch.Tensor | float]:
-    """RVQ's commitment and codebook terms (commitment logged); FSQ's fixed grids have none."""
+    """RVQ's commitment and codebook terms (commitment logged); FSQ has only the term that pulls
+    each stage's point onto its residual (logged as "match")."""
     if cfg.quantizer == "fsq":
-        return {}, 0.0
+        return {"match": q.codebook}, q.codebook
     return {"commit": q.commitment}, 0.25 * q.commitment + q.codebook
 
 
