@@ -76,7 +76,7 @@ class Writer:
                 raise UsageError("tracks must be nc.TrackSpec(facts, codec, bitrate, quality) with facts from "
                                  "nc.media.facts (AudioFacts, ImageFacts, VideoFacts)")
             facts = _valid(spec.facts)
-            codec = find_codec(spec.codec, facts.modality)
+            codec = find_codec(spec.codec, facts.modality, spec.bitrate, spec.quality)
             codec.check(facts)
             rate = codec.descriptor.resolve(spec.bitrate, spec.quality)
             encoder = codec.encoder(facts, rate)

@@ -74,11 +74,11 @@ def test_fsq_fine_tunes_from_rvq_weights_and_ships_digit_priors(data, tmp_path):
     assert result.returncode == 0, result.stderr
     log = (out / "train.log").read_text()
     fresh = log.split("fresh: ", 1)[1].split("\n", 1)[0].split(", ")
-    assert fresh and all(k.startswith(("quantizer.inp.", "quantizer.out.")) for k in fresh)  # the rest: RVQ's
+    assert fresh and all(k.startswith(("quantizer.inp.", "quantizer.out.", "quantizer.scale")) for k in fresh)
     steps = [json.loads(line.split("] ", 1)[1]) for line in log.splitlines() if '"step": ' in line]
     assert [s["step"] for s in steps] == [1, 2]
     for s in steps:
-        assert "commit" not in s and "usage_first" not in s and len(s["level_entropy_first"]) == 6
+        assert "match" in s and "usage_first" not in s and len(s["level_entropy_first"]) == 6
         assert 0 <= min(s["level_entropy_first"]) and max(s["level_entropy_first"]) <= 3
         assert set(s["level_entropy_kbps"]) == {"1.5k", "3k", "6k"} and "latent_error_2_8" in s
     state, extra, meta = load_weights(out / "weights.safetensors")

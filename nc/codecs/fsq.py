@@ -1,9 +1,9 @@
 """audio/fsq: the frame-rate neural audio codec with residual FSQ (nc/models/frame_codec.py, quantizer "fsq").
 
-The network is audio/rvq's; its bottleneck projects the latent to D =
-len(fsq_levels) dimensions and quantizes them with residual finite scalar
-quantization (nc/quantization/fsq.py): stage k rounds every dimension d to one
-of L_d levels at scale step^k, so a stage's code is D level digits, one int64
+The network is audio/rvq's; its bottleneck is residual finite scalar
+quantization (nc/quantization/fsq.py): stage k projects what the stages before
+it left of the latent to D = len(fsq_levels) dimensions and rounds dimension d
+to one of L_d levels, so a stage's code is D level digits, one int64
 mixed-radix number. The streaming machinery (windows, packets, decoder
 history, phase retrieval) is audio/rvq's, shared in nc/codecs/frame.py.
 

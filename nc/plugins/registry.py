@@ -34,12 +34,16 @@ class Registry:
         known = ", ".join(sorted(self.codecs)) or "none"
         raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{self._hint()}")
 
-    def default(self, modality: str) -> Codec:
-        """The highest-ranked codec for a modality (ties: alphabetical id)."""
-        candidates = [c for c in self.codecs.values() if c.descriptor.modality == modality]
+    def default(self, modality: str, bitrate=None, quality=None) -> Codec:
+        """The highest-ranked codec for a modality (ties: alphabetical id) among those offering the
+        requested rate within 10 %, or among all when none does (its resolve then explains)."""
+        candidates = sorted((c for c in self.codecs.values() if c.descriptor.modality == modality),
+                            key=lambda c: (-c.descriptor.rank, c.descriptor.id))
         if not candidates:
             raise UnknownCodecError(f"no {modality} codec is installed{self._hint()}")
-        return min(candidates, key=lambda c: (-c.descriptor.rank, c.descriptor.id))
+        if bitrate is None and quality is None:
+            return candidates[0]
+        return next((c for c in candidates if _offers(c, bitrate, quality)), candidates[0])
 
     def _hint(self) -> str:
         return f" ({'; '.join(self.problems)})" if self.problems else ""
@@ -101,10 +105,27 @@ def registry() -> Registry:
     return load_registry()
 
 
-def find_codec(codec_id: str | None, modality: str) -> Codec:
-    """The codec a user asked for (checked against the modality), or the default for it."""
+def _offers(codec: Codec, bitrate, quality) -> bool:
+    """Whether the codec's point for this request is the rate asked for (within 10 %), not merely
+    its nearest one; a quality request is offered by any codec that accepts it."""
+    from nc.codecs.base import parse_rate
+
+    try:
+        point = codec.descriptor.resolve(bitrate, quality)
+    except UsageError:
+        return False
+    if quality is not None:
+        return True
+    value, _ = parse_rate(bitrate, codec.descriptor.modality)
+    return 0.9 <= point.value / value <= 1.1
+
+
+def find_codec(codec_id: str | None, modality: str, bitrate=None, quality=None) -> Codec:
+    """The codec a user asked for (checked against the modality), or the default for it: the
+    highest-ranked one that offers the rate asked for (within 10 %), so `--bitrate 64k` falls to
+    Opus while `--bitrate 6k` gets the neural codec; if none does, the highest-ranked."""
     if codec_id is None:
-        return registry().default(modality)
+        return registry().default(modality, bitrate, quality)
     codec = registry().get(codec_id)
     if codec.descriptor.modality != modality:
         raise UsageError(f"{codec_id} is a {codec.descriptor.modality} codec; the input is {modality}")

@@ -131,8 +131,9 @@ class FSQBottleneck(nn.Module):
     FrameCodec and its trainer treat both alike. Nothing is learned in a grid, so there is no
     codebook to collapse; the `codebook` term of the output pulls each stage's projected-back
     point onto the residual it stands for (without it nothing makes later stages refine earlier
-    ones, the failure tests/test_quantization.py guards against for RVQ). Commitment is zero.
-    Parameters are `inp.*` and `out.*`, so none collide with ResidualVQ's."""
+    ones, the failure tests/test_quantization.py guards against for RVQ); commitment, as RVQ's,
+    keeps the encoder's latent within the stages' reach. Parameters are `inp.*`, `out.*` and
+    `scale`, so none collide with ResidualVQ's."""
 
     def __init__(self, dim: int, levels: tuple[int, ...], stages: int):
         super().__init__()
@@ -140,6 +141,11 @@ class FSQBottleneck(nn.Module):
         self.grids = nn.ModuleList(ScalarGrid(self.levels) for _ in range(stages))
         self.inp = nn.ModuleList(nn.Conv1d(dim, len(levels), 1) for _ in range(stages))
         self.out = nn.ModuleList(nn.Conv1d(len(levels), dim, 1) for _ in range(stages))
+        # Each stage sees its residual divided by that residual's typical size (a running RMS in
+        # training, fixed in the weights) and scales its point back up. Without it a growing latent
+        # drove the projections into tanh's flat ends: one level per dimension, no gradient, and
+        # the first stages carried 0.01 kbps in our first fine-tune from RVQ weights.
+        self.register_buffer("scale", torch.zeros(stages))  # 0: not yet measured (then 1 is used)
 
     @property
     def stages(self) -> nn.ModuleList:
@@ -156,14 +162,24 @@ class FSQBottleneck(nn.Module):
             if int(n.max()) <= i:
                 break
             keep = (n > i).to(x.dtype).view(b, 1, 1)
-            z = torch.tanh(self.inp[i](residual))
+            if self.training and torch.is_grad_enabled():  # a training step, not encode()
+                rms = residual.detach().square().mean().sqrt()
+                self.scale[i] = torch.where(self.scale[i] > 0, 0.99 * self.scale[i] + 0.01 * rms, rms)
+            scale = self._scale(i)
+            z = torch.tanh(self.inp[i](residual / scale))
             digits = grid.digits(z)
-            point = self.out[i](z + (grid.value(digits) - z).detach())  # straight-through rounding
+            point = scale * self.out[i](z + (grid.value(digits) - z).detach())  # straight-through
             match = match + (((point - residual.detach()) ** 2) * keep).sum() / (keep.sum() * x[0].numel()).clamp(min=1)
             quantized = quantized + keep * point
             residual = residual - point
             codes.append(grid.index(digits))
-        return QuantizerOutput(quantized, torch.stack(codes, 1), x.new_zeros(()), match)
+        # as RVQ's commitment: keeps the encoder's latent where the stages can follow it
+        commitment = ((x - quantized.detach()) ** 2).mean()
+        return QuantizerOutput(quantized, torch.stack(codes, 1), commitment, match)
+
+    def _scale(self, i: int) -> torch.Tensor:
+        """Stage i's scale, a copy (the buffer changes in place at the next stage's update)."""
+        return torch.where(self.scale[i] > 0, self.scale[i], torch.ones_like(self.scale[i]))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, n_stages: int) -> torch.Tensor:
@@ -173,7 +189,7 @@ class FSQBottleneck(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Latent (batch, dim, frames) from codes (batch, stages, frames)."""
-        return sum(self.out[i](grid.value(grid.unindex(codes[:, i])))
+        return sum(self._scale(i) * self.out[i](grid.value(grid.unindex(codes[:, i])))
                    for i, grid in enumerate(self.grids[:codes.shape[1]]))
 
     def digits(self, codes: torch.Tensor) -> torch.Tensor:

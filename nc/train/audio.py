@@ -194,11 +194,10 @@ def level_entropy(counts: torch.Tensor) -> torch.Tensor:
 
 
 def _code_losses(q, cfg: FrameCodecConfig) -> tuple[dict, torch.Tensor | float]:
-    """RVQ's commitment and codebook terms (commitment logged); FSQ has only the term that pulls
-    each stage's point onto its residual (logged as "match")."""
-    if cfg.quantizer == "fsq":
-        return {"match": q.codebook}, q.codebook
-    return {"commit": q.commitment}, 0.25 * q.commitment + q.codebook
+    """Commitment (logged) and codebook terms; FSQ's "codebook" term pulls each stage's point onto
+    its residual (nc/quantization/fsq.py), logged as "match"."""
+    logged = {"commit": q.commitment, **({"match": q.codebook} if cfg.quantizer == "fsq" else {})}
+    return logged, 0.25 * q.commitment + q.codebook
 
 
 def train(args) -> None:
