@@ -1,6 +1,5 @@
 """audio/fsq on small random-init models: the packing and rate points of its own, the streaming
 machinery it shares with audio/rvq (tests/test_rvq.py), tokens, registration and errors."""
-import io
 import math
 
 import numpy as np
@@ -11,6 +10,8 @@ import nc
 from nc.codecs.base import Packet
 from nc.codecs.fsq import STAGES_FOR, FsqCodec, digit_table, expected_bits
 from nc.media.facts import AudioFacts
+from frame_codec_checks import (check_chunked_encoding_gives_the_same_packets, check_container_round_trip_restores_length,
+                                check_stream_decode_matches_one_pass, encode_in_pieces, noise)
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import save_weights
 
@@ -34,16 +35,8 @@ def codec(request, tmp_path_factory):
     return FsqCodec(_weights(tmp_path_factory.mktemp("fsq") / "tiny.safetensors", **request.param))
 
 
-def _encode(codec, x, rate, pieces=1, point="6k"):
-    facts = AudioFacts(rate, x.shape[1])
-    enc = codec.encoder(facts, codec.descriptor.resolve(point))
-    packets = [p for part in np.array_split(x, pieces) for p in enc.encode(part)] + list(enc.flush())
-    return packets, enc.params, facts
 
 
-def _signal(seconds, rate, channels=1, seed=0):
-    rng = np.random.default_rng(seed)
-    return (0.3 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32)
 
 
 def test_the_shipped_grid_and_rate_table():
@@ -56,30 +49,17 @@ def test_the_shipped_grid_and_rate_table():
 
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2)])
 def test_chunked_encoding_gives_the_same_packets(codec, rate, channels):
-    x = _signal(11.3, rate, channels)
-    whole, _, _ = _encode(codec, x, rate)
-    pieces, _, _ = _encode(codec, x, rate, pieces=37)
-    assert [(p.payload, p.start, p.duration) for p in whole] == [(p.payload, p.start, p.duration) for p in pieces]
-    assert sum(p.duration for p in whole) == len(x)
-    assert [p.start for p in whole][:3] == [0, 5 * rate, 10 * rate]
+    check_chunked_encoding_gives_the_same_packets(codec, rate, channels)
 
 
 def test_round_trip_through_the_container_restores_length(codec, monkeypatch):
-    from nc.plugins import registry
-
-    monkeypatch.setitem(registry().codecs, "audio/fsq", codec)
-    x = _signal(7.01, 22050, 2)
-    data = nc.encode(x, codec="audio/fsq", bitrate="3k", sample_rate=22050, channels=2)
-    y = nc.decode(data).data
-    assert y.shape == x.shape and np.isfinite(y).all()
-    reader = nc.open(io.BytesIO(data), "rb")
-    assert reader.tracks[0].codec == "audio/fsq" and reader.tracks[0].params == {"stages": 4}
+    check_container_round_trip_restores_length(codec, monkeypatch, stages_at_3k=4)
 
 
 @pytest.mark.parametrize("point, stages", sorted(STAGES_FOR.items(), key=lambda kv: kv[1]))
 def test_rate_points_use_their_stages_and_stay_within_budget(codec, point, stages):
-    x = _signal(10.0, 16000)
-    packets, params, _ = _encode(codec, x, 16000, point=point)
+    x = noise(10.0, 16000)
+    packets, params, _ = encode_in_pieces(codec, x, 16000, point=point)
     assert params["stages"] == stages
     frames = 10 * 50 + 1
     bits = 8 * sum(len(p.payload) for p in packets)
@@ -109,7 +89,7 @@ def test_files_measure_their_rate_names(residual_priors, monkeypatch, point):
     from nc.plugins import registry
 
     monkeypatch.setitem(registry().codecs, "audio/fsq", residual_priors)
-    data = nc.encode(_signal(60.0, 16000), codec="audio/fsq", bitrate=point, sample_rate=16000, channels=1)
+    data = nc.encode(noise(60.0, 16000), codec="audio/fsq", bitrate=point, sample_rate=16000, channels=1)
     assert abs(8 * len(data) / 60 / residual_priors.descriptor.resolve(point).value - 1) < 0.1
 
 
@@ -117,17 +97,17 @@ def test_fitted_priors_cost_what_the_trainer_predicts(tmp_path):
     """Priors counted on the codes of some audio code that audio in the bits expected_bits (the
     trainer's expected_kbps) says, and fewer than uniform priors do."""
     uniform = FsqCodec(_weights(tmp_path / "uniform.safetensors", head="magnitude"))
-    x = _signal(20.0, 16000, seed=3) * np.linspace(0.05, 1.0, 320000, dtype=np.float32)[:, None]
+    x = noise(20.0, 16000, seed=3) * np.linspace(0.05, 1.0, 320000, dtype=np.float32)[:, None]
     facts, point = AudioFacts(16000, 1), uniform.descriptor.resolve("6k")
     codes = uniform.tokenize([x], facts, point)  # (1, 8, frames)
     digits = uniform.model.digits(codes)[0]  # (stages, dims, frames)
     counts = torch.from_numpy(np.stack([[np.bincount(d, minlength=8) for d in stage] for stage in digits])).int()
     fitted = FsqCodec(_weights(tmp_path / "fitted.safetensors", counts=counts, head="magnitude"))
-    packets, _, _ = _encode(fitted, x, 16000)
+    packets, _, _ = encode_in_pieces(fitted, x, 16000)
     bits = 8 * sum(len(p.payload) for p in packets)
     predicted = expected_bits(counts.numpy(), LEVELS).sum() * codes.shape[2]
     assert predicted <= bits <= predicted + 64 * len(packets)
-    assert bits < 0.98 * 8 * sum(len(p.payload) for p in _encode(uniform, x, 16000)[0])
+    assert bits < 0.98 * 8 * sum(len(p.payload) for p in encode_in_pieces(uniform, x, 16000)[0])
 
 
 def test_digit_table_gives_unreachable_levels_almost_nothing():
@@ -137,34 +117,14 @@ def test_digit_table_gives_unreachable_levels_almost_nothing():
 
 
 def test_decoder_output_is_aligned_and_windowing_matches_whole_decode(codec):
-    x = _signal(6.0, 16000)
-    packets, params, facts = _encode(codec, x, 16000)
-    dec = codec.decoder(facts, codec.descriptor.resolve("6k"), params)
-    y = np.concatenate([dec.decode(p) for p in packets] + [dec.flush()])
-    net = codec.model.net
-    with torch.inference_mode():
-        codes = torch.cat([torch.from_numpy(dec.unpack(p.payload)) for p in packets], dim=2)
-        latent = net.quantizer.decode(codes)
-        if net.cfg.head == "magnitude":  # one pass over a zero-latent history, as the stream starts with
-            from nc.dsp.phase import PhaseRetriever
-
-            context = net.decoder_context
-            log_mag = net.sub_frame_magnitudes(torch.nn.functional.pad(latent, (context, 0)))[:, 2 * context + 1:]
-            retriever = PhaseRetriever(1, 2 * net.cfg.hop, net.cfg.hop // 2)
-            reference = torch.cat([retriever.push(log_mag.exp()), retriever.flush()], dim=1)[0].numpy()
-            settled = 0
-        else:  # the one-pass network starts from zero padding instead: equal once past its context
-            reference, settled = net.synthesize(latent)[0].numpy(), (net.decoder_context + 1) * net.cfg.hop
-    n = min(len(reference), len(x))
-    assert len(y) >= len(x)
-    np.testing.assert_allclose(y[settled:n, 0], reference[settled:n], atol=2e-5)
+    check_stream_decode_matches_one_pass(codec)
 
 
 def test_corrupt_payload_is_a_clean_error(codec):
     from nc.bitstream.entropy import encode_categorical
 
-    x = _signal(2.0, 16000)
-    packets, params, facts = _encode(codec, x, 16000)
+    x = noise(2.0, 16000)
+    packets, params, facts = encode_in_pieces(codec, x, 16000)
     dec = codec.decoder(facts, codec.descriptor.resolve("6k"), params)
     with pytest.raises(nc.NCError):
         dec.decode(Packet(b"\x01", 0, 100))
@@ -181,13 +141,13 @@ def test_corrupt_payload_is_a_clean_error(codec):
 
 
 def test_tokens_are_the_file_codes_and_detokenize_inverts(codec):
-    x = _signal(3.0, 16000)
+    x = noise(3.0, 16000)
     facts = AudioFacts(16000, 1)
     point = codec.descriptor.resolve("3k")
     codes = codec.tokenize([x[:10000], x[10000:]], facts, point)
     assert codes.shape == (1, 4, 151) and codes.dtype == np.int64
     assert 0 <= codes.min() and codes.max() < 40000 and len(np.unique(codes[:, 0])) > 10
-    packets, params, _ = _encode(codec, x, 16000, point="3k")
+    packets, params, _ = encode_in_pieces(codec, x, 16000, point="3k")
     dec = codec.decoder(facts, point, params)
     np.testing.assert_array_equal(codes, np.concatenate([dec.unpack(p.payload) for p in packets], axis=2))
     assert _agreement_with_one_pass(codec, x, codes) > 0.99  # the quantizer's own codes
@@ -216,7 +176,7 @@ def test_int64_tokens_of_a_2_to_the_40_grid(tmp_path):
         stages_for = {"2k": 1, "4k": 2}  # 40 bits a stage at 50 frames/s
 
     codec = WideFsq(_weights(tmp_path / "wide.safetensors", head="magnitude", fsq_levels=(32,) * 8, fsq_stages=2))
-    x = _signal(2.0, 16000)
+    x = noise(2.0, 16000)
     facts, point = AudioFacts(16000, 1), codec.descriptor.resolve("4k")
     codes = codec.tokenize([x], facts, point)
     assert codes.dtype == np.int64 and codes.shape == (1, 2, 101)
@@ -225,7 +185,7 @@ def test_int64_tokens_of_a_2_to_the_40_grid(tmp_path):
     digits = codec.model.digits(codes)
     assert 0 <= digits.min() and 16 < digits.max() <= 31
     assert np.array_equal((digits * 32 ** np.arange(8)[None, None, :, None]).sum(2), codes)
-    packets, params, _ = _encode(codec, x, 16000, point="4k")
+    packets, params, _ = encode_in_pieces(codec, x, 16000, point="4k")
     assert 8 * sum(len(p.payload) for p in packets) <= 2 * 101 * 40 + 64 * len(packets)
     y = codec.detokenize(codes, 16000)
     assert y.shape == (32000, 1) and np.isfinite(y).all()
@@ -253,7 +213,7 @@ def test_the_cli_finds_it_through_nc_fsq_weights_and_reports_missing_weights(tmp
 
     from conftest import run_nc
 
-    sf.write(tmp_path / "x.wav", _signal(2.0, 16000)[:, 0], 16000)
+    sf.write(tmp_path / "x.wav", noise(2.0, 16000)[:, 0], 16000)
     monkeypatch.setenv("NC_FSQ_WEIGHTS", str(tmp_path / "missing.safetensors"))
     missing = run_nc("tokens", tmp_path / "x.wav", "-o", tmp_path / "t.npy", "--codec", "audio/fsq")
     err = missing.stderr.decode().strip()

@@ -9,6 +9,8 @@ import nc
 from nc.codecs.base import Packet
 from nc.codecs.rvq import RvqCodec
 from nc.media.facts import AudioFacts
+from frame_codec_checks import (check_chunked_encoding_gives_the_same_packets, check_container_round_trip_restores_length,
+                                check_stream_decode_matches_one_pass, encode_in_pieces, noise)
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import save_weights
 
@@ -27,44 +29,23 @@ def codec(request, tmp_path_factory):
     return RvqCodec(path)
 
 
-def _encode(codec, x, rate, pieces=1, point="6k"):
-    facts = AudioFacts(rate, x.shape[1])
-    enc = codec.encoder(facts, codec.descriptor.resolve(point))
-    packets = [p for part in np.array_split(x, pieces) for p in enc.encode(part)] + list(enc.flush())
-    return packets, enc.params, facts
 
 
-def _signal(seconds, rate, channels=1):
-    rng = np.random.default_rng(0)
-    return (0.3 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32)
 
 
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2)])
 def test_chunked_encoding_gives_the_same_codes(codec, rate, channels):
-    x = _signal(11.3, rate, channels)
-    whole, _, _ = _encode(codec, x, rate)
-    pieces, _, _ = _encode(codec, x, rate, pieces=37)
-    assert [(p.payload, p.start, p.duration) for p in whole] == [(p.payload, p.start, p.duration) for p in pieces]
-    assert sum(p.duration for p in whole) == len(x)
-    assert [p.start for p in whole][:3] == [0, 5 * rate, 10 * rate]
+    check_chunked_encoding_gives_the_same_packets(codec, rate, channels)
 
 
 def test_round_trip_through_the_container_restores_length(codec, monkeypatch):
-    from nc.plugins import registry
-
-    monkeypatch.setitem(registry().codecs, "audio/rvq", codec)
-    x = _signal(7.01, 22050, 2)
-    data = nc.encode(x, codec="audio/rvq", bitrate="3k", sample_rate=22050, channels=2)
-    y = nc.decode(data).data
-    assert y.shape == x.shape and np.isfinite(y).all()
-    reader = nc.open(io.BytesIO(data), "rb")
-    assert reader.tracks[0].params == {"stages": 6}
+    check_container_round_trip_restores_length(codec, monkeypatch, stages_at_3k=6)
 
 
 @pytest.mark.parametrize("point, stages", [("1.5k", 3), ("3k", 6), ("6k", 12), ("12k", 24)])
 def test_rate_points_use_their_stage_count_and_stay_under_budget(codec, point, stages):
-    x = _signal(10.0, 16000)
-    packets, params, _ = _encode(codec, x, 16000, point=point)
+    x = noise(10.0, 16000)
+    packets, params, _ = encode_in_pieces(codec, x, 16000, point=point)
     assert params["stages"] == stages
     frames = 10 * 50 + 1
     bits = 8 * sum(len(p.payload) for p in packets)
@@ -72,48 +53,24 @@ def test_rate_points_use_their_stage_count_and_stay_under_budget(codec, point, s
 
 
 def test_decoder_output_is_aligned_and_windowing_matches_whole_decode(codec):
-    x = _signal(6.0, 16000)
-    packets, params, facts = _encode(codec, x, 16000)
-    dec = codec.decoder(facts, codec.descriptor.resolve("6k"), params)
-    y = np.concatenate([dec.decode(p) for p in packets] + [dec.flush()])
-    net = codec.model.net
-    with torch.inference_mode():
-        codes = torch.cat([torch.from_numpy(dec.unpack(p.payload)).long() for p in packets], dim=2)
-        latent = net.quantizer.decode(codes)
-        if net.cfg.head == "magnitude":  # one pass over a zero-latent history, as the stream starts with
-            reference, settled = _magnitude_one_pass(net, latent), 0
-        else:  # the one-pass network starts from zero padding instead: equal once past its context
-            reference, settled = net.synthesize(latent)[0].numpy(), (net.decoder_context + 1) * net.cfg.hop
-    n = min(len(reference), len(x))
-    assert len(y) >= len(x)
-    np.testing.assert_allclose(y[settled:n, 0], reference[settled:n], atol=2e-5)
-
-
-def _magnitude_one_pass(net, latent):
-    """The magnitude head's decode in one network pass and one phase-retrieval push."""
-    from nc.dsp.phase import PhaseRetriever
-
-    context = net.decoder_context
-    log_mag = net.sub_frame_magnitudes(torch.nn.functional.pad(latent, (context, 0)))[:, 2 * context + 1:]
-    retriever = PhaseRetriever(1, 2 * net.cfg.hop, net.cfg.hop // 2)
-    return torch.cat([retriever.push(log_mag.exp()), retriever.flush()], dim=1)[0].numpy()
+    check_stream_decode_matches_one_pass(codec)
 
 
 def test_corrupt_payload_is_a_clean_error(codec):
-    x = _signal(2.0, 16000)
-    packets, params, facts = _encode(codec, x, 16000)
+    x = noise(2.0, 16000)
+    packets, params, facts = encode_in_pieces(codec, x, 16000)
     dec = codec.decoder(facts, codec.descriptor.resolve("6k"), params)
     with pytest.raises(nc.NCError):
         dec.decode(Packet(b"\x01", 0, 100))
 
 
 def test_tokens_are_the_file_codes_and_detokenize_inverts(codec):
-    x = _signal(3.0, 16000)
+    x = noise(3.0, 16000)
     facts = AudioFacts(16000, 1)
     point = codec.descriptor.resolve("3k")
     codes = codec.tokenize([x[:10000], x[10000:]], facts, point)
     assert codes.shape == (1, 6, 151) and codes.dtype == np.int16
-    packets, params, _ = _encode(codec, x, 16000, point="3k")
+    packets, params, _ = encode_in_pieces(codec, x, 16000, point="3k")
     dec = codec.decoder(facts, point, params)
     np.testing.assert_array_equal(codes, np.concatenate([dec.unpack(p.payload) for p in packets], axis=2))
     y = codec.detokenize(codes, 16000)
@@ -124,7 +81,7 @@ def test_tokens_are_the_file_codes_and_detokenize_inverts(codec):
 
 def test_input_ending_just_before_a_packet_boundary(codec):
     """79,990 samples need 251 frames: one packet of 251 frames, not a 250-frame packet plus an empty one."""
-    packets, _, _ = _encode(codec, _signal(79990 / 16000, 16000), 16000)
+    packets, _, _ = encode_in_pieces(codec, noise(79990 / 16000, 16000), 16000)
     assert [(p.start, p.duration) for p in packets] == [(0, 79990)]
 
 
@@ -135,7 +92,7 @@ def test_seek_decodes_what_a_whole_decode_gives_there(codec, monkeypatch):
 
     assert codec.model.net.decoder_context * codec.model.cfg.hop <= PREROLL_SECONDS * codec.model.cfg.sample_rate
     monkeypatch.setitem(registry().codecs, "audio/rvq", codec)
-    x = _signal(12.0, 16000)
+    x = noise(12.0, 16000)
     data = nc.encode(x, codec="audio/rvq", bitrate="6k", sample_rate=16000, channels=1)
     whole = nc.decode(data).data
     for seconds in (5.0, 5.5, 10.2):  # on a packet boundary (pre-roll needs the one before), inside packets

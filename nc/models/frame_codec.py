@@ -39,7 +39,7 @@ from torch import nn
 
 from nc.nn.layers import Backbone, CausalConv1d, WaveUpsampler
 from nc.quantization.fsq import FSQBottleneck
-from nc.quantization.rvq import QuantizerOutput, ResidualVQ
+from nc.quantization.rvq import ResidualVQ
 
 
 @dataclass(frozen=True)
