@@ -114,3 +114,22 @@ def _log_spectral_distance(a, b):
     spec = [torch.stft(torch.from_numpy(np.ascontiguousarray(v[:, 0])), 640, 160, window=torch.hann_window(640),
                        return_complex=True).abs() for v in (a, b)]
     return float((torch.log(spec[0] + 1e-3) - torch.log(spec[1] + 1e-3)).abs().mean())
+
+
+def test_weights_whose_tensors_do_not_fit_their_config_are_a_clean_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from nc.errors import PluginError
+
+    good = tmp_path / "good.safetensors"
+    net = FrameCodec(FrameCodecConfig(**TINY))
+    save_weights(good, net, {"prior.counts": torch.ones(24, 64, dtype=torch.int32)}, {"config": net.cfg.to_dict()})
+    tensors = load_file(str(good))
+    tensors.pop("model.decoder.out.weight")
+    bad = tmp_path / "bad.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(good), "pt") as f:
+        save_file(tensors, str(bad), metadata=f.metadata())
+    with pytest.raises(PluginError, match="do not match"):
+        RvqCodec(bad).model

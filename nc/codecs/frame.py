@@ -62,7 +62,11 @@ class FrameModel:
             raise PluginError(f"{path}: {self.codec_id} needs weights with the {self.quantizer} quantizer, "
                               f"these have {cfg.quantizer}")
         self.net = FrameCodec(cfg)
-        self.net.load_state_dict(state)
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as e:  # tensors missing or of other shapes than the config says
+            raise PluginError(f"{path}: the tensors do not match the network its config describes "
+                              f"({str(e).splitlines()[0]})") from None
         self.net.eval()
         if self.net.decoder_context * cfg.hop > PREROLL_SECONDS * cfg.sample_rate:  # seeks would not be exact
             raise PluginError(f"{path}: the decoder needs {self.net.decoder_context} frames of context, more "
