@@ -1,11 +1,10 @@
 """Residual finite scalar quantization (FSQ, Mentzer et al. 2023) with exact integer code indices.
 
-Each stage bounds every dimension of its input to (-1, 1) and rounds it to one
-of `levels[i]` evenly spaced values (straight-through gradient): a fixed grid,
-so there is no codebook to collapse and no commitment or restart machinery.
-Stage k+1 quantizes what stage k left over, magnified by the inverse of stage
-k's largest rounding error, so each stage is a finer grid and one model serves several rates by
-keeping the first few stages (quantizer dropout in training).
+Each stage bounds every dimension of a projection of its input to (-1, 1) and
+rounds it to one of `levels[i]` evenly spaced values (straight-through
+gradient): a fixed grid, so there is no codebook to collapse and no dead codes
+to restart. Stage k+1 quantizes what stage k left over, so one model serves
+several rates by keeping the first few stages (quantizer dropout in training).
 
 A stage's code is one integer, the mixed-radix number whose digits are the
 per-dimension level indices; it is computed in int64 from integer digits, never
@@ -14,18 +13,11 @@ from floats, so large implicit codebooks cannot lose precision.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nc.quantization.rvq import QuantizerOutput
-
-
-@dataclass
-class FSQOutput:
-    quantized: torch.Tensor  # (batch, dim, frames), straight-through
-    codes: torch.Tensor  # (batch, stages, frames) int64
 
 
 class ScalarGrid(nn.Module):
@@ -65,59 +57,6 @@ class ScalarGrid(nn.Module):
     def unindex(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (batch, frames) -> level indices (batch, dim, frames)."""
         return (codes.unsqueeze(1) // self.radix.view(1, -1, 1)) % self.levels.view(1, -1, 1)
-
-    def step(self) -> torch.Tensor:
-        """The largest rounding error per dimension, (1, dim, 1): half the grid spacing. The next
-        stage divides by it, so what this stage leaves over spans that stage's whole grid."""
-        return 1 / (2 * self._half())
-
-
-class ResidualFSQ(nn.Module):
-    """`stages` scalar grids on a `dim`-dimensional latent; stage k works at scale step^k."""
-
-    def __init__(self, levels: tuple[int, ...], stages: int):
-        super().__init__()
-        self.stages = nn.ModuleList(ScalarGrid(tuple(levels)) for _ in range(stages))
-        self.dim = len(levels)
-
-    @property
-    def bits_per_stage(self) -> float:
-        return self.stages[0].bits
-
-    def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> FSQOutput:
-        """x (batch, dim, frames), any real values: the first stage bounds it with tanh."""
-        b = x.shape[0]
-        if isinstance(n_stages, int) and not 1 <= n_stages <= len(self.stages):
-            raise ValueError(f"n_stages must be 1-{len(self.stages)}, not {n_stages}")
-        n = torch.full((b,), len(self.stages), device=x.device) if n_stages is None else (
-            torch.full((b,), int(n_stages), device=x.device) if isinstance(n_stages, int) else n_stages)
-        bounded = torch.tanh(x)
-        residual, quantized, scale, codes = bounded, torch.zeros_like(x), 1.0, []
-        for i, stage in enumerate(self.stages):
-            if int(n.max()) <= i:
-                break
-            keep = (n > i).to(x.dtype).view(b, 1, 1)
-            digits = stage.digits(residual / scale)
-            q = stage.value(digits) * scale
-            quantized = quantized + keep * q
-            residual = residual - q
-            codes.append(stage.index(digits))
-            scale = scale * stage.step()
-        quantized = bounded + (quantized - bounded).detach()  # straight-through
-        return FSQOutput(quantized, torch.stack(codes, 1))
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, n_stages: int) -> torch.Tensor:
-        return self.forward(x, n_stages).codes
-
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (batch, stages, frames) -> quantized latent (batch, dim, frames)."""
-        out, scale = 0.0, 1.0
-        for i, stage in enumerate(self.stages[:codes.shape[1]]):
-            out = out + stage.value(stage.unindex(codes[:, i])) * scale
-            scale = scale * stage.step()
-        return out
 
 
 class FSQBottleneck(nn.Module):
