@@ -34,9 +34,10 @@ def _train(data, out, steps, launcher=(), extra=(), config=TINY, codec="audio/rv
 def test_train_resume_and_ship(data, tmp_path):
     out = tmp_path / "run"
     adversarial = ("--adv-start", "1", "--speeds", "0.9375,1.0625")  # discriminator and augmentation run too
-    first = _train(data, out, 2, (sys.executable,), adversarial)
+    polar = json.dumps({**json.loads(TINY), "head": "polar"})  # a head with a waveform for the discriminator
+    first = _train(data, out, 2, (sys.executable,), adversarial, config=polar)
     assert first.returncode == 0, first.stderr
-    second = _train(data, out, 4, (sys.executable,), adversarial)
+    second = _train(data, out, 4, (sys.executable,), adversarial, config=polar)
     assert second.returncode == 0, second.stderr
     assert "resumed from step 2" in second.stdout
     log = (out / "train.log").read_text()
@@ -46,9 +47,9 @@ def test_train_resume_and_ship(data, tmp_path):
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # fp16 on disk, fp32 loaded
 
 
-def test_magnitude_head_trains_without_a_discriminator(data, tmp_path):
+def test_new_models_get_the_magnitude_head_and_train_without_a_discriminator(data, tmp_path):
     out = tmp_path / "magnitude"
-    result = _train(data, out, 2, (sys.executable,), config=json.dumps({**json.loads(TINY), "head": "magnitude"}))
+    result = _train(data, out, 2, (sys.executable,))  # no head named: the shipped models' head
     assert result.returncode == 0, result.stderr
     log = (out / "train.log").read_text()
     assert '"convergence"' in log and '"disc"' not in log and '"harmonics_6k"' in log

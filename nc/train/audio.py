@@ -224,7 +224,8 @@ def train(args) -> None:
         # (reshaped parts start fresh: an RVQ model's encoder and decoder initialise an FSQ one)
         cfg = FrameCodecConfig(**{**init[2]["config"], "quantizer": quantizer, **overrides})
     else:
-        cfg = FrameCodecConfig(**{"choose": "euclidean", "quantizer": quantizer, **overrides})
+        # new models: what the shipped weights use (the dataclass defaults are what older weights assumed)
+        cfg = FrameCodecConfig(**{"choose": "euclidean", "head": "magnitude", "quantizer": quantizer, **overrides})
     if cfg.quantizer != quantizer:
         raise SystemExit(f"{args.codec} trains the {quantizer} quantizer, not {cfg.quantizer}"
                          + (f" ({ckpt} holds another codec's run)" if ckpt.exists() else ""))
