@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the STFT consistency loss (overlapping frames must agree)")
     p.add_argument("--magnitude-weight", type=float, default=2.0,
                    help="weight of the L1 loss between decoded and true log magnitudes in the codec's own frames")
-    p.add_argument("--convergence-weight", type=float, default=1.0,
+    p.add_argument("--convergence-weight", type=float, default=2.0,
                    help="magnitude head: weight of the spectral convergence loss (loud bins) beside the log L1")
     p.add_argument("--adv-weight", type=float, default=1.0,
                    help="weight of the adversarial loss (MS-STFT discriminator, hinge); 0 trains without one")
