@@ -87,7 +87,7 @@ def test_input_ending_just_before_a_packet_boundary(codec):
 
 def test_seek_decodes_what_a_whole_decode_gives_there(codec, monkeypatch):
     """After a seek the decoder pre-rolls from an earlier packet, so its left context is the real one."""
-    from nc.codecs.rvq import PREROLL_SECONDS
+    from nc.codecs.frame import PREROLL_SECONDS
     from nc.plugins import registry
 
     assert codec.model.net.decoder_context * codec.model.cfg.hop <= PREROLL_SECONDS * codec.model.cfg.sample_rate

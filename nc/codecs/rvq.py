@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nc.codecs.frame import (FRAMES as _FRAMES, PACKET_SECONDS, PREROLL_SECONDS, WINDOW, FrameCodecBase,  # noqa: F401
-                             FrameDecoder, FrameEncoder, FrameModel)
+from nc.codecs.frame import FrameCodecBase, FrameModel
 from nc.errors import PluginError
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "audio_rvq.safetensors"
@@ -78,7 +77,3 @@ class RvqCodec(FrameCodecBase):
         super().__init__(
             weights, rank=50,
             summary="neural, 16 kHz, 50 frames/s, residual VQ 1024 codes x 3-24 stages, entropy-coded; per channel")
-
-
-# the streaming classes under their old names
-RvqEncoder, RvqDecoder = FrameEncoder, FrameDecoder

@@ -21,9 +21,9 @@ Quantizer ("quantizer" in the config): "rvq", residual VQ over the whole latent
 projection of the residual to a fixed grid and projects it back up
 (FSQBottleneck). Both take the same calls: quantizer(latent, n_stages) ->
 QuantizerOutput, encode(latent, n_stages) -> int64 codes (batch, stages,
-frames), decode(codes) -> latent; FSQ has no commitment term and no dead codes
-to restart. The encoder and decoder have the
-same shapes either way, so FSQ models can start from trained RVQ weights.
+frames), decode(codes) -> latent; FSQ's fixed grids have no dead codes to
+restart. The encoder and decoder have the same shapes either way, so FSQ
+models can start from trained RVQ weights.
 
 Timing: frame t's analysis window and synthesis window both cover samples
 [(t-1) hop, (t+1) hop). Output samples [(k-1) hop, k hop) are the overlap of

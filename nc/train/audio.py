@@ -7,10 +7,10 @@ CPU, nccl on GPU). Every `--checkpoint-every` steps it writes `checkpoint.safete
 command resumes. At the end it measures code usage, fits the entropy-coding
 priors and writes `weights.safetensors` (fp16) for shipping.
 
-audio/rvq trains FrameCodecConfig's quantizer "rvq" (code losses, dead-code
-restarts; logs the share of codes in use), audio/fsq the quantizer "fsq" (no
-code losses or restarts; logs the entropy of each dimension's level histogram
-in bits). Quantizer dropout draws the codec's own rate points' stage counts.
+audio/rvq trains FrameCodecConfig's quantizer "rvq" (dead-code restarts; logs
+the share of codes in use), audio/fsq the quantizer "fsq" (no restarts; logs the
+entropy of each dimension's level histogram in bits); both have commitment and
+codebook ("match" for FSQ) terms. Quantizer dropout draws the codec's own rate points' stage counts.
 
 `--data` is a folder of int16 `.npy` shards (`scripts/build_audio_set.py`) or of
 audio files (wav, flac, ogg, mp3, ...), which are decoded and resampled once.
@@ -344,7 +344,8 @@ def _magnitude_step(net, wav, n_stages, args, autocast) -> tuple[dict, torch.Ten
     model = net.module if hasattr(net, "module") else net
     with autocast:
         log_magnitude, q = net(wav, n_stages)
-    losses = dict(zip(("magnitude", "convergence"), magnitude_losses(log_magnitude, model.sub_frame_spectrum(model.pad(wav)))))
+    target = model.sub_frame_spectrum(model.pad(wav))
+    losses = dict(zip(("magnitude", "convergence"), magnitude_losses(log_magnitude, target)))
     code_logs, code_loss = _code_losses(q, model.cfg)
     losses.update(code_logs)
     loss = losses["magnitude"] + args.convergence_weight * losses["convergence"] + code_loss
