@@ -1,4 +1,4 @@
-"""Checks every frame-rate audio codec (audio/rvq, audio/fsq) must pass, shared by their test files."""
+"""Checks every frame-rate audio codec (audio/rvq, audio/fsq, audio/wavtokenizer) must pass, shared by their test files."""
 import io
 
 import numpy as np
@@ -20,35 +20,36 @@ def noise(seconds, rate, channels=1, seed=0):
     return (0.3 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32)
 
 
-def check_chunked_encoding_gives_the_same_packets(codec, rate, channels):
+def check_chunked_encoding_gives_the_same_packets(codec, rate, channels, point="6k"):
     x = noise(11.3, rate, channels)
-    whole, _, _ = encode_in_pieces(codec, x, rate)
-    pieces, _, _ = encode_in_pieces(codec, x, rate, pieces=37)
+    whole, _, _ = encode_in_pieces(codec, x, rate, point=point)
+    pieces, _, _ = encode_in_pieces(codec, x, rate, pieces=37, point=point)
     assert [(p.payload, p.start, p.duration) for p in whole] == [(p.payload, p.start, p.duration) for p in pieces]
     assert sum(p.duration for p in whole) == len(x)
     assert [p.start for p in whole][:3] == [0, 5 * rate, 10 * rate]
 
 
-def check_container_round_trip_restores_length(codec, monkeypatch, stages_at_3k):
+def check_container_round_trip_restores_length(codec, monkeypatch, stages, point="3k"):
+    """A stereo 22.05 kHz signal through nc.encode / nc.decode at `point`, whose track uses `stages`."""
     from nc.plugins import registry
 
     codec_id = codec.descriptor.id
     monkeypatch.setitem(registry().codecs, codec_id, codec)
     x = noise(7.01, 22050, 2)
-    data = nc.encode(x, codec=codec_id, bitrate="3k", sample_rate=22050, channels=2)
+    data = nc.encode(x, codec=codec_id, bitrate=point, sample_rate=22050, channels=2)
     y = nc.decode(data).data
     assert y.shape == x.shape and np.isfinite(y).all()
     reader = nc.open(io.BytesIO(data), "rb")
-    assert reader.tracks[0].codec == codec_id and reader.tracks[0].params == {"stages": stages_at_3k}
+    assert reader.tracks[0].codec == codec_id and reader.tracks[0].params == {"stages": stages}
 
 
-def check_stream_decode_matches_one_pass(codec):
+def check_stream_decode_matches_one_pass(codec, point="6k"):
     """Packet by packet, the decoder gives what one pass of the network over all codes gives."""
     import torch
 
     x = noise(6.0, 16000)
-    packets, params, facts = encode_in_pieces(codec, x, 16000)
-    dec = codec.decoder(facts, codec.descriptor.resolve("6k"), params)
+    packets, params, facts = encode_in_pieces(codec, x, 16000, point=point)
+    dec = codec.decoder(facts, codec.descriptor.resolve(point), params)
     y = np.concatenate([dec.decode(p) for p in packets] + [dec.flush()])
     net = codec.model.net
     with torch.inference_mode():

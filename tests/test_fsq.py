@@ -92,4 +92,4 @@ def test_configs_without_the_quantizer_fields_load_as_before():
     assert cfg == FrameCodecConfig() and cfg.quantizer == "rvq"
     assert cfg.quantizer_stages == 24 and cfg.codes_per_stage == 1024
     with pytest.raises(ValueError, match="quantizer"):
-        FrameCodecConfig(quantizer="vq")
+        FrameCodecConfig(quantizer="pq")

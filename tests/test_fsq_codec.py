@@ -53,7 +53,7 @@ def test_chunked_encoding_gives_the_same_packets(codec, rate, channels):
 
 
 def test_round_trip_through_the_container_restores_length(codec, monkeypatch):
-    check_container_round_trip_restores_length(codec, monkeypatch, stages_at_3k=4)
+    check_container_round_trip_restores_length(codec, monkeypatch, stages=4)
 
 
 @pytest.mark.parametrize("point, stages", sorted(STAGES_FOR.items(), key=lambda kv: kv[1]))

@@ -39,7 +39,7 @@ def test_chunked_encoding_gives_the_same_codes(codec, rate, channels):
 
 
 def test_round_trip_through_the_container_restores_length(codec, monkeypatch):
-    check_container_round_trip_restores_length(codec, monkeypatch, stages_at_3k=6)
+    check_container_round_trip_restores_length(codec, monkeypatch, stages=6)
 
 
 @pytest.mark.parametrize("point, stages", [("1.5k", 3), ("3k", 6), ("6k", 12), ("12k", 24)])

@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # the trainer has its own options
-        from nc.train.audio import main as train_main
+    if argv[:1] == ["train"]:  # the trainers have their own options
+        if argv[1:2] == ["image/hvae"]:
+            from nc.train.image import main as train_main
+        else:
+            from nc.train.audio import main as train_main
 
         train_main(argv[1:])
         return 0

@@ -9,6 +9,8 @@ from nc.plugins import hookimpl
 
 @hookimpl
 def nc_register_codecs():
-    from nc.codecs import fsq, rvq
+    from nc.codecs import fsq, rvq, wavtokenizer
 
-    return [codec() for codec, weights in ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS)) if weights.exists()]
+    shipped = ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS),
+               (wavtokenizer.WavTokenizerCodec, wavtokenizer.WEIGHTS))
+    return [codec() for codec, weights in shipped if weights.exists()]

@@ -16,14 +16,15 @@ Vocos idea, applied to both sides). Three decoder heads:
 - "wave": causal upsampling convolutions draw the waveform.
 
 Quantizer ("quantizer" in the config): "rvq", residual VQ over the whole latent
-(nc/quantization/rvq.py), or "fsq", residual finite scalar quantization
+(nc/quantization/rvq.py); "fsq", residual finite scalar quantization
 (nc/quantization/fsq.py): each stage rounds a len(fsq_levels)-dimensional
 projection of the residual to a fixed grid and projects it back up
-(FSQBottleneck). Both take the same calls: quantizer(latent, n_stages) ->
-QuantizerOutput, encode(latent, n_stages) -> int64 codes (batch, stages,
-frames), decode(codes) -> latent; FSQ's fixed grids have no dead codes to
-restart. The encoder and decoder have the same shapes either way, so FSQ
-models can start from trained RVQ weights.
+(FSQBottleneck); or "vq", one large EMA codebook, one token per frame
+(nc/quantization/vq.py, audio/wavtokenizer). All take the same calls:
+quantizer(latent, n_stages) -> QuantizerOutput, encode(latent, n_stages) ->
+int64 codes (batch, stages, frames), decode(codes) -> latent; FSQ's fixed grids
+have no dead codes to restart. The encoder and decoder have the same shapes
+either way, so FSQ and VQ models can start from trained RVQ weights.
 
 Timing: frame t's analysis window and synthesis window both cover samples
 [(t-1) hop, (t+1) hop). Output samples [(k-1) hop, k hop) are the overlap of
@@ -40,6 +41,7 @@ from torch import nn
 from nc.nn.layers import Backbone, CausalConv1d, WaveUpsampler
 from nc.quantization.fsq import FSQBottleneck
 from nc.quantization.rvq import ResidualVQ
+from nc.quantization.vq import EmaVQ
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class FrameCodecConfig:
     head: str = "polar"
     up_strides: tuple = (4, 4, 4, 5)
     up_channels: int = 128
-    # "rvq" (stages x codebook_size codes) or "fsq" (fsq_stages x the grid fsq_levels; module docstring).
+    # "rvq" (stages x codebook_size codes), "fsq" (fsq_stages x the grid fsq_levels; module docstring)
+    # or "vq" (one EMA codebook of codebook_size codes, nc/quantization/vq.py).
     # (8, 8, 5, 5, 5, 5): 40,000 codes, log2 = 15.29 bits a stage, 764.4 bps a stage at 50 frames/s
     quantizer: str = "rvq"
     fsq_levels: tuple = (8, 8, 5, 5, 5, 5)
@@ -69,8 +72,8 @@ class FrameCodecConfig:
         # JSON (weights metadata) gives lists; keep the config hashable and equal to the one saved
         object.__setattr__(self, "up_strides", tuple(self.up_strides))
         object.__setattr__(self, "fsq_levels", tuple(int(n) for n in self.fsq_levels))
-        if self.quantizer not in ("rvq", "fsq"):
-            raise ValueError(f"quantizer must be rvq or fsq, not {self.quantizer!r}")
+        if self.quantizer not in ("rvq", "fsq", "vq"):
+            raise ValueError(f"quantizer must be rvq, fsq or vq, not {self.quantizer!r}")
         if self.quantizer == "fsq" and (not self.fsq_levels or self.fsq_stages < 1):
             raise ValueError(f"FSQ needs levels and at least one stage, not {self.fsq_levels} x {self.fsq_stages}")
 
@@ -80,7 +83,7 @@ class FrameCodecConfig:
     @property
     def quantizer_stages(self) -> int:
         """Stages the quantizer has: the most a rate point can use."""
-        return self.fsq_stages if self.quantizer == "fsq" else self.stages
+        return {"fsq": self.fsq_stages, "vq": 1}.get(self.quantizer, self.stages)
 
     @property
     def codes_per_stage(self) -> int:
@@ -111,6 +114,8 @@ class FrameCodec(nn.Module):
         self.encoder = Backbone(cfg.enc_channels + cfg.hop + 1, cfg.enc_channels, cfg.latent, cfg.enc_blocks)
         if cfg.quantizer == "fsq":
             self.quantizer = FSQBottleneck(cfg.latent, cfg.fsq_levels, cfg.fsq_stages)
+        elif cfg.quantizer == "vq":
+            self.quantizer = EmaVQ(cfg.latent, cfg.codebook_size)
         else:
             self.quantizer = ResidualVQ(cfg.latent, cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.choose)
         if cfg.head not in ("magnitude", "polar", "wave"):

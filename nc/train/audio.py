@@ -9,8 +9,10 @@ priors and writes `weights.safetensors` (fp16) for shipping.
 
 audio/rvq trains FrameCodecConfig's quantizer "rvq" (dead-code restarts; logs
 the share of codes in use), audio/fsq the quantizer "fsq" (no restarts; logs the
-entropy of each dimension's level histogram in bits); both have commitment and
-codebook ("match" for FSQ) terms. Quantizer dropout draws the codec's own rate points' stage counts.
+entropy of each dimension's level histogram in bits, and pushes towards even
+level use with --usage-weight), audio/wavtokenizer the quantizer "vq" (one
+4096-code EMA codebook started by k-means on the encoder's latents, dead-code
+restarts); all have a commitment term, RVQ and FSQ a codebook ("match") term. Quantizer dropout draws the codec's own rate points' stage counts.
 
 `--data` is a folder of int16 `.npy` shards (`scripts/build_audio_set.py`) or of
 audio files (wav, flac, ogg, mp3, ...), which are decoded and resampled once.
@@ -34,7 +36,9 @@ from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, sa
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, magnitude_losses, stft_consistency
 
-QUANTIZER = {"audio/rvq": "rvq", "audio/fsq": "fsq"}  # the FrameCodecConfig.quantizer each codec ships
+QUANTIZER = {"audio/rvq": "rvq", "audio/fsq": "fsq", "audio/wavtokenizer": "vq"}  # the FrameCodecConfig.quantizer each codec ships
+# config each codec's new models get beside FrameCodecConfig's defaults (and the --init weights' config)
+CODEC_CONFIG = {"audio/wavtokenizer": {"codebook_size": 4096, "stages": 1}}
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff")
 
 
@@ -154,10 +158,11 @@ def learning_rate(step: int, progress: float, peak: float, warmup: int = 200) ->
 
 
 def rate_points(codec: str) -> dict[str, int]:
-    """The codec's rate points: name -> quantizer stages (nc/codecs/rvq.py, nc/codecs/fsq.py)."""
-    from nc.codecs import fsq, rvq
+    """The codec's rate points: name -> quantizer stages (nc/codecs/rvq.py, fsq.py, wavtokenizer.py)."""
+    from nc.codecs import fsq, rvq, wavtokenizer
 
-    return {"audio/rvq": rvq.STAGES_FOR, "audio/fsq": fsq.STAGES_FOR}[codec]
+    return {"audio/rvq": rvq.STAGES_FOR, "audio/fsq": fsq.STAGES_FOR,
+            "audio/wavtokenizer": wavtokenizer.STAGES_FOR}[codec]
 
 
 def _dropout_stages(batch: int, stages: int, rates, device) -> torch.Tensor:
@@ -193,11 +198,14 @@ def level_entropy(counts: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p.clamp(min=1e-300))).sum(-1) + 0.0  # + 0.0: no -0.0 in the log
 
 
-def _code_losses(q, cfg: FrameCodecConfig) -> tuple[dict, torch.Tensor | float]:
+def _code_losses(q, cfg: FrameCodecConfig, usage_weight: float = 0.0) -> tuple[dict, torch.Tensor | float]:
     """Commitment (logged) and codebook terms; FSQ's "codebook" term pulls each stage's point onto
-    its residual (nc/quantization/fsq.py), logged as "match"."""
-    logged = {"commit": q.commitment, **({"match": q.codebook} if cfg.quantizer == "fsq" else {})}
-    return logged, 0.25 * q.commitment + q.codebook
+    its residual (nc/quantization/fsq.py), logged as "match", and its "usage" term (nats from
+    uniform level use, per stage) pushes the latents out to every level of the grid."""
+    if cfg.quantizer != "fsq":
+        return {"commit": q.commitment}, 0.25 * q.commitment + q.codebook
+    logged = {"commit": q.commitment, "match": q.codebook, "usage": q.usage}
+    return logged, 0.25 * q.commitment + q.codebook + usage_weight * q.usage
 
 
 def train(args) -> None:
@@ -222,10 +230,12 @@ def train(args) -> None:
         cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
     elif init:  # fine-tuning: the weights' config with the codec's quantizer and --config's overrides
         # (reshaped parts start fresh: an RVQ model's encoder and decoder initialise an FSQ one)
-        cfg = FrameCodecConfig(**{**init[2]["config"], "quantizer": quantizer, **overrides})
+        cfg = FrameCodecConfig(**{**init[2]["config"], "quantizer": quantizer,
+                                  **CODEC_CONFIG.get(args.codec, {}), **overrides})
     else:
         # new models: what the shipped weights use (the dataclass defaults are what older weights assumed)
-        cfg = FrameCodecConfig(**{"choose": "euclidean", "head": "magnitude", "quantizer": quantizer, **overrides})
+        cfg = FrameCodecConfig(**{"choose": "euclidean", "head": "magnitude", "quantizer": quantizer,
+                                  **CODEC_CONFIG.get(args.codec, {}), **overrides})
     if cfg.quantizer != quantizer:
         raise SystemExit(f"{args.codec} trains the {quantizer} quantizer, not {cfg.quantizer}"
                          + (f" ({ckpt} holds another codec's run)" if ckpt.exists() else ""))
@@ -261,6 +271,12 @@ def train(args) -> None:
     samplers = [CropSampler(corpus, int(args.seconds * cfg.sample_rate), seed, mix, cfg.sample_rate)
                 for seed in seeds.spawn(max(1, args.loader_threads))]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or args.bf16)
+    if cfg.quantizer == "vq" and not model.quantizer.codebook.initialized:
+        _kmeans_start(model, samplers[0], args.kmeans_batches, device)
+        if distributed:  # each rank drew its own crops: start everyone from rank 0's codebook
+            for tensor in model.quantizer.codebook.buffers():
+                torch.distributed.broadcast(tensor, 0)
+        _log(out, rank, f"k-means start of the {cfg.codebook_size}-code codebook from {args.kmeans_batches} batches")
     if step == 0:
         _log(out, rank, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}"
              + (f"; discriminator {sum(p.numel() for p in disc.parameters()) / 1e6:.2f} M" if disc else ""))
@@ -286,12 +302,12 @@ def train(args) -> None:
             losses["disc"] = _discriminator_step(dnet, optimizers["dopt"], wav, losses.pop("estimate"), autocast)
         losses.pop("estimate", None)
         step += 1
-        if cfg.quantizer == "rvq" and step % 100 == 0 and progress < 0.9:  # FSQ's grids have no dead codes
+        if cfg.quantizer != "fsq" and step % 100 == 0 and progress < 0.9:  # FSQ's grids have no dead codes
             model.quantizer.restart_dead_codes()
-            if distributed:  # restarts draw from each rank's own batch: make rank 0's codebooks everyone's
+            if distributed:  # restarts (and VQ's EMA) draw from each rank's own batch: make rank 0's codebooks everyone's
                 for stage in model.quantizer.stages:
-                    torch.distributed.broadcast(stage.codebook.data, 0)
-                    torch.distributed.broadcast(stage.usage, 0)
+                    for tensor in ([stage.codebook.data, stage.usage] if cfg.quantizer == "rvq" else stage.buffers()):
+                        torch.distributed.broadcast(tensor, 0)
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
             _log_step(out, model, wav, step, losses, optimizers["opt"], time.time() - start, args)
         stop = time.time() - start >= budget
@@ -309,6 +325,13 @@ def train(args) -> None:
         torch.distributed.destroy_process_group()
 
 
+@torch.no_grad()
+def _kmeans_start(model: FrameCodec, sampler: CropSampler, batches: int, device) -> None:
+    """VQ: codebook = k-means centroids of the encoder's latents on `batches` training batches of 16 crops."""
+    latents = [model.encode_latent(model.pad(sampler.batch(16).to(device))).float().cpu() for _ in range(batches)]
+    model.quantizer.kmeans_init(torch.cat(latents, 2).to(device))
+
+
 def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict, torch.Tensor]:
     """The codec's losses on one batch: (named values for the log, total). `disc` None: no adversary yet."""
     n_stages = _dropout_stages(wav.shape[0], cfg.quantizer_stages, rate_points(args.codec).values(), wav.device)
@@ -316,7 +339,7 @@ def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict
         return _magnitude_step(net, wav, n_stages, args, autocast)
     with autocast:
         estimate, q, spec, frames, full = net(wav, n_stages, return_frames=True)
-    code_logs, code_loss = _code_losses(q, cfg)
+    code_logs, code_loss = _code_losses(q, cfg, args.usage_weight)
     losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav), **code_logs}
     loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + code_loss
     model = net.module if hasattr(net, "module") else net
@@ -346,7 +369,7 @@ def _magnitude_step(net, wav, n_stages, args, autocast) -> tuple[dict, torch.Ten
         log_magnitude, q = net(wav, n_stages)
     target = model.sub_frame_spectrum(model.pad(wav))
     losses = dict(zip(("magnitude", "convergence"), magnitude_losses(log_magnitude, target)))
-    code_logs, code_loss = _code_losses(q, model.cfg)
+    code_logs, code_loss = _code_losses(q, model.cfg, args.usage_weight)
     losses.update(code_logs)
     loss = losses["magnitude"] + args.convergence_weight * losses["convergence"] + code_loss
     losses["loss"] = loss
@@ -369,13 +392,16 @@ def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
         latent = model.encode_latent(model.pad(wav[:4])).float()
         error = [round(model.quantizer.relative_error(latent, n), 3) for n in (fewest, stages)]
         model.eval()  # no code-usage bookkeeping for this probe
-        decoded = model.reconstruct(wav[:4].float(), min(rates["6k"], stages)).cpu().numpy()  # at 6 kbps
+        decoded = model.reconstruct(wav[:4].float(), min(rates.get("6k", stages), stages)).cpu().numpy()  # at 6 kbps
         if cfg.quantizer == "fsq":  # level histograms over the whole batch, every stage
             codes = model.quantizer.encode(model.encode_latent(model.pad(wav)).float(), stages)
-            entropy = level_entropy(level_counts(model, codes))
+            counts = level_counts(model, codes)
+            entropy = level_entropy(counts)
         model.train()
     if cfg.quantizer == "fsq":
         code_stats = {"level_entropy_first": [round(float(h), 2) for h in entropy[0]],
+                      "levels_unused": int((counts == 0).sum() - (max(cfg.fsq_levels) - torch.tensor(
+                          cfg.fsq_levels)).sum() * counts.shape[0]),
                       "level_entropy_mean": round(float(entropy.mean()), 3),
                       "level_entropy_kbps": {name: round(float(entropy[:n].sum()) * cfg.frame_rate / 1000, 2)
                                              for name, n in rates.items() if n <= stages}}
@@ -391,7 +417,7 @@ def _log_step(out, model, wav, step, losses, optimizer, seconds, args) -> None:
         "lr": round(optimizer.param_groups[0]["lr"], 6),
         "audio_s_per_s": round(step * args.batch * args.seconds / max(seconds, 1e-9), 1),
         "minutes": round(seconds / 60, 2)}))
-    if cfg.quantizer == "rvq" and step >= 500 and usage[0] < 0.02:
+    if cfg.quantizer != "fsq" and step >= 500 and usage[0] < 0.02:
         raise SystemExit(f"codebook collapse: stage 1 uses {usage[0]:.1%} of its codes at step {step}; stopping")
 
 
@@ -467,12 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fm-weight", type=float, default=2.0, help="weight of the feature-matching loss")
     p.add_argument("--adv-start", type=int, default=1000,
                    help="step at which the discriminator starts (the codec first learns the mel spectrum)")
+    p.add_argument("--usage-weight", type=float, default=0.1,
+                   help="FSQ: weight of the level-usage term (pushes every stage to use every level)")
     p.add_argument("--speeds", default="1",
                    help="speed/pitch factors drawn per batch for augmentation, e.g. 0.875,0.9375,1,1.0625,1.125")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--kmeans-batches", type=int, default=100,
+                   help="VQ: batches of 16 crops whose latents k-means starts the codebook from")
     p.add_argument("--prior-batches", type=int, default=20, help="batches of 16 crops for fitting code priors")
     return p
 

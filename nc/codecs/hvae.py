@@ -1,0 +1,279 @@
+"""image/hvae: learned image compression with a hierarchical VAE (nc/models/hvae.py), one model for every rate.
+
+Rates: `--quality 1..8` (continuous; 1 is the smallest file) or `--bitrate
+0.4bpp`, a size target for the payload (the container adds a few hundred bytes,
+as for image/jpeg's targets): the quality step is binary-searched for the largest
+step whose payload fits (quality 1's payload when none does) (the latents are computed once; only their coding is
+repeated). Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would
+be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
+padded (edge pixels repeated) to a multiple of 64 and coded alone, so memory is
+bounded by one tile; padding is cropped away on decode.
+
+Deterministic: everything that shapes the bitstream is integer arithmetic (the
+integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
+decodes on any machine, thread count or device; the float synthesis only shapes pixels.
+
+Packet payload (one packet per image):
+
+    offset  size  field
+    0       2     step: u16 LE, the quality step (quality = 1 + step / 16), <= 16 (Q - 1)
+    then, per tile in raster order (tiles of TILE pixels, the last row/column smaller):
+            4     z bytes: u32 LE
+            ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
+                  (hyper, ceil(h/64), ceil(w/64)) in C order, mean 0, scale index per channel
+                  from the weights' `z.scale_index`
+            4     y bytes: u32 LE
+            ...   y: ScaleTableCoder("gaussian") payload of s = round(y g - m), (latent, h64/16, w64/16)
+                  in C order, mean 0, scale index from the log scale l + log g (module `_side_info`)
+
+Track params: {}.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.errors import CorruptChunkError, PluginError, UsageError
+from nc.media.facts import ImageFacts
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "image_hvae.safetensors"
+#: NC_HVAE_WEIGHTS points nc at weights you trained yourself (files record the weights' hash)
+WEIGHTS = Path(os.environ.get("NC_HVAE_WEIGHTS", SHIPPED_WEIGHTS))
+TILE = 1024  # pixels per tile side: a multiple of 64
+QUALITY = RateRange("quality", 1, 8)
+BPP = RateRange("bpp", 0.01, 8)
+U16, U32 = struct.Struct("<H"), struct.Struct("<I")
+
+
+def log_scale_thresholds(act_bits: int) -> np.ndarray:
+    """Fixed-point log scale l (integers, act_bits fractional bits) maps to scale index
+    searchsorted(T, l, "left"): std exp(l / 2^act_bits) <= SCALES[i] iff l <= floor(log(SCALES[i]) 2^act_bits).
+    Refuses a libm whose log puts an entry within 1e-9 of a rounding edge (never seen)."""
+    from nc.bitstream.entropy import SCALES
+
+    exact = np.log(SCALES) * 2.0**act_bits
+    if np.any(np.abs(exact - np.round(exact)) < 1e-9):
+        raise RuntimeError("a scale threshold lies on a fixed-point edge; the tables would not be portable")
+    return np.floor(exact).astype(np.int64)
+
+
+class HvaeModel:
+    """The loaded networks and integer tables shared by every encoder and decoder."""
+
+    def __init__(self, path: Path):
+        import torch
+
+        from nc.bitstream.entropy import ScaleTableCoder
+        from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis
+        from nc.models.weights import load_weights
+
+        state, extra, meta = load_weights(path)
+        try:
+            cfg = HvaeConfig(**meta["config"])
+            self.net = ImageHVAE(cfg)
+            self.net.load_state_dict(state)
+            self.int_h_s = IntegerHyperSynthesis.from_tensors(extra)
+            self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
+            self.gain_value = extra["gain.value"].numpy().astype(np.int64)
+            self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise PluginError(f"{path}: not image/hvae weights ({str(e).splitlines()[0]})") from None
+        steps = self.gain_log.shape[0]
+        if (self.gain_log.shape != (steps, cfg.latent) or self.gain_value.shape != (steps, cfg.latent)
+                or steps != 16 * (cfg.qualities - 1) + 1 or self.z_index.shape != (cfg.hyper,)
+                or (self.gain_value <= 0).any()):
+            raise PluginError(f"{path}: image/hvae tables do not match the network's config")
+        self.net.eval()
+        self.cfg, self.steps, self.torch = cfg, steps, torch
+        self.act_bits = ACT_BITS
+        self.thresholds = log_scale_thresholds(ACT_BITS)
+        self.coder = ScaleTableCoder("gaussian")
+
+    # ---- one tile
+
+    def analyse(self, tile: np.ndarray):
+        """uint8 (h, w, 3) -> (y float64 (latent, h64/16, w64/16), z integers (hyper, h64/64, w64/64))."""
+        torch = self.torch
+        x = torch.from_numpy(_pad64(tile)).permute(2, 0, 1)[None].float() / 255
+        with torch.inference_mode():
+            y = self.net.analysis(x)
+            z = torch.round(self.net.h_a(y))
+        return y[0].double().numpy(), z[0].numpy().astype(np.int64)
+
+    def _side_info(self, z: np.ndarray, step: int):
+        """(mean of y g as float64, scale indices) of the tile's y at quality `step`, from integers only."""
+        torch = self.torch
+        mean, log_scale = self.int_h_s(torch.from_numpy(z)[None].double())
+        mean, log_scale = mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
+        gain_value = self.gain_value[step][:, None, None]
+        from nc.models.hvae import GAIN_BITS
+
+        mean_g = (mean * gain_value + (1 << (GAIN_BITS - 1))) >> GAIN_BITS  # fixed point, act_bits
+        index = np.searchsorted(self.thresholds, log_scale + self.gain_log[step][:, None, None], side="left")
+        return mean_g / 2.0**self.act_bits, np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
+
+    def gain(self, step: int) -> np.ndarray:
+        from nc.models.hvae import GAIN_BITS
+
+        return (self.gain_value[step] / 2.0**GAIN_BITS)[:, None, None]
+
+    def code_y(self, y: np.ndarray, z: np.ndarray, step: int) -> bytes:
+        mean_g, index = self._side_info(z, step)
+        symbols = np.rint(y * self.gain(step) - mean_g).astype(np.int64)
+        return self.coder.encode(symbols, np.zeros_like(mean_g), index)
+
+    def code_z(self, z: np.ndarray) -> bytes:
+        index = np.broadcast_to(self.z_index[:, None, None], z.shape)
+        return self.coder.encode(z, np.zeros(z.shape), index)
+
+    def decode_tile(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int) -> np.ndarray:
+        """A tile's payloads -> uint8 (h, w, 3)."""
+        from nc.errors import FormatError
+
+        torch, cfg = self.torch, self.cfg
+        h64, w64 = -(-h // 64) * 64, -(-w // 64) * 64
+        z_shape = (cfg.hyper, h64 // 64, w64 // 64)
+        try:
+            z = self.coder.decode(z_data, np.zeros(z_shape), np.broadcast_to(self.z_index[:, None, None], z_shape))
+            mean_g, index = self._side_info(z.astype(np.int64), step)
+            s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
+        except (FormatError, ValueError) as e:
+            raise CorruptChunkError(f"image/hvae tile: {e}") from None
+        y_hat = (s + mean_g) / self.gain(step)
+        with torch.inference_mode():
+            x = self.net.synthesis(torch.from_numpy(y_hat)[None].float())[0]
+        pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        return pixels[:h, :w]
+
+
+def _pad64(tile: np.ndarray) -> np.ndarray:
+    h, w = tile.shape[:2]
+    return np.pad(tile, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="edge")
+
+
+def tiles(height: int, width: int):
+    """(top, left, h, w) of each tile in raster order."""
+    for top in range(0, height, TILE):
+        for left in range(0, width, TILE):
+            yield top, left, min(TILE, height - top), min(TILE, width - left)
+
+
+class HvaeCodec(Codec):
+    def __init__(self, weights: Path = WEIGHTS):
+        from nc.models.weights import sha256_of
+
+        if not Path(weights).is_file():
+            raise PluginError(f"image/hvae has no weights at {weights}")
+        self.weights = weights
+        self.descriptor = CodecDescriptor(
+            id="image/hvae", version=1, modality="image",
+            summary="neural, hierarchical VAE (mean-scale hyperprior), one model for qualities 1-8 or a bpp "
+                    "target; modes L and RGB",
+            ranges=(QUALITY, BPP), default=RatePoint("q4", 4.0, "quality"), streaming=False,
+            deterministic=True, weights_sha256=sha256_of(weights), rank=20)
+
+    @cached_property
+    def model(self) -> HvaeModel:
+        return HvaeModel(self.weights)
+
+    def check(self, facts) -> None:
+        super().check(facts)
+        if facts.mode not in ("L", "RGB"):
+            raise UsageError(f"image/hvae codes modes L and RGB, not {facts.mode} (its alpha would be lost: "
+                             "drop it, or use image/webp or image/avif, which keep alpha)")
+
+    def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
+        self.check(facts)
+        if rate.unit not in ("quality", "bpp"):
+            raise UsageError(f"image/hvae takes a quality (1-8) or a bpp target, not {rate.unit}")
+        return HvaeEncoder(self.model, facts, rate)
+
+    def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
+        self.check(facts)
+        return HvaeDecoder(self.model, facts)
+
+
+class HvaeEncoder(Encoder):
+    def __init__(self, model: HvaeModel, facts: ImageFacts, rate: RatePoint):
+        self.m, self.facts, self.rate = model, facts, rate
+        self.params: dict = {}
+        self.done = False
+
+    def encode(self, block: np.ndarray) -> list[Packet]:
+        f = self.facts
+        if self.done:
+            raise UsageError("image/hvae encodes one image per track; it was already given")
+        block = np.asarray(block)
+        if block.ndim == 2:
+            block = block[:, :, None]
+        if block.shape != (f.height, f.width, f.channels) or block.dtype != np.uint8:
+            raise UsageError(f"expected a uint8 image of shape {(f.height, f.width, f.channels)}, "
+                             f"got {block.dtype} {block.shape}")
+        self.done = True
+        rgb = np.repeat(block, 3, axis=2) if f.channels == 1 else block
+        latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width)]
+        z_parts = [self.m.code_z(z) for _, z in latents]
+        if self.rate.unit == "quality":
+            step = round((self.rate.value - 1) * 16)
+            return [Packet(self._payload(step, latents, z_parts), 0, 1)]
+        budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
+        lo, hi = 0, self.m.steps - 1
+        best = self._payload(0, latents, z_parts)
+        if len(best) > budget:
+            return [Packet(best, 0, 1)]  # the smallest file this model makes
+        while lo < hi:  # invariant: step lo fits
+            mid = (lo + hi + 1) // 2
+            data = self._payload(mid, latents, z_parts)
+            if len(data) <= budget:
+                lo, best = mid, data
+            else:
+                hi = mid - 1
+        return [Packet(best, 0, 1)]
+
+    def _payload(self, step: int, latents, z_parts) -> bytes:
+        parts = [U16.pack(step)]
+        for (y, z), z_data in zip(latents, z_parts):
+            y_data = self.m.code_y(y, z, step)
+            parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
+        return b"".join(parts)
+
+    def flush(self) -> list[Packet]:
+        return []
+
+
+class HvaeDecoder(Decoder):
+    def __init__(self, model: HvaeModel, facts: ImageFacts):
+        self.m, self.facts = model, facts
+
+    def decode(self, packet: Packet) -> np.ndarray:
+        f, data = self.facts, packet.payload
+        if len(data) < 2:
+            raise CorruptChunkError("image/hvae payload shorter than its header")
+        step = U16.unpack_from(data)[0]
+        if step >= self.m.steps:
+            raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
+        out = np.empty((f.height, f.width, 3), np.uint8)
+        pos = 2
+        for top, left, h, w in tiles(f.height, f.width):
+            z_data, pos = _take(data, pos)
+            y_data, pos = _take(data, pos)
+            out[top:top + h, left:left + w] = self.m.decode_tile(z_data, y_data, h, w, step)
+        if pos != len(data):
+            raise CorruptChunkError("image/hvae payload has bytes after its last tile")
+        if f.channels == 1:
+            return np.round(out.astype(np.float32).mean(2, keepdims=True)).astype(np.uint8)
+        return out
+
+
+def _take(data: bytes, pos: int) -> tuple[bytes, int]:
+    if pos + 4 > len(data):
+        raise CorruptChunkError("image/hvae payload ends inside a tile header")
+    n = U32.unpack_from(data, pos)[0]
+    if pos + 4 + n > len(data):
+        raise CorruptChunkError("image/hvae tile is longer than the payload holds")
+    return data[pos + 4:pos + 4 + n], pos + 4 + n

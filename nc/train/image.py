@@ -1,0 +1,198 @@
+"""Training for image/hvae: `nc train image/hvae --data DIR --out DIR`.
+
+Rate-distortion training of one model for every quality (nc/models/hvae.py):
+each example draws a quality q uniformly from [0, Q - 1] and the loss is
+bits per pixel + lambda(q) 255^2 MSE (CompressAI's scale), so one set of weights
+serves every rate. Runs on a CPU (small, resumable, in the background) or one
+GPU. Every `--checkpoint-every` steps it writes `checkpoint.safetensors` and
+appends to `train.log`; rerunning the same command resumes. At the end it
+writes `weights.safetensors`: fp16 networks plus the integer tables the codec
+decodes with (integer hyper-synthesis, gain tables, hyper-latent scale indices).
+
+`--data` is a folder holding `train_256.npy`, uint8 crops (N, 256, 256, 3)
+built by scripts/build_image_set.py, or a folder of photos (png, jpg, ...),
+decoded once and cut into 256 x 256 crops.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis, gain_tables
+from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
+
+
+def load_crops(folder: Path, seed: int = 0) -> np.ndarray:
+    """uint8 (N, 256, 256, 3): train_256.npy, else 256 x 256 crops (every 256 pixels) of every photo."""
+    shard = folder / "train_256.npy"
+    if shard.exists():
+        crops = np.load(shard, mmap_mode="r", allow_pickle=False)
+        if crops.ndim != 4 or crops.shape[1:] != (256, 256, 3) or crops.dtype != np.uint8:
+            raise SystemExit(f"{shard}: expected uint8 (N, 256, 256, 3), got {crops.dtype} {crops.shape}")
+        return crops
+    from PIL import Image
+
+    crops = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("RGB"))
+        crops += [a[t:t + 256, l:l + 256] for t in range(0, a.shape[0] - 255, 256)
+                  for l in range(0, a.shape[1] - 255, 256)]
+    if not crops:
+        raise SystemExit(f"no train_256.npy or photos of at least 256 x 256 under {folder}")
+    return np.stack(crops)
+
+
+def batch(crops: np.ndarray, size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """`size` random crop x crop patches with random flips, float (size, 3, crop, crop) in [0, 1]."""
+    out = np.empty((size, crop, crop, 3), np.uint8)
+    for k in range(size):
+        a = crops[rng.integers(len(crops))]
+        t, l = rng.integers(0, 257 - crop, 2)
+        p = a[t:t + crop, l:l + crop]
+        if rng.random() < 0.5:
+            p = p[:, ::-1]
+        if rng.random() < 0.5:
+            p = p[::-1]
+        out[k] = p
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
+
+
+def rd_loss(model: ImageHVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
+    out = model(x, q)
+    pixels = x.shape[2] * x.shape[3]
+    mse = (out["x_hat"] - x).square().mean((1, 2, 3))
+    bpp = (out["y_bits"] + out["z_bits"]) / pixels
+    loss = (bpp + model.lmbda(q) * 255**2 * mse).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "z_bpp": (out["z_bits"] / pixels).mean(),
+            "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()}
+
+
+def learning_rate(step: int, progress: float, peak: float, warmup: int = 500) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def export_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
+    """The integer tensors image/hvae decodes with (nc/codecs/hvae.py)."""
+    from nc.codecs.hvae import log_scale_thresholds
+
+    thresholds = log_scale_thresholds(ACT_BITS)
+    z_log = torch.round(model.z_log_scale.detach().double() * 2.0**ACT_BITS).numpy().astype(np.int64)
+    z_index = np.minimum(np.searchsorted(thresholds, z_log, side="left"), len(thresholds) - 1)
+    return {**IntegerHyperSynthesis.from_float(model.h_s).tensors(), **gain_tables(model),
+            "z.scale_index": torch.from_numpy(z_index.astype(np.int32))}
+
+
+def train(args) -> None:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.safetensors"
+    overrides = json.loads(args.config) if args.config else {}
+    cfg = HvaeConfig(**(checkpoint_meta(ckpt)["config"] if ckpt.exists() else overrides))
+    torch.manual_seed(args.seed)
+    model = ImageHVAE(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, elapsed = 0, 0.0
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, {"model": model}, {"opt": optimizer})
+        step, elapsed = meta["step"], meta["elapsed"]
+        _log(out, f"resumed from step {step}")
+    else:
+        _log(out, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
+    crops = load_crops(Path(args.data))
+    rng = np.random.default_rng([args.seed, step])
+    start = time.time() - elapsed
+    budget = args.max_minutes * 60 if args.max_minutes else float("inf")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    stop = False
+    while step < args.steps and not stop:
+        progress = max(step / args.steps, (time.time() - start) / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, progress, args.lr)
+        x = batch(crops, args.batch, args.crop, rng).to(device)
+        q = torch.rand(args.batch, device=device) * (cfg.qualities - 1)
+        with autocast:
+            losses = rd_loss(model, x, q)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % args.log_every == 0:
+            _log_step(out, model, crops, step, losses, optimizer, time.time() - start, args, device)
+        stop = time.time() - start >= budget
+        if step % args.checkpoint_every == 0 or step == args.steps or stop:
+            save_checkpoint(ckpt, {"model": model}, {"opt": optimizer},
+                            {"step": step, "elapsed": time.time() - start, "config": cfg.to_dict()})
+    meta = {"config": cfg.to_dict(), "codec": "image/hvae", "steps": step,
+            "train_minutes": round((time.time() - start) / 60, 1), "device": str(device),
+            "batch": args.batch, "crop": args.crop}
+    save_weights(out / "weights.safetensors", model.cpu().float(), export_tables(model), meta)
+    _log(out, "wrote weights.safetensors: " + json.dumps(meta))
+
+
+@torch.no_grad()
+def _log_step(out, model, crops, step, losses, optimizer, seconds, args, device) -> None:
+    """Training losses, plus bpp / PSNR at the lowest and highest quality on fixed crops (rounded latents)."""
+    model.eval()
+    x = batch(crops, 4, args.crop, np.random.default_rng(12345)).to(device)
+    probe = {}
+    for q in (0, model.cfg.qualities - 1):
+        r = rd_loss(model, x, torch.full((4,), float(q), device=device))
+        probe[f"q{q + 1}"] = [round(float(r["bpp"]), 3), round(float(r["psnr"]), 2)]
+    model.train()
+    _log(out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
+                          "probe_bpp_psnr": probe, "lr": round(optimizer.param_groups[0]["lr"], 7),
+                          "crops_per_s": round(step * args.batch / max(seconds, 1e-9), 1),
+                          "minutes": round(seconds / 60, 2)}))
+
+
+def _log(out: Path, line: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] {line}", flush=True)
+    with open(out / "train.log", "a") as f:
+        f.write(f"[{stamp}] {line}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc train image/hvae", description=__doc__.split("\n\n")[0])
+    p.add_argument("codec", choices=["image/hvae"])
+    p.add_argument("--data", required=True, help="folder with train_256.npy or photos")
+    p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
+    p.add_argument("--steps", type=int, default=200000)
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (and ship) after this much training time")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 64 up to 256")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--config", help="JSON overrides of HvaeConfig, e.g. '{\"channels\": 64}'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.crop % 64 or not 64 <= args.crop <= 256:
+        raise SystemExit(f"--crop must be a multiple of 64 from 64 to 256, not {args.crop}")
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""image/hvae on a small random-init model: integer hyper-synthesis exactness, container round trips,
+rates, tiles, modes and damaged payloads (quality is measured in bench/image.py, not here)."""
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import nc
+from nc.codecs import hvae as hvae_codec
+from nc.codecs.hvae import HvaeCodec, log_scale_thresholds
+from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis
+from nc.models.weights import save_weights
+from nc.train.image import export_tables, rd_loss
+
+TINY = dict(channels=16, latent=16, hyper=8)
+
+
+def _photo(h, w, channels=3, seed=0):
+    """Smooth colour gradients plus texture: something a transform codec can compress."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(3 * xx + c) * np.cos(2 * yy - c) for c in range(channels)], -1)
+    return np.clip(127 + 90 * base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    path = tmp_path_factory.mktemp("hvae") / "tiny.safetensors"
+    save_weights(path, model, export_tables(model), {"config": model.cfg.to_dict()})
+    return path
+
+
+@pytest.fixture()
+def codec(weights, monkeypatch):
+    from nc.plugins import registry
+
+    c = HvaeCodec(weights)
+    monkeypatch.setitem(registry().codecs, "image/hvae", c)
+    return c
+
+
+def test_integer_hyper_synthesis_follows_the_float_one():
+    torch.manual_seed(1)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    z = torch.round(3 * torch.randn(2, 8, 3, 4))
+    mean, log_scale = model.hyper_parameters(z)
+    int_mean, int_log_scale = IntegerHyperSynthesis.from_float(model.h_s)(z)
+    assert int_mean.shape == mean.shape
+    assert torch.equal(int_mean, torch.round(int_mean))  # integers, in fixed point
+    torch.testing.assert_close(int_mean / 2**ACT_BITS, mean.double(), atol=0.05, rtol=0)
+    torch.testing.assert_close(int_log_scale / 2**ACT_BITS, log_scale.double(), atol=0.05, rtol=0)
+
+
+def test_integer_hyper_synthesis_is_exact_on_any_thread_count():
+    torch.manual_seed(2)
+    net = IntegerHyperSynthesis.from_float(ImageHVAE(HvaeConfig(**TINY)).h_s)
+    z = torch.round(20 * torch.randn(1, 8, 9, 7))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = net(z)
+        torch.set_num_threads(2)
+        two = net(z)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    # the same network from its stored int32 tensors gives the same integers
+    again = IntegerHyperSynthesis.from_tensors(net.tensors())(z)
+    assert all(torch.equal(a, b) for a, b in zip(one, again))
+
+
+def test_scale_thresholds_are_pinned():
+    t = log_scale_thresholds(ACT_BITS)
+    assert len(t) == 64 and t[0] == -566 and t[-1] == 1064 and (np.diff(t) > 0).all()
+
+
+@pytest.mark.parametrize("shape", [(70, 100, 3), (64, 64, 3), (33, 47, 1)])
+def test_round_trip_restores_size_and_mode(codec, shape):
+    x = _photo(*shape)
+    data = nc.encode(x if shape[2] == 3 else x[:, :, 0], codec="image/hvae", quality=4)
+    y = nc.decode(data).data
+    assert y.shape == shape and y.dtype == np.uint8
+
+
+def _payload(codec, x, **rate):
+    from nc.media.facts import ImageFacts
+
+    enc = codec.encoder(ImageFacts(x.shape[1], x.shape[0], "RGB"), codec.descriptor.resolve(**rate))
+    return enc.encode(x)[0].payload
+
+
+def test_quality_and_bpp_control_the_size(codec):
+    x = _photo(128, 192)
+    sizes = [len(_payload(codec, x, quality=q)) for q in (1, 4.5, 8)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    pixels = 128 * 192
+    for target in (8 * sizes[1] / pixels, 8 * (sizes[0] + sizes[2]) / 2 / pixels):
+        payload = _payload(codec, x, bitrate=f"{target:.5f}bpp")
+        assert sizes[0] <= len(payload) <= target * pixels / 8
+        assert len(payload) > 0.8 * target * pixels / 8  # the search lands near the target, not at q1
+    assert len(_payload(codec, x, bitrate="0.01bpp")) == sizes[0]  # unreachable: the smallest file
+
+
+def test_large_images_are_coded_in_tiles(codec, monkeypatch):
+    monkeypatch.setattr(hvae_codec, "TILE", 64)
+    x = _photo(150, 130)
+    reader_data = nc.encode(x, codec="image/hvae", quality=6)
+    y = nc.decode(reader_data).data
+    assert y.shape == x.shape
+    payload = nc.open(io.BytesIO(reader_data), "rb")
+    assert payload.tracks[0].codec == "image/hvae"
+    monkeypatch.setattr(hvae_codec, "TILE", 1024)  # the tiling is part of the format: other tiles do not parse
+    with pytest.raises(nc.NCError):
+        nc.decode(reader_data)
+
+
+def test_decoding_is_identical_on_one_and_two_threads(codec):
+    data = nc.encode(_photo(96, 128), codec="image/hvae", quality=5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = nc.decode(data).data
+        torch.set_num_threads(2)
+        two = nc.decode(data).data
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, two)
+
+
+def test_rgba_is_refused_with_a_reason(codec):
+    with pytest.raises(nc.NCError, match="alpha"):
+        nc.encode(_photo(32, 32, 4), codec="image/hvae", quality=4)
+
+
+def test_damaged_payloads_are_clean_errors(codec):
+    from nc.codecs.base import Packet
+    from nc.media.facts import ImageFacts
+
+    facts = ImageFacts(80, 60, "RGB")
+    enc = codec.encoder(facts, codec.descriptor.resolve(quality=3))
+    payload = enc.encode(_photo(60, 80))[0].payload
+    dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
+    assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
+    for bad in (payload[:1], payload[:5], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:]):
+        with pytest.raises(nc.NCError):
+            dec.decode(Packet(bad, 0, 1))
+
+
+def test_training_loss_falls_on_one_batch():
+    torch.manual_seed(0)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    x = torch.from_numpy(_photo(64, 64)).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255
+    q = torch.tensor([0.0, 7.0])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(rd_loss(model, x, q)["loss"].detach())
+    for _ in range(40):
+        loss = rd_loss(model, x, q)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(rd_loss(model, x, q)["loss"].detach()) < 0.3 * first
