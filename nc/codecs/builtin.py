@@ -9,8 +9,8 @@ from nc.plugins import hookimpl
 
 @hookimpl
 def nc_register_codecs():
-    from nc.codecs import fsq, rvq, wavtokenizer
+    from nc.codecs import fsq, hvae, rvq, wavtokenizer
 
     shipped = ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS),
-               (wavtokenizer.WavTokenizerCodec, wavtokenizer.WEIGHTS))
+               (wavtokenizer.WavTokenizerCodec, wavtokenizer.WEIGHTS), (hvae.HvaeCodec, hvae.WEIGHTS))
     return [codec() for codec, weights in shipped if weights.exists()]
