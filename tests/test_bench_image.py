@@ -1,0 +1,53 @@
+"""bench/image.py's pieces on generated data: which points a codec is measured at, one photo through
+nc's container, the crop finder and the fixed-bpp interpolation. The full run is `python bench/image.py`."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nc.codecs.base import CodecDescriptor, RatePoint
+from nc.plugins import registry
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "image.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_image", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+def test_rate_points(bench):
+    jpeg = registry().get("image/jpeg").descriptor
+    points = bench.rate_points(jpeg)
+    assert [label for label, _ in points] == [f"q{q}" for q in bench.QUALITY_SWEEPS["image/jpeg"]]
+    assert points[0][1] == {"quality": 2}
+    neural = CodecDescriptor(id="image/fake", version=1, modality="image", summary="declared points",
+                             points=(RatePoint("0.25bpp", 0.25, "bpp"), RatePoint("q3", 3, "quality")))
+    assert bench.rate_points(neural) == [("0.25bpp", {"bitrate": "0.25bpp"}), ("q3", {"quality": 3})]
+
+
+def test_one_photo_through_the_container(bench):
+    yy, xx = np.mgrid[0:192, 0:256]
+    x = np.stack([128 + 60 * np.sin(xx / (5.0 + c)) * np.cos(yy / 9.0) for c in range(3)], -1).astype(np.uint8)
+    row, y = bench.run_one("image/jpeg", {"quality": 80}, x)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    assert 0 < row["container_bytes"] < 1000
+    assert row["bpp"] > row["container_bytes"] * 8 / x[..., 0].size  # payload and container both counted
+    assert row["psnr"] > 30 and 0.9 < row["ms_ssim"] < 1
+
+
+def test_busiest_window_and_fixed_bpp(bench):
+    x = np.full((300, 400, 3), 90, np.uint8)
+    x[40:100, 200:260] = np.random.default_rng(0).integers(0, 255, (60, 60, 3))  # the only detail
+    top, left = bench.busiest_window(x, size=96, step=8)
+    assert top <= 40 and top + 96 >= 100 and left <= 200 and left + 96 >= 260
+    points = [{"bpp": 0.2, "psnr": 30.0}, {"bpp": 0.8, "psnr": 36.0}]
+    assert bench.at_bpp(points, "psnr", 0.4) == pytest.approx(33.0)  # halfway in log bpp
+    assert np.isnan(bench.at_bpp(points, "psnr", 1.0))
