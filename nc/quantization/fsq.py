@@ -50,21 +50,6 @@ class ScalarGrid(nn.Module):
         half = self._half()
         return digits.to(torch.float32) / half - 1
 
-    def usage_gap(self, z: torch.Tensor) -> torch.Tensor:
-        """Sum over dimensions of log L_d - H(level use), in nats, with a soft level assignment of
-        the bounded inputs z (batch, dim, frames): zero when every level of every dimension is used
-        equally often. A differentiable stand-in for the level histogram's entropy."""
-        half = self._half().view(-1, 1)  # (dim, 1)
-        top = int(self.levels.max())
-        index = torch.arange(top, device=z.device).view(1, -1)
-        valid = index < self.levels.view(-1, 1)
-        values = index / half - 1  # (dim, top): level values, beyond L_d unused
-        distance = (z.transpose(1, 2).unsqueeze(-1) - values) * half  # in grid steps, (batch, frames, dim, top)
-        logits = (-2 * distance.square()).masked_fill(~valid, float("-inf"))
-        use = logits.softmax(-1).mean((0, 1))  # (dim, top)
-        entropy = -(use * use.clamp(min=1e-12).log()).sum(-1)
-        return (self.levels.float().log() - entropy).sum()
-
     def index(self, digits: torch.Tensor) -> torch.Tensor:
         """Level indices (batch, dim, frames) -> one int64 code per frame (batch, frames)."""
         return (digits * self.radix.view(1, -1, 1)).sum(1)
@@ -111,7 +96,7 @@ class FSQBottleneck(nn.Module):
             raise ValueError(f"n_stages must be 1-{len(self.grids)}, not {n_stages}")
         n = torch.full((b,), len(self.grids), device=x.device) if n_stages is None else (
             torch.full((b,), int(n_stages), device=x.device) if isinstance(n_stages, int) else n_stages)
-        residual, quantized, codes, match, usage = x, torch.zeros_like(x), [], x.new_zeros(()), x.new_zeros(())
+        residual, quantized, codes, match = x, torch.zeros_like(x), [], x.new_zeros(())
         for i, grid in enumerate(self.grids):
             if int(n.max()) <= i:
                 break
@@ -122,8 +107,6 @@ class FSQBottleneck(nn.Module):
             scale = self._scale(i)
             z = torch.tanh(self.inp[i](residual / scale))
             digits = grid.digits(z)
-            if self.training:
-                usage = usage + grid.usage_gap(z) / len(self.grids)
             point = scale * self.out[i](z + (grid.value(digits) - z).detach())  # straight-through
             match = match + (((point - residual.detach()) ** 2) * keep).sum() / (keep.sum() * x[0].numel()).clamp(min=1)
             quantized = quantized + keep * point
@@ -131,7 +114,7 @@ class FSQBottleneck(nn.Module):
             codes.append(grid.index(digits))
         # as RVQ's commitment: keeps the encoder's latent where the stages can follow it
         commitment = ((x - quantized.detach()) ** 2).mean()
-        return QuantizerOutput(quantized, torch.stack(codes, 1), commitment, match, usage)
+        return QuantizerOutput(quantized, torch.stack(codes, 1), commitment, match)
 
     def _scale(self, i: int) -> torch.Tensor:
         """Stage i's scale, a copy (the buffer changes in place at the next stage's update)."""

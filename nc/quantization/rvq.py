@@ -34,7 +34,6 @@ class QuantizerOutput:
     codes: torch.Tensor  # (batch, stages, frames) int64
     commitment: torch.Tensor  # scalar
     codebook: torch.Tensor  # scalar
-    usage: torch.Tensor | None = None  # scalar, FSQ only: how far level use is from uniform (nats)
 
 
 def _vq_losses(z: torch.Tensor, q: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

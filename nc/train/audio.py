@@ -9,8 +9,7 @@ priors and writes `weights.safetensors` (fp16) for shipping.
 
 audio/rvq trains FrameCodecConfig's quantizer "rvq" (dead-code restarts; logs
 the share of codes in use), audio/fsq the quantizer "fsq" (no restarts; logs the
-entropy of each dimension's level histogram in bits, and pushes towards even
-level use with --usage-weight), audio/wavtokenizer the quantizer "vq" (one
+entropy of each dimension's level histogram in bits), audio/wavtokenizer the quantizer "vq" (one
 4096-code EMA codebook started by k-means on the encoder's latents, dead-code
 restarts); all have a commitment term, RVQ and FSQ a codebook ("match") term. Quantizer dropout draws the codec's own rate points' stage counts.
 
@@ -198,14 +197,11 @@ def level_entropy(counts: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p.clamp(min=1e-300))).sum(-1) + 0.0  # + 0.0: no -0.0 in the log
 
 
-def _code_losses(q, cfg: FrameCodecConfig, usage_weight: float = 0.0) -> tuple[dict, torch.Tensor | float]:
+def _code_losses(q, cfg: FrameCodecConfig) -> tuple[dict, torch.Tensor | float]:
     """Commitment (logged) and codebook terms; FSQ's "codebook" term pulls each stage's point onto
-    its residual (nc/quantization/fsq.py), logged as "match", and its "usage" term (nats from
-    uniform level use, per stage) pushes the latents out to every level of the grid."""
-    if cfg.quantizer != "fsq":
-        return {"commit": q.commitment}, 0.25 * q.commitment + q.codebook
-    logged = {"commit": q.commitment, "match": q.codebook, "usage": q.usage}
-    return logged, 0.25 * q.commitment + q.codebook + usage_weight * q.usage
+    its residual (nc/quantization/fsq.py), logged as "match"; VQ's EMA codebook has none (zero)."""
+    logged = {"commit": q.commitment, **({"match": q.codebook} if cfg.quantizer == "fsq" else {})}
+    return logged, 0.25 * q.commitment + q.codebook
 
 
 def train(args) -> None:
@@ -339,7 +335,7 @@ def _generator_step(net, disc, mel_loss, wav, cfg, args, autocast) -> tuple[dict
         return _magnitude_step(net, wav, n_stages, args, autocast)
     with autocast:
         estimate, q, spec, frames, full = net(wav, n_stages, return_frames=True)
-    code_logs, code_loss = _code_losses(q, cfg, args.usage_weight)
+    code_logs, code_loss = _code_losses(q, cfg)
     losses = {"mel": mel_loss(estimate.float(), wav), "wave": F.l1_loss(estimate.float(), wav), **code_logs}
     loss = 15 * losses["mel"] + args.wave_weight * losses["wave"] + code_loss
     model = net.module if hasattr(net, "module") else net
@@ -369,7 +365,7 @@ def _magnitude_step(net, wav, n_stages, args, autocast) -> tuple[dict, torch.Ten
         log_magnitude, q = net(wav, n_stages)
     target = model.sub_frame_spectrum(model.pad(wav))
     losses = dict(zip(("magnitude", "convergence"), magnitude_losses(log_magnitude, target)))
-    code_logs, code_loss = _code_losses(q, model.cfg, args.usage_weight)
+    code_logs, code_loss = _code_losses(q, model.cfg)
     losses.update(code_logs)
     loss = losses["magnitude"] + args.convergence_weight * losses["convergence"] + code_loss
     losses["loss"] = loss
@@ -493,8 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fm-weight", type=float, default=2.0, help="weight of the feature-matching loss")
     p.add_argument("--adv-start", type=int, default=1000,
                    help="step at which the discriminator starts (the codec first learns the mel spectrum)")
-    p.add_argument("--usage-weight", type=float, default=0.1,
-                   help="FSQ: weight of the level-usage term (pushes every stage to use every level)")
     p.add_argument("--speeds", default="1",
                    help="speed/pitch factors drawn per batch for augmentation, e.g. 0.875,0.9375,1,1.0625,1.125")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
