@@ -1,6 +1,5 @@
 """scripts/audio_pack.py: the carry format for GPU runs is lossless, bounded, and keeps variety."""
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np

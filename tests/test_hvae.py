@@ -162,3 +162,21 @@ def test_training_loss_falls_on_one_batch():
         loss.backward()
         opt.step()
     assert float(rd_loss(model, x, q)["loss"].detach()) < 0.3 * first
+
+
+def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
+    from nc.train.image import main as train_main
+
+    np.save(tmp_path / "train_256.npy", np.stack([_photo(256, 256, seed=s) for s in range(3)]))
+    run = ["image/hvae", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch", "2", "--crop", "64",
+           "--log-every", "2", "--config", '{"channels": 8, "latent": 8, "hyper": 4}']
+    train_main(run + ["--steps", "2"])
+    train_main(run + ["--steps", "4"])  # resumes from the checkpoint
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resumed from step 2" in log and '"step": 4' in log
+    codec = HvaeCodec(tmp_path / "run" / "weights.safetensors")
+    from nc.media.facts import ImageFacts
+
+    facts = ImageFacts(64, 64, "RGB")
+    packet = codec.encoder(facts, codec.descriptor.resolve(quality=2)).encode(_photo(64, 64))[0]
+    assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packet).shape == (64, 64, 3)

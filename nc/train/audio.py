@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.metrics import harmonic_match
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
+from nc.train.common import learning_rate, log_line
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, magnitude_losses, stft_consistency
 
@@ -147,13 +148,6 @@ class Prefetcher:
 
 
 # ---------------------------------------------------------------- training
-
-
-def learning_rate(step: int, progress: float, peak: float, warmup: int = 200) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak as `progress` goes from 0 to 1."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def rate_points(codec: str) -> dict[str, int]:
@@ -453,10 +447,7 @@ def finish(model: FrameCodec, sampler: CropSampler, out: Path, args, steps: int,
 
 def _log(out: Path, rank: int, line: str) -> None:
     if rank == 0:
-        stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] {line}", flush=True)
-        with open(out / "train.log", "a") as f:
-            f.write(f"[{stamp}] {line}\n")
+        log_line(out, line)
 
 
 def build_parser() -> argparse.ArgumentParser:

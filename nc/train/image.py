@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis, gain_tables
 from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
+from nc.train.common import learning_rate, log_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
@@ -76,13 +76,6 @@ def rd_loss(model: ImageHVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
             "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()}
 
 
-def learning_rate(step: int, progress: float, peak: float, warmup: int = 500) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
 def export_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
     """The integer tensors image/hvae decodes with (nc/codecs/hvae.py)."""
     from nc.codecs.hvae import log_scale_thresholds
@@ -110,9 +103,9 @@ def train(args) -> None:
     if ckpt.exists():
         meta = load_checkpoint(ckpt, {"model": model}, {"opt": optimizer})
         step, elapsed = meta["step"], meta["elapsed"]
-        _log(out, f"resumed from step {step}")
+        log_line(out, f"resumed from step {step}")
     else:
-        _log(out, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
+        log_line(out, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
     crops = load_crops(Path(args.data))
     rng = np.random.default_rng([args.seed, step])
     start = time.time() - elapsed
@@ -122,7 +115,7 @@ def train(args) -> None:
     while step < args.steps and not stop:
         progress = max(step / args.steps, (time.time() - start) / budget)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, progress, args.lr)
+            group["lr"] = learning_rate(step, progress, args.lr, warmup=500)
         x = batch(crops, args.batch, args.crop, rng).to(device)
         q = torch.rand(args.batch, device=device) * (cfg.qualities - 1)
         with autocast:
@@ -142,7 +135,7 @@ def train(args) -> None:
             "train_minutes": round((time.time() - start) / 60, 1), "device": str(device),
             "batch": args.batch, "crop": args.crop}
     save_weights(out / "weights.safetensors", model.cpu().float(), export_tables(model), meta)
-    _log(out, "wrote weights.safetensors: " + json.dumps(meta))
+    log_line(out, "wrote weights.safetensors: " + json.dumps(meta))
 
 
 @torch.no_grad()
@@ -155,17 +148,10 @@ def _log_step(out, model, crops, step, losses, optimizer, seconds, args, device)
         r = rd_loss(model, x, torch.full((4,), float(q), device=device))
         probe[f"q{q + 1}"] = [round(float(r["bpp"]), 3), round(float(r["psnr"]), 2)]
     model.train()
-    _log(out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
+    log_line(out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
                           "probe_bpp_psnr": probe, "lr": round(optimizer.param_groups[0]["lr"], 7),
                           "crops_per_s": round(step * args.batch / max(seconds, 1e-9), 1),
                           "minutes": round(seconds / 60, 2)}))
-
-
-def _log(out: Path, line: str) -> None:
-    stamp = time.strftime("%H:%M:%S")
-    print(f"[{stamp}] {line}", flush=True)
-    with open(out / "train.log", "a") as f:
-        f.write(f"[{stamp}] {line}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
