@@ -4,8 +4,9 @@
 # Here, first:   python scripts/build_image_set.py --out data/images      (train_256.npy, 47 MiB)
 # Then run it through the device tool with
 #   command: bash scripts/gpu_train_hvae.sh     carry: ["data/images"]
-# Environment: MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of HvaeConfig), RESUME (a run
-# folder with checkpoint.safetensors to continue, carried too). It needs only torch, numpy, safetensors,
+# Environment: MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of HvaeConfig), INIT (weights to
+# fine-tune, e.g. nc/codecs/weights/image_hvae.safetensors), RESUME (a run folder with
+# checkpoint.safetensors to continue, carried too). It needs only torch, numpy, safetensors,
 # constriction and pluggy there. weights.safetensors (fp16 + integer tables) and the log come back in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,5 @@ if [ -n "${RESUME:-}" ]; then cp "$RESUME"/checkpoint.safetensors "$run/"; fi
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi") | tee "$OUT/device.txt"
 python3 -m nc.train.image image/hvae --data data/images --out "$run" --steps "${STEPS:-200000}" \
     --max-minutes "${MINUTES:-8}" --batch "${BATCH:-32}" --crop "${CROP:-256}" --lr "${LR:-4e-4}" \
-    ${CONFIG:+--config "$CONFIG"} --log-every 200 --checkpoint-every 2000 2>&1 | tee "$OUT/console.log"
+    ${CONFIG:+--config "$CONFIG"} ${INIT:+--init "$INIT"} --log-every 200 --checkpoint-every 2000 2>&1 | tee "$OUT/console.log"
 cp "$run/weights.safetensors" "$run/train.log" "$OUT/"

@@ -175,6 +175,9 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "resumed from step 2" in log and '"step": 4' in log
     codec = HvaeCodec(tmp_path / "run" / "weights.safetensors")
+    train_main(["image/hvae", "--data", str(tmp_path), "--out", str(tmp_path / "tuned"), "--batch", "2", "--crop",
+                "64", "--steps", "1", "--init", str(tmp_path / "run" / "weights.safetensors")])
+    assert "initialized from" in (tmp_path / "tuned" / "train.log").read_text()
     from nc.media.facts import ImageFacts
 
     facts = ImageFacts(64, 64, "RGB")

@@ -95,11 +95,26 @@ def train(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.safetensors"
     overrides = json.loads(args.config) if args.config else {}
-    cfg = HvaeConfig(**(checkpoint_meta(ckpt)["config"] if ckpt.exists() else overrides))
+    if ckpt.exists():
+        cfg = HvaeConfig(**checkpoint_meta(ckpt)["config"])
+    elif args.init:  # the weights' own config
+        from nc.models.weights import load_weights
+
+        cfg = HvaeConfig(**{**load_weights(args.init)[2]["config"], **overrides})
+    else:
+        cfg = HvaeConfig(**overrides)
     torch.manual_seed(args.seed)
     model = ImageHVAE(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
+    if args.init and not ckpt.exists():  # fine-tune shipped weights: their network, a fresh optimizer
+        from nc.models.weights import load_weights
+
+        state, _, meta = load_weights(args.init)
+        if HvaeConfig(**meta["config"]) != cfg:
+            raise SystemExit(f"{args.init} holds a network of config {meta['config']}, not {cfg.to_dict()}")
+        model.load_state_dict(state)
+        log_line(out, f"initialized from {args.init}")
     if ckpt.exists():
         meta = load_checkpoint(ckpt, {"model": model}, {"opt": optimizer})
         step, elapsed = meta["step"], meta["elapsed"]
@@ -167,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--config", help="JSON overrides of HvaeConfig, e.g. '{\"channels\": 64}'")
+    p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=200)
