@@ -72,6 +72,21 @@ def test_integer_hyper_synthesis_is_exact_on_any_thread_count():
     assert all(torch.equal(a, b) for a, b in zip(one, again))
 
 
+def test_the_default_network_exports_within_the_exactness_bounds():
+    """HvaeConfig's defaults (the GPU recipe's network), with a large bias: integers that fit int32."""
+    torch.manual_seed(3)
+    model = ImageHVAE(HvaeConfig())
+    with torch.no_grad():
+        model.h_s[0].bias[0] = 300.0  # would overflow int32 at the weights' finest shift
+    tables = export_tables(model)
+    net = IntegerHyperSynthesis.from_tensors(tables)
+    mean, _ = net(torch.round(2 * torch.randn(1, model.cfg.hyper, 2, 2)))
+    assert mean.shape == (1, model.cfg.latent, 8, 8)
+    float_mean, _ = model.hyper_parameters(torch.zeros(1, model.cfg.hyper, 1, 1))
+    int_mean, _ = net(torch.zeros(1, model.cfg.hyper, 1, 1))
+    torch.testing.assert_close(int_mean / 2**ACT_BITS, float_mean.double(), atol=0.05, rtol=0)
+
+
 def test_scale_thresholds_are_pinned():
     t = log_scale_thresholds(ACT_BITS)
     assert len(t) == 64 and t[0] == -566 and t[-1] == 1064 and (np.diff(t) > 0).all()

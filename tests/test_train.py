@@ -143,3 +143,27 @@ def test_prefetcher_threads_each_draw_from_their_own_sampler():
     seen = {float(batches.next("cpu")[0, 0]) for _ in range(40)}
     batches.close()
     assert seen == {0.0, 1.0} and not any(t.is_alive() for t in batches.threads)
+
+
+def test_wavtokenizer_starts_its_codebook_by_kmeans_and_fine_tunes_from_its_own_weights(data, tmp_path):
+    """audio/wavtokenizer: one stage of a k-means-started EMA codebook; weights that load in the codec;
+    fine-tuning those weights keeps the codebook where it was (the EMA sums restart with the counts)."""
+    from nc.codecs.wavtokenizer import WavTokenizerCodec
+
+    config = json.dumps({**json.loads(TINY), "head": "magnitude"})
+    extra = ("--kmeans-batches", "4")
+    first = _train(data, tmp_path / "a", 2, (sys.executable,), extra, config=config, codec="audio/wavtokenizer")
+    assert first.returncode == 0, first.stderr
+    log = (tmp_path / "a" / "train.log").read_text()
+    assert "k-means start of the 64-code codebook" in log and '"usage_first"' in log
+    weights = tmp_path / "a" / "weights.safetensors"
+    state, extra_tensors, meta = load_weights(weights)
+    assert meta["config"]["quantizer"] == "vq" and tuple(extra_tensors["prior.counts"].shape) == (1, 64)
+    assert WavTokenizerCodec(weights).model.cfg.codebook_size == 64
+    second = _train(data, tmp_path / "b", 1, (sys.executable,), ("--init", str(weights)), config=config,
+                    codec="audio/wavtokenizer")
+    assert second.returncode == 0, second.stderr
+    assert "k-means" not in (tmp_path / "b" / "train.log").read_text()
+    before = state["quantizer.stages.0.embed"].norm(dim=1)
+    after = load_weights(tmp_path / "b" / "weights.safetensors")[0]["quantizer.stages.0.embed"].norm(dim=1)
+    assert after.max() < 2 * before.max() + 1  # without the restart of the sums, one step blew them up 10^4 times

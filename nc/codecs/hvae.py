@@ -6,8 +6,9 @@ as for image/jpeg's targets): the quality step is binary-searched for the larges
 step whose payload fits (quality 1's payload when none does) (the latents are computed once; only their coding is
 repeated). Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would
 be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
-padded (edge pixels repeated) to a multiple of 64 and coded alone, so memory is
-bounded by one tile; padding is cropped away on decode.
+padded (edge pixels repeated) to a multiple of 64 and coded alone, so the
+networks' memory is bounded by one tile (the encoder keeps every tile's latent,
+float32, 1.5 bytes per pixel, for the bpp search); padding is cropped away on decode.
 
 Deterministic: everything that shapes the bitstream is integer arithmetic (the
 integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
@@ -23,8 +24,9 @@ Packet payload (one packet per image):
                   (hyper, ceil(h/64), ceil(w/64)) in C order, mean 0, scale index per channel
                   from the weights' `z.scale_index`
             4     y bytes: u32 LE
-            ...   y: ScaleTableCoder("gaussian") payload of s = round(y g - m), (latent, h64/16, w64/16)
-                  in C order, mean 0, scale index from the log scale l + log g (module `_side_info`)
+            ...   y: ScaleTableCoder("gaussian") payload of s, (latent, h64/16, w64/16) in C order, mean 0,
+                  scale indices from the integer side information (docs/FORMAT.md; the encoder chooses
+                  s = rint(y G / 2^16 - M / 2^8), but any integers decode)
 
 Track params: {}.
 """
@@ -81,13 +83,16 @@ class HvaeModel:
             self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
             self.gain_value = extra["gain.value"].numpy().astype(np.int64)
             self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise PluginError(f"{path}: not image/hvae weights ({str(e).splitlines()[0]})") from None
         steps = self.gain_log.shape[0]
-        if (self.gain_log.shape != (steps, cfg.latent) or self.gain_value.shape != (steps, cfg.latent)
+        if (cfg.qualities != QUALITY.high or mean.shape != (1, cfg.latent, 4, 4) or log_scale.shape != mean.shape
+                or self.gain_log.shape != (steps, cfg.latent) or self.gain_value.shape != (steps, cfg.latent)
                 or steps != 16 * (cfg.qualities - 1) + 1 or self.z_index.shape != (cfg.hyper,)
-                or (self.gain_value <= 0).any()):
-            raise PluginError(f"{path}: image/hvae tables do not match the network's config")
+                or (self.gain_value <= 0).any() or self.z_index.min() < 0 or self.z_index.max() >= 64):
+            raise PluginError(f"{path}: image/hvae tables do not match the network's config "
+                              f"(or it has other than {QUALITY.high:g} qualities)")
         self.net.eval()
         self.cfg, self.steps, self.torch = cfg, steps, torch
         self.act_bits = ACT_BITS
@@ -97,22 +102,27 @@ class HvaeModel:
     # ---- one tile
 
     def analyse(self, tile: np.ndarray):
-        """uint8 (h, w, 3) -> (y float64 (latent, h64/16, w64/16), z integers (hyper, h64/64, w64/64))."""
+        """uint8 (h, w, 3) -> (y float32 (latent, h64/16, w64/16), z integers (hyper, h64/64, w64/64),
+        the hyper side information of z (`hyper_side`))."""
         torch = self.torch
         x = torch.from_numpy(_pad64(tile)).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
             y = self.net.analysis(x)
             z = torch.round(self.net.h_a(y))
-        return y[0].double().numpy(), z[0].numpy().astype(np.int64)
+        z = z[0].numpy().astype(np.int64)
+        return y[0].numpy(), z, self.hyper_side(z)
 
-    def _side_info(self, z: np.ndarray, step: int):
+    def hyper_side(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer hyper-synthesis of z: fixed-point (mean, log scale) of y, int64, act_bits fractional bits."""
+        mean, log_scale = self.int_h_s(self.torch.from_numpy(z)[None].double())
+        return mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
+
+    def _side_info(self, side: tuple[np.ndarray, np.ndarray], step: int):
         """(mean of y g as float64, scale indices) of the tile's y at quality `step`, from integers only."""
-        torch = self.torch
-        mean, log_scale = self.int_h_s(torch.from_numpy(z)[None].double())
-        mean, log_scale = mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
-        gain_value = self.gain_value[step][:, None, None]
         from nc.models.hvae import GAIN_BITS
 
+        mean, log_scale = side
+        gain_value = self.gain_value[step][:, None, None]
         mean_g = (mean * gain_value + (1 << (GAIN_BITS - 1))) >> GAIN_BITS  # fixed point, act_bits
         index = np.searchsorted(self.thresholds, log_scale + self.gain_log[step][:, None, None], side="left")
         return mean_g / 2.0**self.act_bits, np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
@@ -122,8 +132,8 @@ class HvaeModel:
 
         return (self.gain_value[step] / 2.0**GAIN_BITS)[:, None, None]
 
-    def code_y(self, y: np.ndarray, z: np.ndarray, step: int) -> bytes:
-        mean_g, index = self._side_info(z, step)
+    def code_y(self, y: np.ndarray, side, step: int) -> bytes:
+        mean_g, index = self._side_info(side, step)
         symbols = np.rint(y * self.gain(step) - mean_g).astype(np.int64)
         return self.coder.encode(symbols, np.zeros_like(mean_g), index)
 
@@ -140,11 +150,12 @@ class HvaeModel:
         z_shape = (cfg.hyper, h64 // 64, w64 // 64)
         try:
             z = self.coder.decode(z_data, np.zeros(z_shape), np.broadcast_to(self.z_index[:, None, None], z_shape))
-            mean_g, index = self._side_info(z.astype(np.int64), step)
+            mean_g, index = self._side_info(self.hyper_side(z.astype(np.int64)), step)
             s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
         except (FormatError, ValueError) as e:
             raise CorruptChunkError(f"image/hvae tile: {e}") from None
-        y_hat = (s + mean_g) / self.gain(step)
+        # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
+        y_hat = np.clip((s + mean_g) / self.gain(step), -2.0**15, 2.0**15)
         with torch.inference_mode():
             x = self.net.synthesis(torch.from_numpy(y_hat)[None].float())[0]
         pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
@@ -219,9 +230,9 @@ class HvaeEncoder(Encoder):
         self.done = True
         rgb = np.repeat(block, 3, axis=2) if f.channels == 1 else block
         latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width)]
-        z_parts = [self.m.code_z(z) for _, z in latents]
+        z_parts = [self.m.code_z(z) for _, z, _ in latents]
         if self.rate.unit == "quality":
-            step = round((self.rate.value - 1) * 16)
+            step = round((self.rate.value - 1) * 16)  # 1..8 -> 0..112
             return [Packet(self._payload(step, latents, z_parts), 0, 1)]
         budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
         lo, hi = 0, self.m.steps - 1
@@ -239,8 +250,8 @@ class HvaeEncoder(Encoder):
 
     def _payload(self, step: int, latents, z_parts) -> bytes:
         parts = [U16.pack(step)]
-        for (y, z), z_data in zip(latents, z_parts):
-            y_data = self.m.code_y(y, z, step)
+        for (y, _, side), z_data in zip(latents, z_parts):
+            y_data = self.m.code_y(y, side, step)
             parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
         return b"".join(parts)
 

@@ -46,9 +46,9 @@ class RvqModel(FrameModel):
         from nc.bitstream.entropy import FrequencyTable
 
         counts = extra.get("prior.counts")
-        shape = (self.cfg.stages, self.cfg.codebook_size)
+        shape = (self.cfg.quantizer_stages, self.cfg.codebook_size)
         if counts is None or tuple(counts.shape) != shape:
-            raise PluginError(f"{path}: audio/rvq weights need prior.counts of shape {shape}")
+            raise PluginError(f"{path}: {self.codec_id} weights need prior.counts of shape {shape}")
         return FrequencyTable.from_counts(counts.numpy().astype(np.int64), floor=1)
 
     def pack(self, codes: np.ndarray) -> bytes:

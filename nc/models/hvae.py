@@ -138,19 +138,21 @@ class ImageHVAE(nn.Module):
     def forward(self, x: torch.Tensor, q: torch.Tensor) -> dict:
         """Training pass on x (batch, 3, H, W) in [0, 1], H and W multiples of 64, qualities q (batch,).
         Returns the reconstruction and the bits of y and z per image (noise-relaxed)."""
-        y = self.analysis(x)
-        z = self.h_a(y)
-        z_hat = z + (torch.round(z) - z).detach()
-        z_bits = _gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), torch.zeros_like(z),
-                                self.z_log_scale.view(1, -1, 1, 1).expand_as(z))
-        mean, log_scale = self.hyper_parameters(z_hat)
-        gain = self.log_gain(q).exp()[:, :, None, None]
-        centred = (y - mean) * gain  # what the coder codes, rounded
-        y_bits = _gaussian_bits(centred + torch.empty_like(centred).uniform_(-0.5, 0.5), torch.zeros_like(centred),
-                                log_scale + gain.log())
-        rounded = centred + (torch.round(centred) - centred).detach()
-        x_hat = self.synthesis(rounded / gain + mean)
-        return {"x_hat": x_hat, "y_bits": y_bits.sum((1, 2, 3)), "z_bits": z_bits.sum((1, 2, 3))}
+        y = self.analysis(x).float()
+        with torch.autocast(x.device.type, enabled=False):  # what the coder sees stays float32 under bf16
+            z = self.h_a(y)
+            z_hat = z + (torch.round(z) - z).detach()
+            z_bits = _gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), torch.zeros_like(z),
+                                    self.z_log_scale.view(1, -1, 1, 1).expand_as(z))
+            mean, log_scale = self.hyper_parameters(z_hat)
+            gain = self.log_gain(q).exp()[:, :, None, None]
+            centred = (y - mean) * gain  # what the coder codes, rounded
+            y_bits = _gaussian_bits(centred + torch.empty_like(centred).uniform_(-0.5, 0.5),
+                                    torch.zeros_like(centred), log_scale + gain.log())
+            rounded = centred + (torch.round(centred) - centred).detach()
+            y_hat = rounded / gain + mean
+        x_hat = self.synthesis(y_hat)
+        return {"x_hat": x_hat.float(), "y_bits": y_bits.sum((1, 2, 3)), "z_bits": z_bits.sum((1, 2, 3))}
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -178,15 +180,25 @@ class IntegerHyperSynthesis:
     of integer-valued tensors. Bound: |activation| <= 2^22, |weight| <= 2^11, fan-in <= 2^11 (asserted),
     so every partial sum is an integer below 2^44 < 2^53 and exact whatever the summation order.
 
+    The fan-in of a 5x5 stride-2 transposed conv ("up") is in_channels x 3 x 3: each output pixel
+    meets ceil(5/2)^2 input pixels. |bias| < 2^31 (int32 storage) adds less than 2^31 to a sum.
+
     Built from a trained HyperSynthesis by `from_float` (or from the integer tensors stored in the
     weights file); `__call__` maps the rounded hyper latent (integers) to the fixed-point mean and
-    log scale of y, integers with ACT_BITS fractional bits."""
+    log scale of y, integers with ACT_BITS fractional bits. Layers run in order; "up" is PyTorch's
+    conv_transpose2d (weight (in, out, 5, 5), stride 2, padding 2, output padding 1), "conv" its
+    conv2d (weight (out, in, k, k), stride 1, padding k // 2), both cross-correlations."""
 
     def __init__(self, layers: list[tuple[str, torch.Tensor, torch.Tensor, int]]):
         # (kind "up" or "conv", integer weight, integer bias at scale 2^(shift + ACT_BITS), shift)
         for kind, w, b, shift in layers:
-            fan_in = w[0].numel() if kind == "conv" else w[:, 0].numel()
-            if fan_in > 2**11 or w.abs().max() > WEIGHT_LIMIT or not 0 <= shift <= 30:
+            if kind not in ("up", "conv") or w.dim() != 4 or b.dim() != 1:
+                raise ValueError(f"integer hyper-synthesis layer of unknown kind {kind!r} or shape")
+            if kind == "up" and tuple(w.shape[2:]) != (5, 5):
+                raise ValueError("integer hyper-synthesis up layers are 5x5")
+            fan_in = w[0].numel() if kind == "conv" else w.shape[0] * 9
+            if (fan_in > 2**11 or w.abs().max() > WEIGHT_LIMIT or b.abs().max() >= 2**31
+                    or not 0 <= shift <= 30):
                 raise ValueError("integer hyper-synthesis layer outside its exactness bounds")
         self.layers = layers
 
@@ -196,10 +208,13 @@ class IntegerHyperSynthesis:
         for module in h_s:
             if isinstance(module, nn.ReLU):
                 continue
-            w = module.weight.detach().double()
-            shift = max(0, min(30, math.floor(math.log2((WEIGHT_LIMIT - 1) / max(float(w.abs().max()), 1e-12)))))
+            w, b = module.weight.detach().double(), module.bias.detach().double()
+            # the finest weight step that keeps |weight| <= 2^11 and the bias (at 2^(shift + 8)) in int32
+            shift = min(30, math.floor(math.log2((WEIGHT_LIMIT - 1) / max(float(w.abs().max()), 1e-12))),
+                        math.floor(math.log2((2**31 - 1) / max(float(b.abs().max()), 1e-12))) - ACT_BITS)
+            shift = max(0, shift)
             w_int = torch.round(w * 2.0**shift)
-            b_int = torch.round(module.bias.detach().double() * 2.0 ** (shift + ACT_BITS))
+            b_int = torch.round(b * 2.0 ** (shift + ACT_BITS))
             layers.append(("up" if isinstance(module, nn.ConvTranspose2d) else "conv", w_int, b_int, shift))
         return cls(layers)
 
@@ -208,7 +223,7 @@ class IntegerHyperSynthesis:
         out = {}
         for i, (kind, w, b, shift) in enumerate(self.layers):
             out[f"int_h_s.{i}.{kind}.weight"] = w.to(torch.int32)
-            out[f"int_h_s.{i}.{kind}.bias"] = b.clamp(-2**31, 2**31 - 1).to(torch.int32)
+            out[f"int_h_s.{i}.{kind}.bias"] = b.to(torch.int32)  # within int32: __init__ checks
             out[f"int_h_s.{i}.{kind}.shift"] = torch.tensor([shift], dtype=torch.int32)
         return out
 
@@ -257,4 +272,6 @@ def gain_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
         log_gain = model.log_gain(q.float()).double()
     log_int = torch.round(log_gain * 2.0**ACT_BITS)
     value = torch.round(torch.exp(log_int / 2.0**ACT_BITS) * 2.0**GAIN_BITS)
+    if value.max() >= 2**31 or value.min() < 1:  # gains within [2^-16, 2^15): far beyond what training gives
+        raise ValueError("gains outside what the integer tables hold")
     return {"gain.log": log_int.to(torch.int32), "gain.value": value.to(torch.int32)}

@@ -48,7 +48,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, g: torch.Generator, pool: int = 4)
     distance = (x - x[0]).square().sum(1)
     for u in torch.rand(k - 1, generator=g, dtype=torch.float64):
         total = distance.double().cumsum(0)
-        i = min(int(torch.searchsorted(total, u * total[-1])), len(x) - 1)
+        i = min(int(torch.searchsorted(total, u * total[-1], right=True)), len(x) - 1)
         picks.append(i)
         distance = torch.minimum(distance, (x - x[i]).square().sum(1))
     return x[picks].clone()

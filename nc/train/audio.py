@@ -236,6 +236,8 @@ def train(args) -> None:
         matching = {k: v for k, v in init[0].items()  # code-usage counts start afresh (fp16 in shipped weights)
                     if k in own and own[k].shape == v.shape and not k.endswith(".usage")}
         model.load_state_dict(matching, strict=False)
+        if cfg.quantizer == "vq" and model.quantizer.codebook.initialized:  # its own weights: the usage
+            model.quantizer.codebook.set(model.quantizer.codebook.embed.clone())  # counts restart, so must the sums
         fresh = sorted(set(own) - set(matching))
         _log(out, rank, f"initialized from {args.init}" + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
     model = model.to(device)
