@@ -198,3 +198,23 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     facts = ImageFacts(64, 64, "RGB")
     packet = codec.encoder(facts, codec.descriptor.resolve(quality=2)).encode(_photo(64, 64))[0]
     assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packet).shape == (64, 64, 3)
+
+
+def test_shipped_weights_decode_identically_on_one_and_two_threads(monkeypatch):
+    """The tiny model's convolutions are too small for oneDNN to split them by thread; the shipped
+    network's are not (before the synthesis ran on one thread, pixels moved by one level)."""
+    if not hvae_codec.SHIPPED_WEIGHTS.exists():
+        pytest.skip("no shipped image/hvae weights")
+    from nc.plugins import registry
+
+    monkeypatch.setitem(registry().codecs, "image/hvae", HvaeCodec(hvae_codec.SHIPPED_WEIGHTS))
+    data = nc.encode(_photo(192, 256), codec="image/hvae", quality=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = nc.decode(data).data
+        torch.set_num_threads(2)
+        two = nc.decode(data).data
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, two)

@@ -12,7 +12,9 @@ float32, 1.5 bytes per pixel, for the bpp search); padding is cropped away on de
 
 Deterministic: everything that shapes the bitstream is integer arithmetic (the
 integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
-decodes on any machine, thread count or device; the float synthesis only shapes pixels.
+decodes on any machine, thread count or device; the float synthesis only shapes
+pixels, and runs on one thread so that they do not depend on the thread count
+(other CPUs or a GPU may still differ by a level here and there).
 
 Packet payload (one packet per image):
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -156,10 +159,22 @@ class HvaeModel:
             raise CorruptChunkError(f"image/hvae tile: {e}") from None
         # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
         y_hat = np.clip((s + mean_g) / self.gain(step), -2.0**15, 2.0**15)
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread(torch):
             x = self.net.synthesis(torch.from_numpy(y_hat)[None].float())[0]
         pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
         return pixels[:h, :w]
+
+
+@contextmanager
+def one_thread(torch):
+    """Run the float synthesis on one thread: oneDNN splits a convolution's sums differently for other
+    thread counts, which moved some pixels by one level between 1 and 2 threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _pad64(tile: np.ndarray) -> np.ndarray:
