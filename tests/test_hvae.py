@@ -132,16 +132,19 @@ def test_large_images_are_coded_in_tiles(codec, monkeypatch):
         nc.decode(reader_data)
 
 
-def test_decoding_is_identical_on_one_and_two_threads(codec):
-    data = nc.encode(_photo(96, 128), codec="image/hvae", quality=5)
+def _decode_on_one_and_two_threads(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = nc.decode(data).data
         torch.set_num_threads(2)
-        two = nc.decode(data).data
+        return one, nc.decode(data).data
     finally:
         torch.set_num_threads(threads)
+
+
+def test_decoding_is_identical_on_one_and_two_threads(codec):
+    one, two = _decode_on_one_and_two_threads(nc.encode(_photo(96, 128), codec="image/hvae", quality=5))
     assert np.array_equal(one, two)
 
 
@@ -208,13 +211,5 @@ def test_shipped_weights_decode_identically_on_one_and_two_threads(monkeypatch):
     from nc.plugins import registry
 
     monkeypatch.setitem(registry().codecs, "image/hvae", HvaeCodec(hvae_codec.SHIPPED_WEIGHTS))
-    data = nc.encode(_photo(192, 256), codec="image/hvae", quality=4)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = nc.decode(data).data
-        torch.set_num_threads(2)
-        two = nc.decode(data).data
-    finally:
-        torch.set_num_threads(threads)
+    one, two = _decode_on_one_and_two_threads(nc.encode(_photo(192, 256), codec="image/hvae", quality=4))
     assert np.array_equal(one, two)
