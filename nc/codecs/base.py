@@ -157,6 +157,18 @@ def parse_rate(text: str | float, modality: str) -> tuple[float, str]:
     return value, "bps"
 
 
+def checked_image(block, facts) -> np.ndarray:
+    """An image encoder's input as uint8 (height, width, channels) of the track's facts (a 2-D array
+    for one channel is accepted); UsageError for anything else."""
+    block = np.asarray(block)
+    if block.ndim == 2 and facts.channels == 1:
+        block = block[:, :, None]
+    if block.shape != (facts.height, facts.width, facts.channels) or block.dtype != np.uint8:
+        raise UsageError(f"expected a uint8 image of shape {(facts.height, facts.width, facts.channels)}, "
+                         f"got {block.dtype} {block.shape}")
+    return block
+
+
 class Encoder(ABC):
     """Stateful: `encode` accepts blocks of any size, `flush` ends the stream."""
 

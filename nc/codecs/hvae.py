@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -236,12 +236,7 @@ class HvaeEncoder(Encoder):
         f = self.facts
         if self.done:
             raise UsageError("image/hvae encodes one image per track; it was already given")
-        block = np.asarray(block)
-        if block.ndim == 2:
-            block = block[:, :, None]
-        if block.shape != (f.height, f.width, f.channels) or block.dtype != np.uint8:
-            raise UsageError(f"expected a uint8 image of shape {(f.height, f.width, f.channels)}, "
-                             f"got {block.dtype} {block.shape}")
+        block = checked_image(block, f)
         self.done = True
         rgb = np.repeat(block, 3, axis=2) if f.channels == 1 else block
         latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width)]

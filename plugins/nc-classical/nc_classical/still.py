@@ -17,7 +17,7 @@ import io
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -120,12 +120,7 @@ class StillEncoder(Encoder):
         f = self.facts
         if self.done:
             raise UsageError(f"{self.format} encodes one image per track; it was already given")
-        block = np.asarray(block)
-        if block.ndim == 2 and f.channels == 1:
-            block = block[:, :, None]
-        if block.shape != (f.height, f.width, f.channels) or block.dtype != np.uint8:
-            raise UsageError(f"expected a uint8 image of shape {(f.height, f.width, f.channels)}, "
-                             f"got {block.dtype} {block.shape}")
+        block = checked_image(block, f)
         self.done = True
         image = _to_pillow(block, f.mode)
         if self.rate.unit == "bpp":
