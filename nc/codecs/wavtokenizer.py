@@ -33,6 +33,7 @@ import numpy as np
 
 from nc.codecs.frame import FrameCodecBase
 from nc.codecs.rvq import RvqModel
+from nc.errors import PluginError
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "audio_wavtokenizer.safetensors"
 #: NC_WAVTOKENIZER_WEIGHTS points nc at weights you trained yourself (files record the weights' hash)
@@ -60,8 +61,6 @@ class WavTokenizerCodec(FrameCodecBase):
                     "entropy-coded; per channel")
 
     def check_model(self, model: WavTokenizerModel) -> None:
-        from nc.errors import PluginError
-
         if model.cfg.frame_rate != TOKENS_PER_SECOND:
             raise PluginError(f"{self.weights}: audio/wavtokenizer promises {TOKENS_PER_SECOND} tokens/s, "
                               f"these weights make {model.cfg.frame_rate:g}")

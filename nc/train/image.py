@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis, gain_tables
-from nc.models.weights import checkpoint_meta, load_checkpoint, save_checkpoint, save_weights
+from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.common import learning_rate, log_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
@@ -95,22 +95,19 @@ def train(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.safetensors"
     overrides = json.loads(args.config) if args.config else {}
+    init = None if ckpt.exists() or not args.init else load_weights(args.init)
     if ckpt.exists():
         cfg = HvaeConfig(**checkpoint_meta(ckpt)["config"])
-    elif args.init:  # the weights' own config
-        from nc.models.weights import load_weights
-
-        cfg = HvaeConfig(**{**load_weights(args.init)[2]["config"], **overrides})
+    elif init:  # the weights' own config
+        cfg = HvaeConfig(**{**init[2]["config"], **overrides})
     else:
         cfg = HvaeConfig(**overrides)
     torch.manual_seed(args.seed)
     model = ImageHVAE(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
-    if args.init and not ckpt.exists():  # fine-tune shipped weights: their network, a fresh optimizer
-        from nc.models.weights import load_weights
-
-        state, _, meta = load_weights(args.init)
+    if init:  # fine-tune shipped weights: their network, a fresh optimizer
+        state, _, meta = init
         if HvaeConfig(**meta["config"]) != cfg:
             raise SystemExit(f"{args.init} holds a network of config {meta['config']}, not {cfg.to_dict()}")
         model.load_state_dict(state)
