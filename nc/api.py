@@ -155,31 +155,41 @@ def _progress(enabled: bool, total_seconds: float | None, what: str):
 
 
 def _token_codec(codec: str):
-    from nc.plugins import find_codec
+    from nc.plugins import registry
 
-    c = find_codec(codec, "audio")
+    c = registry().get(codec)
     if not hasattr(c, "tokenize"):
         raise UsageError(f"{codec} does not expose tokens")
     return c
 
 
-def tokens(media, codec: str = "audio/rvq", bitrate=None, **facts) -> np.ndarray:
-    """Discrete codes of an audio file or array, (channels, stages, frames): what the .ncb would hold.
-    Integers of the codec's token dtype: int16 for audio/rvq, int64 for audio/fsq (mixed-radix FSQ codes)."""
+def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts) -> np.ndarray:
+    """Discrete codes of a file or array: what the .ncb would hold, in the codec's token dtype.
+    Audio: (channels, stages, frames), int16 for audio/rvq, int64 for audio/fsq (mixed-radix FSQ codes).
+    Images (image/vqgan): int16 (stages, rows, columns), one token per 16 x 16 pixels; an image
+    array (height, width, channels) needs no facts."""
     c = _token_codec(codec)
-    rate = c.descriptor.resolve(bitrate)
+    modality = c.descriptor.modality
+    rate = c.descriptor.resolve(bitrate, quality)
     if isinstance(media, (str, os.PathLike)):
         with local_path(os.fspath(media)) as local:
             source = open_media(local)
-            if source.facts[0].modality != "audio" or len(source.facts) > 1:
-                raise UsageError(f"{media}: tokens are for audio files")
+            if source.facts[0].modality != modality or len(source.facts) > 1:
+                raise UsageError(f"{media}: {codec} makes tokens of {modality} files")
             return c.tokenize((b for _, b in source.blocks()), source.facts[0], rate)
     from nc.stream import as_media
 
+    if modality == "image" and not facts:
+        shape = np.shape(media)
+        facts = {"width": shape[1], "height": shape[0],
+                 "mode": {1: "L", 3: "RGB", 4: "RGBA"}.get(shape[2], "?")} if len(shape) == 3 else {}
     spec = facts_from_kwargs(**facts)
+    if spec.modality != modality:
+        raise UsageError(f"{codec} makes tokens of {modality}, not {spec.modality}")
     return c.tokenize([as_media(media, spec)], spec, rate)
 
 
 def detokenize(codes, codec: str = "audio/rvq", sample_rate: int = 16000) -> np.ndarray:
-    """Audio (samples, channels) float32 from codes made by `tokens`."""
+    """Media from codes made by `tokens`: audio (samples, channels) float32, or an image
+    uint8 (16 rows, 16 columns, 3) (the padding of the original size is not in the tokens)."""
     return _token_codec(codec).detokenize(codes, sample_rate)

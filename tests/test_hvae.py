@@ -12,16 +12,9 @@ from nc.codecs.hvae import HvaeCodec, log_scale_thresholds
 from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis
 from nc.models.weights import save_weights
 from nc.train.image import export_tables, rd_loss
+from image_codec_checks import decode_on_one_and_two_threads, photo
 
 TINY = dict(channels=16, latent=16, hyper=8)
-
-
-def _photo(h, w, channels=3, seed=0):
-    """Smooth colour gradients plus texture: something a transform codec can compress."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([np.sin(3 * xx + c) * np.cos(2 * yy - c) for c in range(channels)], -1)
-    return np.clip(127 + 90 * base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +87,7 @@ def test_scale_thresholds_are_pinned():
 
 @pytest.mark.parametrize("shape", [(70, 100, 3), (64, 64, 3), (33, 47, 1)])
 def test_round_trip_restores_size_and_mode(codec, shape):
-    x = _photo(*shape)
+    x = photo(*shape)
     data = nc.encode(x if shape[2] == 3 else x[:, :, 0], codec="image/hvae", quality=4)
     y = nc.decode(data).data
     assert y.shape == shape and y.dtype == np.uint8
@@ -108,7 +101,7 @@ def _payload(codec, x, **rate):
 
 
 def test_quality_and_bpp_control_the_size(codec):
-    x = _photo(128, 192)
+    x = photo(128, 192)
     sizes = [len(_payload(codec, x, quality=q)) for q in (1, 4.5, 8)]
     assert sizes[0] < sizes[1] < sizes[2]
     pixels = 128 * 192
@@ -121,7 +114,7 @@ def test_quality_and_bpp_control_the_size(codec):
 
 def test_large_images_are_coded_in_tiles(codec, monkeypatch):
     monkeypatch.setattr(hvae_codec, "TILE", 64)
-    x = _photo(150, 130)
+    x = photo(150, 130)
     reader_data = nc.encode(x, codec="image/hvae", quality=6)
     y = nc.decode(reader_data).data
     assert y.shape == x.shape
@@ -132,25 +125,14 @@ def test_large_images_are_coded_in_tiles(codec, monkeypatch):
         nc.decode(reader_data)
 
 
-def _decode_on_one_and_two_threads(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = nc.decode(data).data
-        torch.set_num_threads(2)
-        return one, nc.decode(data).data
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_decoding_is_identical_on_one_and_two_threads(codec):
-    one, two = _decode_on_one_and_two_threads(nc.encode(_photo(96, 128), codec="image/hvae", quality=5))
+    one, two = decode_on_one_and_two_threads(nc.encode(photo(96, 128), codec="image/hvae", quality=5))
     assert np.array_equal(one, two)
 
 
 def test_rgba_is_refused_with_a_reason(codec):
     with pytest.raises(nc.NCError, match="alpha"):
-        nc.encode(_photo(32, 32, 4), codec="image/hvae", quality=4)
+        nc.encode(photo(32, 32, 4), codec="image/hvae", quality=4)
 
 
 def test_damaged_payloads_are_clean_errors(codec):
@@ -159,7 +141,7 @@ def test_damaged_payloads_are_clean_errors(codec):
 
     facts = ImageFacts(80, 60, "RGB")
     enc = codec.encoder(facts, codec.descriptor.resolve(quality=3))
-    payload = enc.encode(_photo(60, 80))[0].payload
+    payload = enc.encode(photo(60, 80))[0].payload
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
     for bad in (payload[:1], payload[:5], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:]):
@@ -170,7 +152,7 @@ def test_damaged_payloads_are_clean_errors(codec):
 def test_training_loss_falls_on_one_batch():
     torch.manual_seed(0)
     model = ImageHVAE(HvaeConfig(**TINY))
-    x = torch.from_numpy(_photo(64, 64)).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255
+    x = torch.from_numpy(photo(64, 64)).permute(2, 0, 1)[None].float().repeat(2, 1, 1, 1) / 255
     q = torch.tensor([0.0, 7.0])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = float(rd_loss(model, x, q)["loss"].detach())
@@ -185,7 +167,7 @@ def test_training_loss_falls_on_one_batch():
 def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     from nc.train.image import main as train_main
 
-    np.save(tmp_path / "train_256.npy", np.stack([_photo(256, 256, seed=s) for s in range(3)]))
+    np.save(tmp_path / "train_256.npy", np.stack([photo(256, 256, seed=s) for s in range(3)]))
     run = ["image/hvae", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch", "2", "--crop", "64",
            "--log-every", "2", "--config", '{"channels": 8, "latent": 8, "hyper": 4}']
     train_main(run + ["--steps", "2"])
@@ -199,7 +181,7 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     from nc.media.facts import ImageFacts
 
     facts = ImageFacts(64, 64, "RGB")
-    packet = codec.encoder(facts, codec.descriptor.resolve(quality=2)).encode(_photo(64, 64))[0]
+    packet = codec.encoder(facts, codec.descriptor.resolve(quality=2)).encode(photo(64, 64))[0]
     assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packet).shape == (64, 64, 3)
 
 
@@ -211,5 +193,5 @@ def test_shipped_weights_decode_identically_on_one_and_two_threads(monkeypatch):
     from nc.plugins import registry
 
     monkeypatch.setitem(registry().codecs, "image/hvae", HvaeCodec(hvae_codec.SHIPPED_WEIGHTS))
-    one, two = _decode_on_one_and_two_threads(nc.encode(_photo(192, 256), codec="image/hvae", quality=4))
+    one, two = decode_on_one_and_two_threads(nc.encode(photo(192, 256), codec="image/hvae", quality=4))
     assert np.array_equal(one, two)

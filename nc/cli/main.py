@@ -43,16 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("codecs", help="list installed codecs and their rates")
 
-    t = sub.add_parser("tokens", help="audio file -> discrete codes (.npy, channels x stages x frames; "
-                                      "int16 for audio/rvq, int64 for audio/fsq)")
+    t = sub.add_parser("tokens", help="audio or image file -> discrete codes (.npy: audio channels x stages x "
+                                      "frames, int16 for audio/rvq, int64 for audio/fsq; image/vqgan stages x "
+                                      "rows x columns, int16)")
     t.add_argument("input")
     t.add_argument("-o", "--output", required=True, help=".npy file")
     t.add_argument("--codec", default="audio/rvq")
     t.add_argument("--bitrate", help="rate point (sets the number of stages)")
+    t.add_argument("--quality", type=float, help="quality (image/vqgan: the number of stages, 1-4)")
 
-    k = sub.add_parser("detokenize", help="codes (.npy) -> audio file")
+    k = sub.add_parser("detokenize", help="codes (.npy) -> audio or image file")
     k.add_argument("input", help=".npy made by `nc tokens`")
-    k.add_argument("output", help="audio file (.wav, .flac, ...)")
+    k.add_argument("output", help="audio file (.wav, .flac, ...) or, for image codecs, .png")
     k.add_argument("--codec", default="audio/rvq")
     k.add_argument("--sample-rate", type=int, default=16000)
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # the trainers have their own options
         if argv[1:2] == ["image/hvae"]:
             from nc.train.image import main as train_main
+        elif argv[1:2] == ["image/vqgan"]:
+            from nc.train.vqgan import main as train_main
         else:
             from nc.train.audio import main as train_main
 
@@ -212,30 +216,33 @@ def cmd_codecs(args) -> int:
 def cmd_tokens(args) -> int:
     import numpy as np
 
-    codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate)
+    codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
     try:
         np.save(args.output, codes)
     except OSError as e:
         raise NCError(f"cannot write {args.output}: {e.strerror}") from None
-    print(f"{args.output}: {codes.shape[0]} channel(s) x {codes.shape[1]} stages x {codes.shape[2]} frames")
+    axes = ("stages", "rows", "columns") if args.codec.startswith("image/") else ("channel(s)", "stages", "frames")
+    print(f"{args.output}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)))
     return 0
 
 
 def cmd_detokenize(args) -> int:
     import numpy as np
 
-    from nc.media.facts import AudioFacts
+    from nc.media.facts import AudioFacts, ImageFacts
     from nc.media.files import MediaSink
 
     try:
         codes = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise NCError(f"cannot read tokens from {args.input}: {e}") from None
-    audio = nc.detokenize(codes, codec=args.codec, sample_rate=args.sample_rate)
-    sink = MediaSink(args.output, [AudioFacts(args.sample_rate, audio.shape[1])])
-    sink.write(0, audio)
+    media = nc.detokenize(codes, codec=args.codec, sample_rate=args.sample_rate)
+    image = args.codec.startswith("image/")
+    facts = ImageFacts(media.shape[1], media.shape[0], "RGB") if image else AudioFacts(args.sample_rate, media.shape[1])
+    sink = MediaSink(args.output, [facts])
+    sink.write(0, media)
     sink.close()
-    print(f"{args.output}: {len(audio) / args.sample_rate:.2f} s")
+    print(f"{args.output}: " + (f"{media.shape[1]}x{media.shape[0]}" if image else f"{len(media) / args.sample_rate:.2f} s"))
     return 0
 
 

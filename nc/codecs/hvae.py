@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import os
 import struct
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
+from nc.codecs.tiles import one_thread, pad_to, tiles
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -108,7 +108,7 @@ class HvaeModel:
         """uint8 (h, w, 3) -> (y float32 (latent, h64/16, w64/16), z integers (hyper, h64/64, w64/64),
         the hyper side information of z (`hyper_side`))."""
         torch = self.torch
-        x = torch.from_numpy(_pad64(tile)).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(pad_to(tile, 64)).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
             y = self.net.analysis(x)
             z = torch.round(self.net.h_a(y))
@@ -165,30 +165,6 @@ class HvaeModel:
         return pixels[:h, :w]
 
 
-@contextmanager
-def one_thread(torch):
-    """Run the float synthesis on one thread: oneDNN splits a convolution's sums differently for other
-    thread counts, which moved some pixels by one level between 1 and 2 threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _pad64(tile: np.ndarray) -> np.ndarray:
-    h, w = tile.shape[:2]
-    return np.pad(tile, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="edge")
-
-
-def tiles(height: int, width: int):
-    """(top, left, h, w) of each tile in raster order."""
-    for top in range(0, height, TILE):
-        for left in range(0, width, TILE):
-            yield top, left, min(TILE, height - top), min(TILE, width - left)
-
-
 class HvaeCodec(Codec):
     def __init__(self, weights: Path = WEIGHTS):
         from nc.models.weights import sha256_of
@@ -239,7 +215,7 @@ class HvaeEncoder(Encoder):
         block = checked_image(block, f)
         self.done = True
         rgb = np.repeat(block, 3, axis=2) if f.channels == 1 else block
-        latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width)]
+        latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width, TILE)]
         z_parts = [self.m.code_z(z) for _, z, _ in latents]
         if self.rate.unit == "quality":
             step = round((self.rate.value - 1) * 16)  # 1..8 -> 0..112
@@ -282,7 +258,7 @@ class HvaeDecoder(Decoder):
             raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
         out = np.empty((f.height, f.width, 3), np.uint8)
         pos = 2
-        for top, left, h, w in tiles(f.height, f.width):
+        for top, left, h, w in tiles(f.height, f.width, TILE):
             z_data, pos = _take(data, pos)
             y_data, pos = _take(data, pos)
             out[top:top + h, left:left + w] = self.m.decode_tile(z_data, y_data, h, w, step)

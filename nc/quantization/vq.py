@@ -157,3 +157,62 @@ class EmaVQ(nn.Module):
     def restart_dead_codes(self) -> int:
         recent = getattr(self, "_recent", None)
         return 0 if recent is None else self.codebook.restart_dead_codes(recent)
+
+
+class ResidualEmaVQ(nn.Module):
+    """EnCodec's residual VQ: `stages` EMA codebooks in the latent space, each quantizing what the
+    stages before it left, with dead-code restarts; ResidualVQ's calls, so a model can take either.
+
+    Unlike ResidualVQ's factorized codes, no projection is shared by all of a stage's codes: a
+    gradient-trained shared projection can shrink every code onto the mean latent at once, which
+    collapsed an image model to one code per stage within 50 steps."""
+
+    def __init__(self, dim: int, stages: int, codebook_size: int = 1024, decay: float = 0.99):
+        super().__init__()
+        self.stages = nn.ModuleList(EmaCodebook(dim, codebook_size, decay) for _ in range(stages))
+        self.codebook_size = codebook_size
+
+    def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> QuantizerOutput:
+        """Quantize (batch, dim, frames) with the first n_stages stages (per example when a tensor:
+        quantizer dropout); EMA updates and restarts learn from the examples that use a stage."""
+        b = x.shape[0]
+        n = torch.full((b,), len(self.stages), device=x.device) if n_stages is None else (
+            torch.full((b,), int(n_stages), device=x.device) if isinstance(n_stages, int) else n_stages)
+        residual, quantized, codes = x.detach(), torch.zeros_like(x), []
+        update = self.training and torch.is_grad_enabled()
+        for i, stage in enumerate(self.stages):
+            if int(n.max()) <= i:
+                break
+            keep = n > i
+            rows = EmaVQ._rows(residual)
+            c = nearest(rows, stage.embed)
+            q = stage.embed[c].view(b, x.shape[2], -1).transpose(1, 2)
+            if update:
+                used = keep.repeat_interleave(x.shape[2])
+                stage.update(rows[used], c[used])
+                stage._recent = rows[used]
+            q = q * keep.view(b, 1, 1)
+            quantized, residual = quantized + q, residual - q
+            codes.append(c.view(b, -1))
+        commitment = ((x - quantized.detach()) ** 2).mean()
+        return QuantizerOutput(x + (quantized - x).detach(), torch.stack(codes, 1), commitment, x.new_zeros(()))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, n_stages: int) -> torch.Tensor:
+        residual, codes = x, []
+        for stage in self.stages[:n_stages]:
+            c = nearest(EmaVQ._rows(residual), stage.embed).view(x.shape[0], -1)
+            residual = residual - stage.embed[c].transpose(1, 2)
+            codes.append(c)
+        return torch.stack(codes, 1)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return sum(stage.embed[codes[:, i]].transpose(1, 2) for i, stage in enumerate(self.stages[:codes.shape[1]]))
+
+    @torch.no_grad()
+    def relative_error(self, x: torch.Tensor, n_stages: int) -> float:
+        return float((x - self.decode(self.encode(x, n_stages))).norm() / x.norm().clamp(min=1e-9))
+
+    def restart_dead_codes(self) -> int:
+        return sum(s.restart_dead_codes(s._recent) for s in self.stages if getattr(s, "_recent", None) is not None)

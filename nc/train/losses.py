@@ -1,8 +1,9 @@
-"""Reconstruction losses for audio codecs: multi-scale log-mel L1 and waveform L1."""
+"""Reconstruction losses: multi-scale log-mel L1 and waveform L1 for audio codecs, multi-scale SSIM for images."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class MultiScaleMelLoss(nn.Module):
@@ -64,3 +65,35 @@ def magnitude_losses(log_magnitude: torch.Tensor, target: torch.Tensor, floor: f
     error = torch.linalg.vector_norm((magnitude - target).flatten(1), dim=1)
     convergence = error / torch.linalg.vector_norm(target.flatten(1), dim=1).clamp(min=1e-3)
     return log_l1, convergence.mean()
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    t = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-t**2 / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ms_ssim_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    """1 - multi-scale SSIM of images (batch, channels, H, W) in [0, 1], the scales weighted equally
+    (nc.metrics.ms_ssim's 11-tap Gaussian window, K1 0.01, K2 0.03, contrast-structure terms at every
+    scale but the last, clipped at 0); the short side must exceed 10 * 2^(scales - 1) pixels."""
+    c = x.shape[1]
+    g = _gaussian_window().to(x)
+    kernels = (g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1))
+
+    def blur(a):
+        return F.conv2d(F.conv2d(a, kernels[0], groups=c), kernels[1], groups=c)
+
+    c1, c2 = 0.01**2, 0.03**2
+    value = x.new_ones(x.shape[0])
+    for i in range(scales):
+        mu_x, mu_y = blur(x), blur(y)
+        var_x = blur(x * x) - mu_x**2
+        var_y = blur(y * y) - mu_y**2
+        cov = blur(x * y) - mu_x * mu_y
+        cs = (2 * cov + c2) / (var_x + var_y + c2)
+        if i == scales - 1:
+            cs = cs * (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+        value = value * cs.mean((1, 2, 3)).clamp(min=1e-6) ** (1 / scales)
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return 1 - value.mean()
