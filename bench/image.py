@@ -11,8 +11,10 @@ over ~0.1-2.5 bpp), or of bpp targets if it takes only those. Per point, average
 bpp, PSNR (RGB, 8-bit, whole image), MS-SSIM (nc.metrics.ms_ssim: mean of R, G, B) and encode /
 decode seconds per photo with the process pinned to one CPU core. Then BD-rate of every codec
 against JPEG and WebP (nc.metrics.bd_rate, on the averaged curves, over the quality range both
-cover), PSNR at fixed bpp, and a side-by-side crop near 0.25 bpp. Writes bench/results/image.md,
-image_rd.png and image_crops.png.
+cover), PSNR at fixed bpp, and a side-by-side crop near 0.25 bpp. When image/vqgan runs: JPEG,
+WebP and AVIF again at each photo's image/vqgan q1 payload size (their bpp targets), and a crop of
+those. Writes bench/results/image.md, image_rd.png, image_rd_low.png (0-0.4 bpp) and
+image_crops.png (and image_low_rate_crops.png).
 
 `python bench/image.py` is the command (there is no `nc bench`: bench/ is not part of the installed package).
 """
@@ -45,7 +47,11 @@ QUALITY_SWEEPS = {
     "image/webp": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98),
     "image/avif": (10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95),
     "image/hvae": (1, 2, 3, 4, 5, 6, 7, 8),  # its whole range, 1-8
+    "image/vqgan": (1, 2, 3, 4),  # its codebooks, 1-4
 }
+# The extreme-rate codec and its lowest setting: the classical codecs are also measured at its file sizes
+LOW_RATE = ("image/vqgan", "q1", {"quality": 1})
+LOW_RATE_RIVALS = ("image/jpeg", "image/webp", "image/avif")
 DEFAULT_SWEEP = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 BPP_TARGETS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 FIXED_BPP = (0.25, 0.5, 0.75, 1.0)  # the columns of the published Kodak table in shared/ANCHORS.md
@@ -147,11 +153,34 @@ def main() -> None:
             table[(codec, label)].append(row)
             if name == crop_name:
                 crops[(codec, label)] = (row, y[region])
+            if (codec, label) == LOW_RATE[:2]:
+                matched_size(x, row, table, crops if name == crop_name else {}, region)
         print(f"{name} done ({time.time() - t0:.0f} s)", flush=True)
-    curves = summarize(table)
-    write_report(curves, images, crop_name, crops["original"][0], time.time() - t0, args)
+    low = {k[0]: v for k, v in table.items() if k[1] == "matched"}
+    if low:  # the low-rate codec's own photos first
+        low = {LOW_RATE[0]: table[LOW_RATE[:2]], **low}
+    curves = summarize({k: v for k, v in table.items() if k[1] != "matched"})
+    write_report(curves, images, crop_name, crops["original"][0], time.time() - t0, args, low)
     plot_curves(curves, args.out / "image_rd.png")
-    plot_crops(crops, crop_name, args.out / "image_crops.png")
+    plot_curves(curves, args.out / "image_rd_low.png", xmax=0.4)
+    plot_crops({k: v for k, v in crops.items() if k[1] != "matched"}, crop_name, args.out / "image_crops.png")
+    if low:
+        matched = {k: v for k, v in crops.items() if k == "original" or k[1] == "matched" or k == LOW_RATE[:2]}
+        plot_crops(matched, crop_name, args.out / "image_low_rate_crops.png", near=crops[LOW_RATE[:2]][0]["bpp"],
+                   what=f"each classical codec at {LOW_RATE[0]} {LOW_RATE[1]}'s payload size")
+
+
+def matched_size(x: np.ndarray, row: dict, table: dict, crops: dict, region) -> None:
+    """Each of LOW_RATE_RIVALS at the low-rate codec's payload bpp on this photo (its bpp target: the
+    largest quality whose payload fits, or its smallest file when none does), as (rival, "matched")."""
+    pixels = x.shape[0] * x.shape[1]
+    target = (row["bpp"] - row["container_bytes"] * 8 / pixels)
+    for rival in LOW_RATE_RIVALS:
+        if rival in registry().codecs:
+            r, y = run_one(rival, {"bitrate": f"{target:.6f}bpp"}, x)
+            table[(rival, "matched")].append(r)
+            if crops:
+                crops[(rival, "matched")] = (r, y[region])
 
 
 def summarize(table: dict[tuple, list[dict]]) -> dict[str, list[dict]]:
@@ -193,7 +222,8 @@ def at_bpp(points: list[dict], key: str, bpp: float) -> float:
     return float(np.interp(np.log(bpp), np.log(b), v)) if b[0] <= bpp <= b[-1] else float("nan")
 
 
-def write_report(curves: dict[str, list[dict]], images, crop_name: str, corner: dict, seconds: float, args) -> None:
+def write_report(curves: dict[str, list[dict]], images, crop_name: str, corner: dict, seconds: float, args,
+                 low: dict[str, list[dict]]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     h, w = images[0][1].shape[:2]
     source = f"`{args.data}/eval` ({len(images)} held-out photos, {w}x{h})" if args.data else \
@@ -223,11 +253,32 @@ def write_report(curves: dict[str, list[dict]], images, crop_name: str, corner: 
         for r in pts:
             lines.append(f"| {codec} | {r['label']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | "
                          f"{r['ms_ssim_db']:.2f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | {r['container_bytes']:.0f} |")
+    lines += low_rate_section(low)
     lines += ["", f"Crops (`image_crops.png`): the same {CROP}x{CROP} region of `{crop_name}` (its most detailed, "
               f"top {corner['top']}, left {corner['left']}), each codec at its setting whose bpp on that photo is "
               f"nearest {CROP_BPP:g}; the labels give that photo's bpp and whole-photo PSNR.", ""]
     (args.out / "image.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def low_rate_section(low: dict[str, list[dict]]) -> list[str]:
+    """The classical codecs at the low-rate codec's sizes, photo by photo (`low`: per codec, its rows
+    in photo order, the low-rate codec's own first), averaged."""
+    if not low:
+        return []
+    codec, label, _ = LOW_RATE
+    lines = ["", f"## At {codec} {label}'s sizes", "",
+             f"Each photo coded by each classical codec with {codec} {label}'s payload bpp on that photo as its "
+             "target (the largest quality whose payload fits; its smallest file where none does); means over the "
+             "photos. 'photos over' counts the photos where the classical file came out more than 5 % larger "
+             f"than {codec}'s. Crops: `image_low_rate_crops.png`.", "",
+             "| codec | bpp | PSNR (dB) | MS-SSIM | photos over |", "|---|---|---|---|---|"]
+    mine = [r["bpp"] for r in low[codec]]
+    for name, rows in low.items():
+        over = "-" if name == codec else f"{sum(r['bpp'] > 1.05 * b for r, b in zip(rows, mine))} of {len(rows)}"
+        lines.append(f"| {name}{' ' + label if name == codec else ''} | {np.mean([r['bpp'] for r in rows]):.3f} | "
+                     f"{np.mean([r['psnr'] for r in rows]):.2f} | {np.mean([r['ms_ssim'] for r in rows]):.4f} | {over} |")
+    return lines
 
 
 def _pyplot():
@@ -239,15 +290,17 @@ def _pyplot():
     return plt
 
 
-def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
+def plot_curves(curves: dict[str, list[dict]], path: Path, xmax: float = 2.2) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, (key, label) in zip(axes, (("psnr", "PSNR (dB), RGB"), ("ms_ssim_db", "MS-SSIM (dB)"))):
         for codec, pts in curves.items():
-            ax.plot(column(pts, "bpp"), column(pts, key), marker="o", markersize=3, label=codec)
+            keep = column(pts, "bpp") <= xmax * 1.1
+            if keep.any():
+                ax.plot(column(pts, "bpp")[keep], column(pts, key)[keep], marker="o", markersize=3, label=codec)
         ax.set_xlabel("bits per pixel (measured, container included)")
         ax.set_ylabel(label)
-        ax.set_xlim(0, 2.2)
+        ax.set_xlim(0, xmax)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -255,21 +308,21 @@ def plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_crops(crops: dict, photo: str, path: Path) -> None:
-    """The original region, then per codec its point whose bpp on this photo is nearest CROP_BPP,
+def plot_crops(crops: dict, photo: str, path: Path, near: float = CROP_BPP, what: str = "") -> None:
+    """The original region, then per codec its point whose bpp on this photo is nearest `near`,
     each shown pixel for pixel (no resampling) with its codec, setting, bpp and PSNR."""
     plt = _pyplot()
     panels = [("original", crops["original"][1])]
     for codec in sorted({k[0] for k in crops if k != "original"}):
         label, (row, pixels) = min(((k[1], v) for k, v in crops.items() if k[0] == codec),
-                                   key=lambda kv: abs(np.log(kv[1][0]["bpp"] / CROP_BPP)))
+                                   key=lambda kv: abs(np.log(kv[1][0]["bpp"] / near)))
         panels.append((f"{codec} {label}\n{row['bpp']:.3f} bpp, {row['psnr']:.2f} dB (photo)", pixels))
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
     pad, label_h, head_h = 12, 36, 28  # pixels; axes are placed by hand so each shows exactly CROP px
     width, height = cols * (CROP + pad) + pad, rows * (CROP + label_h) + head_h
     fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
-    fig.suptitle(f"{photo}: same {CROP}x{CROP} region, each codec near {CROP_BPP:g} bpp", fontsize=9)
+    fig.suptitle(f"{photo}: same {CROP}x{CROP} region, {what or f'each codec near {near:g} bpp'}", fontsize=9)
     for i, (title, pixels) in enumerate(panels):
         r, c = divmod(i, cols)
         bottom = height - head_h - (r + 1) * (CROP + label_h)

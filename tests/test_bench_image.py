@@ -2,6 +2,7 @@
 nc's container, the crop finder and the fixed-bpp interpolation. The full run is `python bench/image.py`."""
 import importlib.util
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,19 @@ def test_busiest_window_and_fixed_bpp(bench):
     points = [{"bpp": 0.2, "psnr": 30.0}, {"bpp": 0.8, "psnr": 36.0}]
     assert bench.at_bpp(points, "psnr", 0.4) == pytest.approx(33.0)  # halfway in log bpp
     assert np.isnan(bench.at_bpp(points, "psnr", 1.0))
+
+
+def test_classical_codecs_at_the_low_rate_codecs_sizes(bench):
+    yy, xx = np.mgrid[0:192, 0:256]
+    x = np.stack([128 + 60 * np.sin(xx / (5.0 + c)) * np.cos(yy / 9.0) for c in range(3)], -1).astype(np.uint8)
+    ours, _ = bench.run_one("image/webp", {"quality": 60}, x)  # stands in for the low-rate codec's file
+    table, crops = defaultdict(list), {"original": ({}, x[:8, :8])}
+    bench.matched_size(x, ours, table, crops, np.s_[:8, :8])
+    webp = table[("image/webp", "matched")][0]
+    assert abs(webp["bpp"] - ours["bpp"]) < 0.02  # the same payload target finds (about) the same file
+    assert ("image/jpeg", "matched") in crops and crops[("image/jpeg", "matched")][1].shape == (8, 8, 3)
+    lines = bench.low_rate_section({bench.LOW_RATE[0]: [ours], "image/webp": [webp],
+                                    "image/jpeg": table[("image/jpeg", "matched")]})
+    assert any(line.startswith(f"| {bench.LOW_RATE[0]} q1 |") for line in lines)
+    assert any(line.startswith("| image/webp |") and line.endswith("| 0 of 1 |") for line in lines)
+    assert bench.low_rate_section({}) == []

@@ -1,8 +1,9 @@
-"""nc/quantization/vq.py: k-means start, EMA updates and dead-code restarts of the one-codebook quantizer."""
+"""nc/quantization/vq.py: k-means start, EMA updates and dead-code restarts of the one-codebook quantizer, and
+the residual EMA quantizer built from the same codebooks."""
 import pytest
 import torch
 
-from nc.quantization.vq import EmaVQ, kmeans, nearest
+from nc.quantization.vq import EmaVQ, ResidualEmaVQ, kmeans, nearest
 
 
 def _blobs(centres: torch.Tensor, per: int, spread: float = 0.01, seed: int = 0) -> torch.Tensor:
@@ -67,3 +68,42 @@ def test_dead_codes_restart_onto_recent_inputs():
     vq.train()(x)
     assert len(vq.encode(x).unique()) > 4  # the restarted codes now take inputs
     assert vq.restart_dead_codes() == 0 or len(vq.encode(x).unique()) > 4
+
+
+def _trained_residual_vq(x: torch.Tensor, stages: int = 3, steps: int = 30) -> ResidualEmaVQ:
+    vq = ResidualEmaVQ(dim=x.shape[1], stages=stages, codebook_size=32)
+    vq.train()
+    with torch.enable_grad():
+        for step in range(steps):
+            vq(x)
+            if step in (0, 10):
+                assert vq.restart_dead_codes() > 0  # random codes far from the data die and move onto it
+    return vq.eval()
+
+
+def test_residual_ema_stages_refine_and_codes_nest():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 200)
+    vq = _trained_residual_vq(x)
+    errors = [vq.relative_error(x, n) for n in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2]  # every stage codes what the stages before it left
+    codes = vq.encode(x, 3)
+    assert codes.shape == (4, 3, 200) and torch.equal(vq.encode(x, 2), codes[:, :2])
+    out = vq(x, 3)
+    torch.testing.assert_close(out.quantized, vq.decode(codes))
+    y = x.clone().requires_grad_()
+    vq(y, 2).quantized.sum().backward()
+    torch.testing.assert_close(y.grad, torch.ones_like(y))  # straight-through
+
+
+def test_residual_ema_dropped_stages_learn_nothing_from_those_examples():
+    torch.manual_seed(1)
+    vq = ResidualEmaVQ(dim=3, stages=2, codebook_size=8).train()
+    before = vq.stages[1].embed.clone()
+    with torch.enable_grad():
+        out = vq(torch.randn(2, 3, 50), torch.tensor([1, 1]))  # every example stops after stage 1
+    assert out.codes.shape == (2, 1, 50)
+    assert torch.equal(vq.stages[1].embed, before)
+    with torch.enable_grad():
+        vq(torch.randn(2, 3, 50), torch.tensor([1, 2]))
+    assert not torch.equal(vq.stages[1].embed, before)

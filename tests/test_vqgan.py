@@ -1,6 +1,5 @@
 """image/vqgan on a small random-init model: code grids, container round trips, rates, tiles, tokens,
 modes, damaged payloads and the trainer (quality is measured in bench/image.py, not here)."""
-import io
 import subprocess
 import sys
 

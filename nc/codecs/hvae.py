@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.tiles import one_thread, pad_to, tiles
+from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
+from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, one_thread, pad_to, tiles
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -51,7 +50,6 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "image_hvae.safe
 WEIGHTS = Path(os.environ.get("NC_HVAE_WEIGHTS", SHIPPED_WEIGHTS))
 TILE = 1024  # pixels per tile side: a multiple of 64
 QUALITY = RateRange("quality", 1, 8)
-BPP = RateRange("bpp", 0.01, 8)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
 
@@ -165,43 +163,6 @@ class HvaeModel:
         return pixels[:h, :w]
 
 
-class HvaeCodec(Codec):
-    def __init__(self, weights: Path = WEIGHTS):
-        from nc.models.weights import sha256_of
-
-        if not Path(weights).is_file():
-            raise PluginError(f"image/hvae has no weights at {weights}")
-        self.weights = weights
-        self.descriptor = CodecDescriptor(
-            id="image/hvae", version=1, modality="image",
-            summary="neural, hierarchical VAE (mean-scale hyperprior), one model for qualities 1-8 or a bpp "
-                    "target; modes L and RGB",
-            ranges=(QUALITY, BPP), default=RatePoint("q4", 4.0, "quality"), streaming=False,
-            # below the classical image codecs (JPEG 10): the shipped weights do not beat JPEG yet
-            # (nc/codecs/weights/image_hvae.md), so nc never picks this codec unless asked to
-            deterministic=True, weights_sha256=sha256_of(weights), rank=5)
-
-    @cached_property
-    def model(self) -> HvaeModel:
-        return HvaeModel(self.weights)
-
-    def check(self, facts) -> None:
-        super().check(facts)
-        if facts.mode not in ("L", "RGB"):
-            raise UsageError(f"image/hvae codes modes L and RGB, not {facts.mode} (its alpha would be lost: "
-                             "drop it, or use image/webp or image/avif, which keep alpha)")
-
-    def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
-        self.check(facts)
-        if rate.unit not in ("quality", "bpp"):
-            raise UsageError(f"image/hvae takes a quality (1-8) or a bpp target, not {rate.unit}")
-        return HvaeEncoder(self.model, facts, rate)
-
-    def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
-        self.check(facts)
-        return HvaeDecoder(self.model, facts)
-
-
 class HvaeEncoder(Encoder):
     def __init__(self, model: HvaeModel, facts: ImageFacts, rate: RatePoint):
         self.m, self.facts, self.rate = model, facts, rate
@@ -214,7 +175,7 @@ class HvaeEncoder(Encoder):
             raise UsageError("image/hvae encodes one image per track; it was already given")
         block = checked_image(block, f)
         self.done = True
-        rgb = np.repeat(block, 3, axis=2) if f.channels == 1 else block
+        rgb = as_rgb(block)
         latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width, TILE)]
         z_parts = [self.m.code_z(z) for _, z, _ in latents]
         if self.rate.unit == "quality":
@@ -264,9 +225,20 @@ class HvaeDecoder(Decoder):
             out[top:top + h, left:left + w] = self.m.decode_tile(z_data, y_data, h, w, step)
         if pos != len(data):
             raise CorruptChunkError("image/hvae payload has bytes after its last tile")
-        if f.channels == 1:
-            return np.round(out.astype(np.float32).mean(2, keepdims=True)).astype(np.uint8)
-        return out
+        return as_mode(out, f.channels)
+
+
+class HvaeCodec(LearnedImageCodec):
+    codec_id, quality = "image/hvae", QUALITY
+    model_class, encoder_class, decoder_class = HvaeModel, HvaeEncoder, HvaeDecoder
+
+    def __init__(self, weights: Path = WEIGHTS):
+        super().__init__(weights, summary="neural, hierarchical VAE (mean-scale hyperprior), one model for "
+                                          "qualities 1-8 or a bpp target; modes L and RGB",
+                         default=RatePoint("q4", 4.0, "quality"),
+                         # below the classical image codecs (JPEG 10): the shipped weights do not beat JPEG
+                         # yet (nc/codecs/weights/image_hvae.md), so nc never picks it unless asked to
+                         rank=5)
 
 
 def _take(data: bytes, pos: int) -> tuple[bytes, int]:

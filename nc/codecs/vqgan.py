@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import os
 import struct
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.tiles import one_thread, pad_to, tiles
+from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
+from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, one_thread, pad_to, tiles
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -53,7 +52,6 @@ TILE = 1024  # pixels per tile side: a multiple of 16
 GRID = 16  # pixels per token side
 STAGES = 4  # the shipped model's codebooks: --quality 1..4
 QUALITY = RateRange("quality", 1, STAGES)
-BPP = RateRange("bpp", 0.005, 1)
 U32 = struct.Struct("<I")
 
 
@@ -135,72 +133,6 @@ def _block(top: int, left: int, h: int, w: int) -> tuple[slice, slice, slice]:
     return slice(None), slice(top // GRID, top // GRID + th), slice(left // GRID, left // GRID + tw)
 
 
-class VqganCodec(Codec):
-    def __init__(self, weights: Path = WEIGHTS):
-        from nc.models.weights import sha256_of
-
-        if not Path(weights).is_file():
-            raise PluginError(f"image/vqgan has no weights at {weights}")
-        self.weights = weights
-        self.descriptor = CodecDescriptor(
-            id="image/vqgan", version=1, modality="image",
-            summary="neural, VQ autoencoder on a 1/16 grid, 1-4 codebooks of 1024 (about 0.04-0.15 bpp); "
-                    "image tokens; modes L and RGB",
-            ranges=(QUALITY, BPP), default=RatePoint("q2", 2.0, "quality"), streaming=False,
-            # an extreme-rate codec for when no classical codec goes that low; below them otherwise
-            deterministic=True, weights_sha256=sha256_of(weights), rank=4)
-
-    @cached_property
-    def model(self) -> VqganModel:
-        return VqganModel(self.weights)
-
-    def check(self, facts) -> None:
-        super().check(facts)
-        if facts.mode not in ("L", "RGB"):
-            raise UsageError(f"image/vqgan codes modes L and RGB, not {facts.mode} (its alpha would be lost: "
-                             "drop it, or use image/webp or image/avif, which keep alpha)")
-
-    def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
-        self.check(facts)
-        if rate.unit not in ("quality", "bpp"):
-            raise UsageError(f"image/vqgan takes a quality (1-{STAGES} codebooks) or a bpp target, not {rate.unit}")
-        return VqganEncoder(self.model, facts, rate)
-
-    def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
-        self.check(facts)
-        return VqganDecoder(self.model, facts)
-
-    # ---- tokens
-
-    def tokenize(self, blocks, facts: ImageFacts, rate: RatePoint) -> np.ndarray:
-        """The codes a file at `rate` holds, int16 (stages, ceil(H/16), ceil(W/16))."""
-        self.check(facts)
-        codes = self.model.image_codes(_rgb(checked_image(next(iter(blocks)), facts)))
-        return codes[:_Payloads(self.model, facts, codes).stages_for(rate)].astype(np.int16)
-
-    def detokenize(self, codes: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-        """uint8 RGB (16 gh, 16 gw, 3) from codes (stages, gh, gw) made by `tokenize`."""
-        codes = np.asarray(codes)
-        cfg = self.model.cfg
-        if codes.ndim != 3 or not 1 <= codes.shape[0] <= cfg.stages or 0 in codes.shape:
-            raise UsageError(f"image/vqgan tokens must have shape (1-{cfg.stages} stages, rows, columns), "
-                             f"not {codes.shape}")
-        if codes.dtype.kind not in "iu":
-            raise UsageError(f"image/vqgan tokens must be integers, not {codes.dtype}")
-        if codes.min() < 0 or codes.max() >= cfg.codebook_size:
-            raise UsageError(f"image/vqgan tokens must lie in [0, {cfg.codebook_size})")
-        height, width = codes.shape[1] * GRID, codes.shape[2] * GRID
-        ImageFacts(width, height, "RGB").validate()
-        out = np.empty((height, width, 3), np.uint8)
-        for top, left, h, w in tiles(height, width, TILE):
-            out[top:top + h, left:left + w] = self.model.pixels(codes[_block(top, left, h, w)])
-        return out
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-
-
 class _Payloads:
     """Payloads of one image's codes at each stage count, packed once each."""
 
@@ -235,7 +167,7 @@ class VqganEncoder(Encoder):
         f = self.facts
         if self.done:
             raise UsageError("image/vqgan encodes one image per track; it was already given")
-        rgb = _rgb(checked_image(block, f))
+        rgb = as_rgb(checked_image(block, f))
         self.done = True
         payloads = _Payloads(self.m, f, self.m.image_codes(rgb))
         return [Packet(payloads.at(payloads.stages_for(self.rate)), 0, 1)]
@@ -268,6 +200,42 @@ class VqganDecoder(Decoder):
             pos += 4 + n
         if pos != len(data):
             raise CorruptChunkError("image/vqgan payload has bytes after its last tile")
-        if f.channels == 1:
-            return np.round(out.astype(np.float32).mean(2, keepdims=True)).astype(np.uint8)
+        return as_mode(out, f.channels)
+
+
+class VqganCodec(LearnedImageCodec):
+    codec_id, quality = "image/vqgan", QUALITY
+    model_class, encoder_class, decoder_class = VqganModel, VqganEncoder, VqganDecoder
+
+    def __init__(self, weights: Path = WEIGHTS):
+        super().__init__(weights, summary="neural, VQ autoencoder on a 1/16 grid, 1-4 codebooks of 1024 "
+                                          "(about 0.04-0.15 bpp); image tokens; modes L and RGB",
+                         default=RatePoint("q2", 2.0, "quality"),
+                         # an extreme-rate codec, below the classical ones: nc never picks it unless asked to
+                         rank=4)
+
+    # ---- tokens
+
+    def tokenize(self, blocks, facts: ImageFacts, rate: RatePoint) -> np.ndarray:
+        """The codes a file at `rate` holds, int16 (stages, ceil(H/16), ceil(W/16))."""
+        self.check(facts)
+        codes = self.model.image_codes(as_rgb(checked_image(next(iter(blocks)), facts)))
+        return codes[:_Payloads(self.model, facts, codes).stages_for(rate)].astype(np.int16)
+
+    def detokenize(self, codes: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        """uint8 RGB (16 gh, 16 gw, 3) from codes (stages, gh, gw) made by `tokenize`."""
+        codes = np.asarray(codes)
+        cfg = self.model.cfg
+        if codes.ndim != 3 or not 1 <= codes.shape[0] <= cfg.stages or 0 in codes.shape:
+            raise UsageError(f"image/vqgan tokens must have shape (1-{cfg.stages} stages, rows, columns), "
+                             f"not {codes.shape}")
+        if codes.dtype.kind not in "iu":
+            raise UsageError(f"image/vqgan tokens must be integers, not {codes.dtype}")
+        if codes.min() < 0 or codes.max() >= cfg.codebook_size:
+            raise UsageError(f"image/vqgan tokens must lie in [0, {cfg.codebook_size})")
+        height, width = codes.shape[1] * GRID, codes.shape[2] * GRID
+        ImageFacts(width, height, "RGB").validate()
+        out = np.empty((height, width, 3), np.uint8)
+        for top, left, h, w in tiles(height, width, TILE):
+            out[top:top + h, left:left + w] = self.model.pixels(codes[_block(top, left, h, w)])
         return out

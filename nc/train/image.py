@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,22 @@ def export_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
             "z.scale_index": torch.from_numpy(z_index.astype(np.int32))}
 
 
-def train(args) -> None:
+@dataclass
+class Run:
+    """A training run's state: where it writes, its network and optimizer, and how far it got."""
+
+    out: Path
+    ckpt: Path
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    elapsed: float = 0.0
+
+
+def start_run(args, config_class, model_class, betas=(0.9, 0.999)) -> Run:
+    """Set up or resume a run in args.out: the checkpoint's config when resuming, else the --init
+    weights' config (fine-tuning: their network, a fresh optimizer) with the --config overrides."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,27 +113,32 @@ def train(args) -> None:
     overrides = json.loads(args.config) if args.config else {}
     init = None if ckpt.exists() or not args.init else load_weights(args.init)
     if ckpt.exists():
-        cfg = HvaeConfig(**checkpoint_meta(ckpt)["config"])
-    elif init:  # the weights' own config
-        cfg = HvaeConfig(**{**init[2]["config"], **overrides})
+        cfg = config_class(**checkpoint_meta(ckpt)["config"])
     else:
-        cfg = HvaeConfig(**overrides)
+        cfg = config_class(**{**(init[2]["config"] if init else {}), **overrides})
     torch.manual_seed(args.seed)
-    model = ImageHVAE(cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step, elapsed = 0, 0.0
-    if init:  # fine-tune shipped weights: their network, a fresh optimizer
-        state, _, meta = init
-        if HvaeConfig(**meta["config"]) != cfg:
-            raise SystemExit(f"{args.init} holds a network of config {meta['config']}, not {cfg.to_dict()}")
-        model.load_state_dict(state)
+    model = model_class(cfg).to(device)
+    run = Run(out, ckpt, device, model, torch.optim.Adam(model.parameters(), lr=args.lr, betas=betas))
+    if init:
+        try:
+            model.load_state_dict(init[0])
+        except RuntimeError as e:
+            raise SystemExit(f"{args.init} does not fit a network of config {cfg.to_dict()}: "
+                             f"{str(e).splitlines()[0]}") from None
         log_line(out, f"initialized from {args.init}")
     if ckpt.exists():
-        meta = load_checkpoint(ckpt, {"model": model}, {"opt": optimizer})
-        step, elapsed = meta["step"], meta["elapsed"]
-        log_line(out, f"resumed from step {step}")
+        meta = load_checkpoint(ckpt, {"model": model}, {"opt": run.optimizer})
+        run.step, run.elapsed = meta["step"], meta["elapsed"]
+        log_line(out, f"resumed from step {run.step}")
     else:
         log_line(out, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
+    return run
+
+
+def train(args) -> None:
+    run = start_run(args, HvaeConfig, ImageHVAE)
+    out, ckpt, device, model, optimizer, step = run.out, run.ckpt, run.device, run.model, run.optimizer, run.step
+    cfg, elapsed = model.cfg, run.elapsed
     crops = load_crops(Path(args.data))
     rng = np.random.default_rng([args.seed, step])
     start = time.time() - elapsed
@@ -166,23 +187,28 @@ def _log_step(out, model, crops, step, losses, optimizer, seconds, args, device)
                           "minutes": round(seconds / 60, 2)}))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc train image/hvae", description=__doc__.split("\n\n")[0])
-    p.add_argument("codec", choices=["image/hvae"])
+def add_run_options(p: argparse.ArgumentParser, steps: int, lr: float, config: str) -> None:
+    """The options every image trainer takes: data, run folder, budget, batch, device and resumption."""
     p.add_argument("--data", required=True, help="folder with train_256.npy or photos")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
-    p.add_argument("--steps", type=int, default=200000)
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--max-minutes", type=float, default=0, help="stop (and ship) after this much training time")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 64 up to 256")
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    p.add_argument("--config", help="JSON overrides of HvaeConfig, e.g. '{\"channels\": 64}'")
+    p.add_argument("--config", help=f"JSON overrides of the network's config, e.g. '{config}'")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--checkpoint-every", type=int, default=200)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc train image/hvae", description=__doc__.split("\n\n")[0])
+    p.add_argument("codec", choices=["image/hvae"])
+    add_run_options(p, steps=200000, lr=2e-4, config='{"channels": 64}')
+    p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 64 up to 256")
     return p
 
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from nc.models.vqgan import ImageVQGAN, VqganConfig
-from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
+from nc.models.weights import save_checkpoint, save_weights
 from nc.train.common import learning_rate, log_line
-from nc.train.image import batch, load_crops
+from nc.train.image import add_run_options, batch, load_crops, start_run
 from nc.train.losses import ms_ssim_loss
 
 PROBE_CROPS = 16  # whole training crops whose codes the log's usage counts (16 x 256 positions)
@@ -62,31 +62,9 @@ def usage(model: ImageVQGAN, probe: torch.Tensor) -> list[float]:
 
 
 def train(args) -> None:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint.safetensors"
-    overrides = json.loads(args.config) if args.config else {}
-    init = None if ckpt.exists() or not args.init else load_weights(args.init)
-    if ckpt.exists():
-        cfg = VqganConfig(**checkpoint_meta(ckpt)["config"])
-    else:
-        cfg = VqganConfig(**{**(init[2]["config"] if init else {}), **overrides})
-    torch.manual_seed(args.seed)
-    model = ImageVQGAN(cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.9))
-    step, elapsed = 0, 0.0
-    if init:
-        model.load_state_dict(init[0])
-        log_line(out, f"initialized from {args.init}")
-    if ckpt.exists():
-        meta = load_checkpoint(ckpt, {"model": model}, {"opt": optimizer})
-        step, elapsed = meta["step"], meta["elapsed"]
-        log_line(out, f"resumed from step {step}")
-    else:
-        log_line(out, f"model: {model.parameter_count() / 1e6:.2f} M parameters, config {cfg.to_dict()}")
+    run = start_run(args, VqganConfig, ImageVQGAN, betas=(0.5, 0.9))  # VQGAN's Adam betas
+    out, ckpt, device, model, optimizer, step = run.out, run.ckpt, run.device, run.model, run.optimizer, run.step
+    cfg, elapsed = model.cfg, run.elapsed
     crops = load_crops(Path(args.data))
     rng = np.random.default_rng([args.seed, step])
     start = time.time() - elapsed
@@ -170,21 +148,9 @@ def _log_step(out, model, crops, step, logged, optimizer, seconds, args, device)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nc train image/vqgan", description=__doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["image/vqgan"])
-    p.add_argument("--data", required=True, help="folder with train_256.npy or photos")
-    p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
-    p.add_argument("--steps", type=int, default=100000)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (and ship) after this much training time")
-    p.add_argument("--batch", type=int, default=8)
+    add_run_options(p, steps=100000, lr=4e-4, config='{"widths": [32, 64, 96, 128]}')
     p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 16 up to 256")
-    p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--ssim", type=float, default=0.5, help="weight of the multi-scale SSIM loss")
-    p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    p.add_argument("--config", help="JSON overrides of VqganConfig, e.g. '{\"widths\": [32, 64, 96, 128]}'")
-    p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--checkpoint-every", type=int, default=200)
     return p
 
 

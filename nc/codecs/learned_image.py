@@ -1,0 +1,96 @@
+"""What the learned image codecs (image/hvae, image/vqgan) share: the codec shell (one weights file,
+modes L and RGB, a quality or a bpp target), cutting an image into tiles, padding a tile to the
+network's grid, grey as RGB and back, and running a float network on one thread so its pixels do not
+depend on the thread count."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, RatePoint, RateRange
+from nc.errors import PluginError, UsageError
+from nc.media.facts import ImageFacts
+
+BPP = RateRange("bpp", 0.005, 8)  # a target for the payload; the container adds a few hundred bytes
+
+
+class LearnedImageCodec(Codec):
+    """Subclasses name the codec, its quality range and the classes that load the weights
+    (`model_class(path)`) and code (`encoder_class(model, facts, rate)`, `decoder_class(model, facts)`)."""
+
+    codec_id = ""
+    quality: RateRange
+    model_class: type
+    encoder_class: type[Encoder]
+    decoder_class: type[Decoder]
+
+    def __init__(self, weights: Path, summary: str, default: RatePoint, rank: int):
+        from nc.models.weights import sha256_of
+
+        if not Path(weights).is_file():
+            raise PluginError(f"{self.codec_id} has no weights at {weights}")
+        self.weights = weights
+        self.descriptor = CodecDescriptor(
+            id=self.codec_id, version=1, modality="image", summary=summary, ranges=(self.quality, BPP),
+            default=default, streaming=False, deterministic=True, weights_sha256=sha256_of(weights), rank=rank)
+
+    @cached_property
+    def model(self):
+        return self.model_class(self.weights)
+
+    def check(self, facts) -> None:
+        super().check(facts)
+        if facts.mode not in ("L", "RGB"):
+            raise UsageError(f"{self.codec_id} codes modes L and RGB, not {facts.mode} (its alpha would be lost: "
+                             "drop it, or use image/webp or image/avif, which keep alpha)")
+
+    def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
+        self.check(facts)
+        if rate.unit not in ("quality", "bpp"):
+            q = self.quality
+            raise UsageError(f"{self.codec_id} takes a quality ({q.low:g}-{q.high:g}) or a bpp target, not {rate.unit}")
+        return self.encoder_class(self.model, facts, rate)
+
+    def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
+        self.check(facts)
+        return self.decoder_class(self.model, facts)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """(h, w, 1) grey -> (h, w, 3); RGB unchanged."""
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def as_mode(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """Decoded (h, w, 3) -> the file's mode: for grey, the mean of the channels rounded half to even."""
+    if channels == 1:
+        return np.round(rgb.astype(np.float32).mean(2, keepdims=True)).astype(np.uint8)
+    return rgb
+
+
+def tiles(height: int, width: int, tile: int):
+    """(top, left, h, w) of each tile of side `tile` in raster order (the last row and column smaller)."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            yield top, left, min(tile, height - top), min(tile, width - left)
+
+
+def pad_to(pixels: np.ndarray, multiple: int) -> np.ndarray:
+    """(h, w, c) padded at the bottom and right, edge pixels repeated, to multiples of `multiple`."""
+    h, w = pixels.shape[:2]
+    return np.pad(pixels, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode="edge")
+
+
+@contextmanager
+def one_thread(torch):
+    """Run a float synthesis on one thread: oneDNN splits a convolution's sums differently for other
+    thread counts, which moved some pixels by one level between 1 and 2 threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
