@@ -177,7 +177,8 @@ def matched_size(x: np.ndarray, row: dict, table: dict, crops: dict, region) -> 
     target = (row["bpp"] - row["container_bytes"] * 8 / pixels)
     for rival in LOW_RATE_RIVALS:
         if rival in registry().codecs:
-            r, y = run_one(rival, {"bitrate": f"{target:.6f}bpp"}, x)
+            floor = min(r.low for r in registry().get(rival).descriptor.ranges if r.unit == "bpp")
+            r, y = run_one(rival, {"bitrate": f"{max(target, floor):.6f}bpp"}, x)
             table[(rival, "matched")].append(r)
             if crops:
                 crops[(rival, "matched")] = (r, y[region])

@@ -1,9 +1,11 @@
 """nc/quantization/vq.py: k-means start, EMA updates and dead-code restarts of the one-codebook quantizer, and
 the residual EMA quantizer built from the same codebooks."""
+import copy
+
 import pytest
 import torch
 
-from nc.quantization.vq import EmaVQ, ResidualEmaVQ, kmeans, nearest
+from nc.quantization.vq import EmaVQ, ResidualEmaVQ, kmeans, nearest, rows
 
 
 def _blobs(centres: torch.Tensor, per: int, spread: float = 0.01, seed: int = 0) -> torch.Tensor:
@@ -104,6 +106,14 @@ def test_residual_ema_dropped_stages_learn_nothing_from_those_examples():
         out = vq(torch.randn(2, 3, 50), torch.tensor([1, 1]))  # every example stops after stage 1
     assert out.codes.shape == (2, 1, 50)
     assert torch.equal(vq.stages[1].embed, before)
+    # a mixed batch: stage 2 learns from the second example's residual only
+    x = torch.randn(2, 3, 50)
+    reference = copy.deepcopy(vq)
     with torch.enable_grad():
-        vq(torch.randn(2, 3, 50), torch.tensor([1, 2]))
-    assert not torch.equal(vq.stages[1].embed, before)
+        out = vq(x, torch.tensor([1, 2]))
+    first = reference.stages[0]
+    residual = x[1:] - first.embed[nearest(rows(x[1:]), first.embed)].view(1, 50, 3).transpose(1, 2)
+    flat = rows(residual)
+    reference.stages[1].update(flat, nearest(flat, reference.stages[1].embed))
+    torch.testing.assert_close(vq.stages[1].embed, reference.stages[1].embed)
+    torch.testing.assert_close(out.quantized[0], first.embed[out.codes[0, 0]].T)  # example 1: stage 1 alone

@@ -10,11 +10,12 @@ import torch
 import nc
 from image_codec_checks import decode_on_one_and_two_threads, photo
 from nc.codecs import vqgan as vqgan_codec
+from nc.codecs.learned_image import even_tiles
 from nc.codecs.vqgan import VqganCodec
 from nc.media.facts import ImageFacts
 from nc.models.vqgan import ImageVQGAN, VqganConfig, normalize
 from nc.models.weights import save_weights
-from nc.train.vqgan import fit_priors, losses_of
+from nc.train.vqgan import dropout_stages, fit_priors, losses_of
 
 TINY = dict(widths=(8, 8, 16, 16), dim=8, codebook_size=32)
 
@@ -75,7 +76,10 @@ def test_stages_and_bpp_control_the_size(codec):
     pixels = 128 * 192
     assert len(_payload(codec, x, bitrate=f"{8 * sizes[2] / pixels + 1e-7:.7f}bpp")) == sizes[2]
     assert len(_payload(codec, x, bitrate=f"{8 * (sizes[2] - 1) / pixels + 1e-7:.7f}bpp")) == sizes[1]
-    assert len(_payload(codec, x, bitrate="0.005bpp")) == sizes[0]  # unreachable: the smallest file
+    assert len(_payload(codec, x, bitrate="0.01bpp")) == sizes[0]  # unreachable: the smallest file
+    assert len(_payload(codec, x, quality=2.5)) == sizes[2]  # halves round up, not to even
+    target = f"{8 * sizes[1] / pixels + 1e-7:.7f}bpp"
+    assert nc.tokens(x, codec="image/vqgan", bitrate=target).shape[0] == 2  # the stages a file would keep
 
 
 def test_payload_costs_what_the_priors_say(codec):
@@ -115,13 +119,26 @@ def test_tokens_cli_round_trip(codec, tmp_path):
         nc.tokens(np.zeros((16000, 1), np.float32), codec="image/vqgan", sample_rate=16000)
 
 
+def test_tiles_are_as_equal_as_the_grid_allows():
+    # 150 px = 10 cells in tiles of at most 4 cells: 4, 3, 3 cells (the last cropped); 130 px = 9: 3, 3, 3
+    assert [(t, h) for t, _, h, _ in even_tiles(150, 16, 64, 16)] == [(0, 64), (64, 48), (112, 38)]
+    assert [(l, w) for _, l, _, w in even_tiles(16, 130, 64, 16)] == [(0, 48), (48, 48), (96, 34)]
+    assert list(even_tiles(33, 47, 512, 16)) == [(0, 0, 33, 47)]
+    for side in (1, 15, 16, 17, 1030, 8000):  # tiles cover the side exactly, none empty, none over 512
+        spans = [(t, h) for t, _, h, _ in even_tiles(side, 1, 512, 16)]
+        assert spans[0][0] == 0 and sum(h for _, h in spans) == side and 0 < min(h for _, h in spans)
+        assert max(h for _, h in spans) <= 512 and all(t % 16 == 0 for t, _ in spans)
+
+
 def test_large_images_are_coded_in_tiles(codec, monkeypatch):
     monkeypatch.setattr(vqgan_codec, "TILE", 64)
     x = photo(150, 130)
     data = nc.encode(x, codec="image/vqgan", quality=4)
     assert nc.decode(data).data.shape == x.shape
-    assert np.array_equal(nc.tokens(x, codec="image/vqgan", quality=4)[:, :4, :4],
-                          nc.tokens(x[:64, :64], codec="image/vqgan", quality=4))
+    tokens = nc.tokens(x, codec="image/vqgan", quality=4)
+    assert tokens.shape == (4, 10, 9)
+    assert np.array_equal(tokens[:, :4, :3], nc.tokens(x[:64, :48], codec="image/vqgan", quality=4))
+    assert np.array_equal(tokens[:, 7:, 6:], nc.tokens(x[112:, 96:], codec="image/vqgan", quality=4))  # padded corner
     monkeypatch.setattr(vqgan_codec, "TILE", 1024)  # the tiling is part of the format: other tiles do not parse
     with pytest.raises(nc.NCError):
         nc.decode(data)
@@ -144,7 +161,10 @@ def test_damaged_payloads_are_clean_errors(codec):
     payload = _payload(codec, photo(60, 80), quality=3)
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
-    for bad in (b"", payload[:3], payload[:-3], payload + b"\0", b"\x00" + payload[1:], b"\x09" + payload[1:]):
+    flipped = bytearray(payload)
+    flipped[len(payload) // 2] ^= 0xFF
+    for bad in (b"", payload[:3], payload[:-3], payload + b"\0", b"\x00" + payload[1:], b"\x09" + payload[1:],
+                b"\x02" + payload[1:], bytes(flipped)):
         with pytest.raises(nc.NCError):
             dec.decode(Packet(bad, 0, 1))
 
@@ -171,6 +191,13 @@ def test_training_loss_falls_on_one_batch():
         loss.backward()
         opt.step()
     assert float(losses_of(model, x, 4, 0.5)[0].detach()) < 0.5 * first
+
+
+def test_dropout_keeps_every_stage_for_half_the_crops():
+    torch.manual_seed(0)
+    n = dropout_stages(4000, 4, "cpu")
+    assert set(n.tolist()) == {1, 2, 3, 4}
+    assert abs(float((n == 4).float().mean()) - 0.5) < 0.05  # the other half draw 1-3
 
 
 def test_priors_count_every_stage_of_every_crop():

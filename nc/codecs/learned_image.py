@@ -14,7 +14,7 @@ from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, RatePoint, 
 from nc.errors import PluginError, UsageError
 from nc.media.facts import ImageFacts
 
-BPP = RateRange("bpp", 0.005, 8)  # a target for the payload; the container adds a few hundred bytes
+BPP = RateRange("bpp", 0.01, 8)  # a target for the payload; the container adds a few hundred bytes
 
 
 class LearnedImageCodec(Codec):
@@ -76,6 +76,25 @@ def tiles(height: int, width: int, tile: int):
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             yield top, left, min(tile, height - top), min(tile, width - left)
+
+
+def even_tiles(height: int, width: int, tile: int, grid: int):
+    """(top, left, h, w) in raster order of the fewest tiles of at most `tile` pixels a side, as equal
+    as the network's `grid` allows: a side of n grid cells in k tiles gives n // k or n // k + 1 cells
+    each (the last tile is cropped to the image). No sliver of a tile at the right or bottom edge,
+    whose normalization statistics would come from a few padded pixels."""
+    rows, cols = _even_splits(height, tile, grid), _even_splits(width, tile, grid)
+    for top, h in rows:
+        for left, w in cols:
+            yield top, left, h, w
+
+
+def _even_splits(side: int, tile: int, grid: int) -> list[tuple[int, int]]:
+    cells, per_tile = -(-side // grid), tile // grid
+    k = -(-cells // per_tile)
+    sizes = [cells // k + (i < cells % k) for i in range(k)]
+    starts = np.cumsum([0] + sizes[:-1]) * grid
+    return [(int(s), int(min(n * grid, side - s))) for s, n in zip(starts, sizes)]
 
 
 def pad_to(pixels: np.ndarray, multiple: int) -> np.ndarray:

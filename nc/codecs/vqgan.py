@@ -7,14 +7,18 @@ size target for the payload: the most stages whose payload fits (one stage when
 none does). The codes are computed once; only their coding is repeated.
 
 Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would be lost).
-Any size: the image is cut into tiles of TILE x TILE pixels, each padded (edge
-pixels repeated) to a multiple of 16 and coded alone, so memory is bounded by one
-tile; the padding is cropped away on decode.
+Any size: the image is cut into the fewest tiles of at most TILE x TILE pixels,
+as equal as the 16-pixel grid allows (`learned_image.even_tiles`), each padded
+(edge pixels repeated) to a multiple of 16 and coded alone, so memory is bounded
+by one tile; the padding is cropped away on decode. TILE is 512: the network was
+trained on 128-pixel crops, and its attention and group norms see a whole tile.
 
 Deterministic bitstream: the codes are entropy-coded with static per-stage
 code frequencies shipped in the weights (`prior.counts` + 1), so a file parses
 the same everywhere; the decoder runs on one thread so that its pixels do not
-depend on the thread count.
+depend on the thread count. The encoder's nearest-code search runs in float on
+any number of threads, so a near tie may pick another code on another machine:
+files and tokens of one image can differ, each decoding the same everywhere.
 
 Tokens (`nc tokens photo.png --codec image/vqgan`): int16 (stages, ceil(H/16),
 ceil(W/16)), the codes a file holds, stage 1 first; `nc detokenize` draws
@@ -24,7 +28,7 @@ Packet payload (one packet per image):
 
     offset  size  field
     0       1     stages: u8, 1 .. the model's stages
-    then, per tile in raster order:
+    then, per tile in raster order (learned_image.even_tiles(H, W, TILE, 16)):
             4     bytes: u32 LE
             ...   nc/bitstream/entropy categorical ANS payload of the tile's codes,
                   (stages, ceil(h/16), ceil(w/16)) in C order, symbol i coded with row
@@ -41,14 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, one_thread, pad_to, tiles
+from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, even_tiles, one_thread, pad_to
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "image_vqgan.safetensors"
 #: NC_VQGAN_WEIGHTS points nc at weights you trained yourself (files record the weights' hash)
 WEIGHTS = Path(os.environ.get("NC_VQGAN_WEIGHTS", SHIPPED_WEIGHTS))
-TILE = 1024  # pixels per tile side: a multiple of 16
+TILE = 512  # the most pixels per tile side: a multiple of 16
 GRID = 16  # pixels per token side
 STAGES = 4  # the shipped model's codebooks: --quality 1..4
 QUALITY = RateRange("quality", 1, STAGES)
@@ -73,7 +77,8 @@ class VqganModel:
             counts = extra["prior.counts"].numpy().astype(np.int64)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise PluginError(f"{path}: not image/vqgan weights ({str(e).splitlines()[0]})") from None
-        if cfg.stages != STAGES or counts.shape != (cfg.stages, cfg.codebook_size) or counts.min() < 0:
+        if cfg.stages != STAGES or counts.shape != (cfg.stages, cfg.codebook_size) or counts.min() < 0 \
+                or cfg.codebook_size > 2**15:  # tokens are int16
             raise PluginError(f"{path}: image/vqgan needs {STAGES} stages with a prior per stage; these weights "
                               f"have {cfg.stages} stages and priors of shape {tuple(counts.shape)}")
         self.net.eval()
@@ -91,7 +96,7 @@ class VqganModel:
         """uint8 (H, W, 3) -> int64 codes (stages, ceil(H/16), ceil(W/16)), tile by tile."""
         height, width = rgb.shape[:2]
         out = np.empty((self.cfg.stages, *_grid(height, width)), np.int64)
-        for top, left, h, w in tiles(height, width, TILE):
+        for top, left, h, w in even_tiles(height, width, TILE, GRID):
             out[_block(top, left, h, w)] = self.codes(rgb[top:top + h, left:left + w])
         return out
 
@@ -143,7 +148,7 @@ class _Payloads:
     def at(self, stages: int) -> bytes:
         if stages not in self._cache:
             parts = [bytes([stages])]
-            for top, left, h, w in tiles(self.facts.height, self.facts.width, TILE):
+            for top, left, h, w in even_tiles(self.facts.height, self.facts.width, TILE, GRID):
                 data = self.m.pack(self.codes[_block(top, left, h, w)][:stages])
                 parts += [U32.pack(len(data)), data]
             self._cache[stages] = b"".join(parts)
@@ -152,7 +157,7 @@ class _Payloads:
     def stages_for(self, rate: RatePoint) -> int:
         """A quality's stage count (rounded), or the most stages whose payload fits a bpp target (1 if none does)."""
         if rate.unit == "quality":
-            return int(np.clip(round(rate.value), 1, self.codes.shape[0]))
+            return int(np.clip(np.floor(rate.value + 0.5), 1, self.codes.shape[0]))  # 2.5 -> 3, not to even
         budget = rate.value * self.facts.width * self.facts.height / 8
         return max((s for s in range(1, self.codes.shape[0] + 1) if len(self.at(s)) <= budget), default=1)
 
@@ -189,7 +194,7 @@ class VqganDecoder(Decoder):
             raise CorruptChunkError(f"image/vqgan payload declares {stages} stages (the model has {self.m.cfg.stages})")
         out = np.empty((f.height, f.width, 3), np.uint8)
         pos = 1
-        for top, left, h, w in tiles(f.height, f.width, TILE):
+        for top, left, h, w in even_tiles(f.height, f.width, TILE, GRID):
             if pos + 4 > len(data):
                 raise CorruptChunkError("image/vqgan payload ends inside a tile header")
             n = U32.unpack_from(data, pos)[0]
@@ -209,7 +214,7 @@ class VqganCodec(LearnedImageCodec):
 
     def __init__(self, weights: Path = WEIGHTS):
         super().__init__(weights, summary="neural, VQ autoencoder on a 1/16 grid, 1-4 codebooks of 1024 "
-                                          "(about 0.04-0.15 bpp); image tokens; modes L and RGB",
+                                          "(about 0.04-0.16 bpp raw); image tokens; modes L and RGB",
                          default=RatePoint("q2", 2.0, "quality"),
                          # an extreme-rate codec, below the classical ones: nc never picks it unless asked to
                          rank=4)
@@ -236,6 +241,6 @@ class VqganCodec(LearnedImageCodec):
         height, width = codes.shape[1] * GRID, codes.shape[2] * GRID
         ImageFacts(width, height, "RGB").validate()
         out = np.empty((height, width, 3), np.uint8)
-        for top, left, h, w in tiles(height, width, TILE):
+        for top, left, h, w in even_tiles(height, width, TILE, GRID):
             out[top:top + h, left:left + w] = self.model.pixels(codes[_block(top, left, h, w)])
         return out

@@ -44,8 +44,9 @@ class VqganConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if len(self.widths) != 4 or min(self.widths) < 8 or any(w % 8 for w in self.widths):
-            raise ValueError(f"widths must be 4 multiples of 8 (1/2 .. 1/16), not {self.widths}")
+        if len(self.widths) != 4 or min(self.widths) < 8 or any(w % _groups(w) for w in self.widths):
+            raise ValueError(f"widths must be 4 numbers from 8 up, each a multiple of its group-norm groups "
+                             f"min(32, width // 4) (1/2 .. 1/16), not {self.widths}")
         if not (1 <= self.stages <= 16 and 2 <= self.codebook_size <= 65536 and self.dim >= 1):
             raise ValueError(f"bad quantizer shape: {self.stages} stages of {self.codebook_size} codes, dim {self.dim}")
 
@@ -53,8 +54,12 @@ class VqganConfig:
         return asdict(self)
 
 
+def _groups(channels: int) -> int:
+    return min(32, channels // 4)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4), channels)
+    return nn.GroupNorm(_groups(channels), channels)
 
 
 class ResBlock(nn.Module):
@@ -136,7 +141,8 @@ class ImageVQGAN(nn.Module):
         """Training pass: (reconstruction, quantizer output with codes (batch, stages, H/16 * W/16))."""
         z = self.latent(x)
         b, d, h, w = z.shape
-        q = self.quantizer(z.flatten(2), n_stages)
+        with torch.autocast(z.device.type, enabled=False):  # nearest codes in float32, as at inference
+            q = self.quantizer(z.float().flatten(2), n_stages)
         return self.pixels(q.quantized.view(b, d, h, w)), q
 
     @torch.no_grad()

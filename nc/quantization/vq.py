@@ -54,6 +54,11 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, g: torch.Generator, pool: int = 4)
     return x[picks].clone()
 
 
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """(batch, dim, frames) -> one latent per row, (batch * frames, dim)."""
+    return x.transpose(1, 2).reshape(-1, x.shape[1])
+
+
 def nearest(x: torch.Tensor, codes: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     """Index of the nearest row of `codes` (k, dim) for each row of x (n, dim), in chunks of rows."""
     norms = codes.square().sum(1)
@@ -62,7 +67,8 @@ def nearest(x: torch.Tensor, codes: torch.Tensor, chunk: int = 8192) -> torch.Te
 
 class EmaCodebook(nn.Module):
     """The codebook (`embed`, (size, dim)) with its EMA statistics; `usage` is the running count
-    of each code (the trainer's usage report reads it, as it does RVQ stages')."""
+    of each code (the trainer's usage report reads it, as it does RVQ stages'); `recent` holds the
+    latents of the last update, which dead codes restart onto."""
 
     def __init__(self, dim: int, size: int, decay: float = 0.99, epsilon: float = 1e-5):
         super().__init__()
@@ -71,6 +77,7 @@ class EmaCodebook(nn.Module):
         self.register_buffer("embed_sum", torch.zeros(size, dim))
         self.register_buffer("usage", torch.zeros(size))
         self.register_buffer("initialized", torch.zeros(()))  # 1 once k-means has run
+        self.recent: torch.Tensor | None = None
 
     def set(self, vectors: torch.Tensor) -> None:
         """Start the codebook (and its statistics) at `vectors`, as if each had been seen once."""
@@ -91,14 +98,21 @@ class EmaCodebook(nn.Module):
         total = self.usage.sum()
         smoothed = (self.usage + self.epsilon) / (total + size * self.epsilon) * total
         self.embed.copy_(self.embed_sum / smoothed.unsqueeze(1))
+        self.recent = flat
 
     @torch.no_grad()
-    def restart_dead_codes(self, recent: torch.Tensor, dead_share: float = 0.03) -> int:
-        """Move codes used less than `dead_share` of an even share onto random recent latents."""
+    def restart_dead_codes(self, recent: torch.Tensor | None = None, dead_share: float = 0.03) -> int:
+        """Move codes used less than `dead_share` of an even share onto random recent latents (the
+        last update's by default), each onto a different one while there are enough: two codes on
+        one latent tie, and the second never wins."""
+        recent = self.recent if recent is None else recent
         dead = self.usage < dead_share * self.usage.sum() / self.usage.numel()
         n = int(dead.sum())
-        if n and len(recent):
-            pick = recent[torch.randint(len(recent), (n,), device=recent.device)]
+        if n and recent is not None and len(recent):
+            pick = recent[torch.randperm(len(recent), device=recent.device)[:n]]
+            if len(pick) < n:  # fewer latents than dead codes: the rest land near random ones
+                extra = recent[torch.randint(len(recent), (n - len(pick),), device=recent.device)]
+                pick = torch.cat([pick, extra + 1e-3 * recent.std() * torch.randn_like(extra)])
             self.embed[dead] = pick
             self.embed_sum[dead] = pick * 1.0
             self.usage[dead] = 1.0  # as though seen once: the next EMA steps decide
@@ -118,33 +132,28 @@ class EmaVQ(nn.Module):
     def codebook(self) -> EmaCodebook:
         return self.stages[0]
 
-    @staticmethod
-    def _rows(x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(1, 2).reshape(-1, x.shape[1])
-
     @torch.no_grad()
     def kmeans_init(self, latents: torch.Tensor, iterations: int = 10) -> None:
         """Start the codebook at k-means centroids of latents (batch, dim, frames); needs at least
         codebook_size frames."""
-        rows = self._rows(latents.float())
-        if len(rows) < self.codebook_size:
-            raise ValueError(f"k-means of {self.codebook_size} codes needs as many latent frames, got {len(rows)}")
-        self.codebook.set(kmeans(rows.cpu(), self.codebook_size, iterations).to(latents.device))
+        flat = rows(latents.float())
+        if len(flat) < self.codebook_size:
+            raise ValueError(f"k-means of {self.codebook_size} codes needs as many latent frames, got {len(flat)}")
+        self.codebook.set(kmeans(flat.cpu(), self.codebook_size, iterations).to(latents.device))
 
     def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> QuantizerOutput:
         """Quantize (batch, dim, frames); n_stages is accepted for ResidualVQ's signature (one stage)."""
-        rows = self._rows(x)
-        codes = nearest(rows.detach(), self.codebook.embed)
+        flat = rows(x.detach())
+        codes = nearest(flat, self.codebook.embed)
         q = self.codebook.embed[codes].view(x.shape[0], x.shape[2], -1).transpose(1, 2)
         if self.training and torch.is_grad_enabled():
-            self.codebook.update(rows.detach(), codes)
-            self._recent = rows.detach()
+            self.codebook.update(flat, codes)
         commitment = ((x - q.detach()) ** 2).mean()
         return QuantizerOutput(x + (q - x).detach(), codes.view(x.shape[0], 1, -1), commitment, x.new_zeros(()))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, n_stages: int = 1) -> torch.Tensor:
-        return nearest(self._rows(x), self.codebook.embed).view(x.shape[0], 1, -1)
+        return nearest(rows(x), self.codebook.embed).view(x.shape[0], 1, -1)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -155,8 +164,7 @@ class EmaVQ(nn.Module):
         return float((x - self.decode(self.encode(x))).norm() / x.norm().clamp(min=1e-9))
 
     def restart_dead_codes(self) -> int:
-        recent = getattr(self, "_recent", None)
-        return 0 if recent is None else self.codebook.restart_dead_codes(recent)
+        return self.codebook.restart_dead_codes()
 
 
 class ResidualEmaVQ(nn.Module):
@@ -165,7 +173,10 @@ class ResidualEmaVQ(nn.Module):
 
     Unlike ResidualVQ's factorized codes, no projection is shared by all of a stage's codes: a
     gradient-trained shared projection can shrink every code onto the mean latent at once, which
-    collapsed an image model to one code per stage within 50 steps."""
+    collapsed an image model to one code per stage within 50 steps. The commitment term is one, on
+    the sum of the stages (EnCodec has one per stage). Under quantizer dropout an example's codes
+    for the stages it skipped are still computed (on its unchanged residual) but neither used nor
+    learned from."""
 
     def __init__(self, dim: int, stages: int, codebook_size: int = 1024, decay: float = 0.99):
         super().__init__()
@@ -184,13 +195,12 @@ class ResidualEmaVQ(nn.Module):
             if int(n.max()) <= i:
                 break
             keep = n > i
-            rows = EmaVQ._rows(residual)
-            c = nearest(rows, stage.embed)
+            flat = rows(residual)
+            c = nearest(flat, stage.embed)
             q = stage.embed[c].view(b, x.shape[2], -1).transpose(1, 2)
             if update:
                 used = keep.repeat_interleave(x.shape[2])
-                stage.update(rows[used], c[used])
-                stage._recent = rows[used]
+                stage.update(flat[used], c[used])
             q = q * keep.view(b, 1, 1)
             quantized, residual = quantized + q, residual - q
             codes.append(c.view(b, -1))
@@ -201,7 +211,7 @@ class ResidualEmaVQ(nn.Module):
     def encode(self, x: torch.Tensor, n_stages: int) -> torch.Tensor:
         residual, codes = x, []
         for stage in self.stages[:n_stages]:
-            c = nearest(EmaVQ._rows(residual), stage.embed).view(x.shape[0], -1)
+            c = nearest(rows(residual), stage.embed).view(x.shape[0], -1)
             residual = residual - stage.embed[c].transpose(1, 2)
             codes.append(c)
         return torch.stack(codes, 1)
@@ -215,4 +225,4 @@ class ResidualEmaVQ(nn.Module):
         return float((x - self.decode(self.encode(x, n_stages))).norm() / x.norm().clamp(min=1e-9))
 
     def restart_dead_codes(self) -> int:
-        return sum(s.restart_dead_codes(s._recent) for s in self.stages if getattr(s, "_recent", None) is not None)
+        return sum(stage.restart_dead_codes() for stage in self.stages)

@@ -76,7 +76,13 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 def ms_ssim_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
     """1 - multi-scale SSIM of images (batch, channels, H, W) in [0, 1], the scales weighted equally
     (nc.metrics.ms_ssim's 11-tap Gaussian window, K1 0.01, K2 0.03, contrast-structure terms at every
-    scale but the last, clipped at 0); the short side must exceed 10 * 2^(scales - 1) pixels."""
+    scale but the last, clamped at 1e-6 before the root); the short side must exceed 10 * 2^(scales - 1)
+    pixels. Runs in float32 even under autocast: blur(x x) - blur(x)^2 in bf16 errs by more than K2^2."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _ms_ssim_loss(x.float(), y.float(), scales)
+
+
+def _ms_ssim_loss(x: torch.Tensor, y: torch.Tensor, scales: int) -> torch.Tensor:
     c = x.shape[1]
     g = _gaussian_window().to(x)
     kernels = (g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1))

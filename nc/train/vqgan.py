@@ -127,7 +127,7 @@ def finish(model: ImageVQGAN, crops, out: Path, args, step: int, seconds: float,
 @torch.no_grad()
 def _log_step(out, model, crops, step, logged, optimizer, seconds, args, device) -> list[float]:
     """Training losses, PSNR with 1 and every stage on fixed crops, and each stage's code usage on
-    PROBE_CROPS whole crops (at most 1024 positions each); returns the usage."""
+    PROBE_CROPS whole crops (16 x 16 positions each); returns the usage."""
     model.eval()
     x = batch(crops, 4, args.crop, np.random.default_rng(12345)).to(device)
     probe = {}
