@@ -226,3 +226,15 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
 def test_nc_train_dispatches_to_the_image_vqgan_trainer():
     r = subprocess.run([sys.executable, "-m", "nc", "train", "image/vqgan", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "image/vqgan" in r.stdout and "--ssim" in r.stdout
+
+
+def test_shipped_weights_load_and_decode_identically_on_one_and_two_threads(monkeypatch):
+    if not vqgan_codec.SHIPPED_WEIGHTS.exists():
+        pytest.skip("no shipped image/vqgan weights")
+    from nc.plugins import registry
+
+    shipped = VqganCodec(vqgan_codec.SHIPPED_WEIGHTS)
+    monkeypatch.setitem(registry().codecs, "image/vqgan", shipped)
+    assert shipped.model.cfg.stages == 4 and shipped.model.cfg.codebook_size == 1024
+    one, two = decode_on_one_and_two_threads(nc.encode(photo(96, 160), codec="image/vqgan", quality=4))
+    assert np.array_equal(one, two)

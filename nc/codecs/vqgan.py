@@ -10,8 +10,10 @@ Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would be lost).
 Any size: the image is cut into the fewest tiles of at most TILE x TILE pixels,
 as equal as the 16-pixel grid allows (`learned_image.even_tiles`), each padded
 (edge pixels repeated) to a multiple of 16 and coded alone, so memory is bounded
-by one tile; the padding is cropped away on decode. TILE is 512: the network was
-trained on 128-pixel crops, and its attention and group norms see a whole tile.
+by one tile; the padding is cropped away on decode. Tiles are coded independently,
+so their seams can show (a 512-pixel TILE split 768-pixel photos down the middle,
+with a visible seam at q1); at 1024 the usual photo is one tile, and the network,
+trained on 128-pixel crops, coded whole 768x512 photos as well as 512 tiles of them.
 
 Deterministic bitstream: the codes are entropy-coded with static per-stage
 code frequencies shipped in the weights (`prior.counts` + 1), so a file parses
@@ -52,7 +54,7 @@ from nc.media.facts import ImageFacts
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "image_vqgan.safetensors"
 #: NC_VQGAN_WEIGHTS points nc at weights you trained yourself (files record the weights' hash)
 WEIGHTS = Path(os.environ.get("NC_VQGAN_WEIGHTS", SHIPPED_WEIGHTS))
-TILE = 512  # the most pixels per tile side: a multiple of 16
+TILE = 1024  # the most pixels per tile side: a multiple of 16
 GRID = 16  # pixels per token side
 STAGES = 4  # the shipped model's codebooks: --quality 1..4
 QUALITY = RateRange("quality", 1, STAGES)
