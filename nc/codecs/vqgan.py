@@ -11,9 +11,10 @@ Any size: the image is cut into the fewest tiles of at most TILE x TILE pixels,
 as equal as the 16-pixel grid allows (`learned_image.even_tiles`), each padded
 (edge pixels repeated) to a multiple of 16 and coded alone, so memory is bounded
 by one tile; the padding is cropped away on decode. Tiles are coded independently,
-so their seams can show (a 512-pixel TILE split 768-pixel photos down the middle,
-with a visible seam at q1); at 1024 the usual photo is one tile, and the network,
-trained on 128-pixel crops, coded whole 768x512 photos as well as 512 tiles of them.
+so their seams show at low rates (a 512-pixel TILE split 768-pixel photos down
+the middle, with a visible seam at q1); at 1024 the usual photo is one tile. The
+network was trained on 128-pixel crops and does a little better on smaller tiles
+(512: +0.35 dB PSNR at q1 on the benchmark photos, seams included).
 
 Deterministic bitstream: the codes are entropy-coded with static per-stage
 code frequencies shipped in the weights (`prior.counts` + 1), so a file parses
