@@ -1,21 +1,3 @@
 #!/usr/bin/env bash
-# One prepared GPU run of image/hvae for the device tool (under 10 minutes; see README "Training").
-#
-# Here, first:   python scripts/build_image_set.py --out data/images      (train_256.npy, 47 MiB)
-# Then run it through the device tool with
-#   command: bash scripts/gpu_train_hvae.sh     carry: ["data/images"]
-# Environment: MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of HvaeConfig), INIT (weights to
-# fine-tune, e.g. nc/codecs/weights/image_hvae.safetensors), RESUME (a run folder with
-# checkpoint.safetensors to continue, carried too). It needs only torch, numpy, safetensors,
-# constriction and pluggy there. weights.safetensors (fp16 + integer tables) and the log come back in $OUT.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-run=/tmp/hvae-gpu
-mkdir -p "$run"
-if [ -n "${RESUME:-}" ]; then cp "$RESUME"/checkpoint.safetensors "$run/"; fi
-(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi") | tee "$OUT/device.txt"
-python3 -m nc.train.image image/hvae --data data/images --out "$run" --steps "${STEPS:-200000}" \
-    --max-minutes "${MINUTES:-8}" --batch "${BATCH:-32}" --crop "${CROP:-256}" --lr "${LR:-4e-4}" \
-    ${CONFIG:+--config "$CONFIG"} ${INIT:+--init "$INIT"} --log-every 200 --checkpoint-every 2000 2>&1 | tee "$OUT/console.log"
-cp "$run/weights.safetensors" "$run/train.log" "$OUT/"
+# One prepared GPU run of image/hvae: scripts/gpu_train_image.sh says how (carry ["data/images"]).
+exec bash "$(dirname "$0")/gpu_train_image.sh" image/hvae

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, one_thread, pad_to, tiles
+from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, one_thread, pad_to, take_block, tiles
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -220,8 +220,8 @@ class HvaeDecoder(Decoder):
         out = np.empty((f.height, f.width, 3), np.uint8)
         pos = 2
         for top, left, h, w in tiles(f.height, f.width, TILE):
-            z_data, pos = _take(data, pos)
-            y_data, pos = _take(data, pos)
+            z_data, pos = take_block(data, pos, "image/hvae")
+            y_data, pos = take_block(data, pos, "image/hvae")
             out[top:top + h, left:left + w] = self.m.decode_tile(z_data, y_data, h, w, step)
         if pos != len(data):
             raise CorruptChunkError("image/hvae payload has bytes after its last tile")
@@ -239,12 +239,3 @@ class HvaeCodec(LearnedImageCodec):
                          # below the classical image codecs (JPEG 10): the shipped weights do not beat JPEG
                          # yet (nc/codecs/weights/image_hvae.md), so nc never picks it unless asked to
                          rank=5)
-
-
-def _take(data: bytes, pos: int) -> tuple[bytes, int]:
-    if pos + 4 > len(data):
-        raise CorruptChunkError("image/hvae payload ends inside a tile header")
-    n = U32.unpack_from(data, pos)[0]
-    if pos + 4 + n > len(data):
-        raise CorruptChunkError("image/hvae tile is longer than the payload holds")
-    return data[pos + 4:pos + 4 + n], pos + 4 + n

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, RatePoint, RateRange
-from nc.errors import PluginError, UsageError
+from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
 BPP = RateRange("bpp", 0.01, 8)  # a target for the payload; the container adds a few hundred bytes
@@ -57,6 +57,16 @@ class LearnedImageCodec(Codec):
     def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
         self.check(facts)
         return self.decoder_class(self.model, facts)
+
+
+def take_block(data: bytes, pos: int, codec_id: str) -> tuple[bytes, int]:
+    """A tile's u32-length-prefixed block at `pos` of a payload, and the position after it."""
+    if pos + 4 > len(data):
+        raise CorruptChunkError(f"{codec_id} payload ends inside a tile header")
+    n = int.from_bytes(data[pos:pos + 4], "little")
+    if pos + 4 + n > len(data):
+        raise CorruptChunkError(f"{codec_id} tile is longer than the payload holds")
+    return data[pos + 4:pos + 4 + n], pos + 4 + n
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, even_tiles, one_thread, pad_to
+from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, even_tiles, one_thread, pad_to, take_block
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -198,14 +198,9 @@ class VqganDecoder(Decoder):
         out = np.empty((f.height, f.width, 3), np.uint8)
         pos = 1
         for top, left, h, w in even_tiles(f.height, f.width, TILE, GRID):
-            if pos + 4 > len(data):
-                raise CorruptChunkError("image/vqgan payload ends inside a tile header")
-            n = U32.unpack_from(data, pos)[0]
-            if pos + 4 + n > len(data):
-                raise CorruptChunkError("image/vqgan tile is longer than the payload holds")
-            codes = self.m.unpack(data[pos + 4:pos + 4 + n], (stages, *_grid(h, w)))
+            block, pos = take_block(data, pos, "image/vqgan")
+            codes = self.m.unpack(block, (stages, *_grid(h, w)))
             out[top:top + h, left:left + w] = self.m.pixels(codes)[:h, :w]
-            pos += 4 + n
         if pos != len(data):
             raise CorruptChunkError("image/vqgan payload has bytes after its last tile")
         return as_mode(out, f.channels)
