@@ -135,40 +135,56 @@ def start_run(args, config_class, model_class, betas=(0.9, 0.999)) -> Run:
     return run
 
 
-def train(args) -> None:
-    run = start_run(args, HvaeConfig, ImageHVAE)
-    out, ckpt, device, model, optimizer, step = run.out, run.ckpt, run.device, run.model, run.optimizer, run.step
-    cfg, elapsed = model.cfg, run.elapsed
-    crops = load_crops(Path(args.data))
-    rng = np.random.default_rng([args.seed, step])
-    start = time.time() - elapsed
+def train_loop(run: Run, args, crops: np.ndarray, warmup: int, loss_of, after_step) -> float:
+    """What both image trainers run until args.steps or args.max_minutes: the learning-rate schedule, a
+    batch of random crops, one clipped Adam step on loss_of(x) -> (loss, logged), then
+    after_step(step, progress, logged, seconds) (logging, restarts, ...), and checkpoints. Returns the
+    seconds trained, this run's and those it resumed."""
+    model, optimizer = run.model, run.optimizer
+    rng = np.random.default_rng([args.seed, run.step])
+    start = time.time() - run.elapsed
     budget = args.max_minutes * 60 if args.max_minutes else float("inf")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda")
     stop = False
-    while step < args.steps and not stop:
-        progress = max(step / args.steps, (time.time() - start) / budget)
+    while run.step < args.steps and not stop:
+        progress = max(run.step / args.steps, (time.time() - start) / budget)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, progress, args.lr, warmup=500)
-        x = batch(crops, args.batch, args.crop, rng).to(device)
-        q = torch.rand(args.batch, device=device) * (cfg.qualities - 1)
+            group["lr"] = learning_rate(run.step, progress, args.lr, warmup=warmup)
+        x = batch(crops, args.batch, args.crop, rng).to(run.device)
         with autocast:
-            losses = rd_loss(model, x, q)
+            loss, logged = loss_of(x)
         optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        step += 1
-        if step % args.log_every == 0:
-            _log_step(out, model, crops, step, losses, optimizer, time.time() - start, args, device)
+        run.step += 1
+        after_step(run.step, progress, logged, time.time() - start)
         stop = time.time() - start >= budget
-        if step % args.checkpoint_every == 0 or step == args.steps or stop:
-            save_checkpoint(ckpt, {"model": model}, {"opt": optimizer},
-                            {"step": step, "elapsed": time.time() - start, "config": cfg.to_dict()})
-    meta = {"config": cfg.to_dict(), "codec": "image/hvae", "steps": step,
-            "train_minutes": round((time.time() - start) / 60, 1), "device": str(device),
+        if run.step % args.checkpoint_every == 0 or run.step == args.steps or stop:
+            save_checkpoint(run.ckpt, {"model": model}, {"opt": optimizer},
+                            {"step": run.step, "elapsed": time.time() - start, "config": model.cfg.to_dict()})
+    return time.time() - start
+
+
+def train(args) -> None:
+    run = start_run(args, HvaeConfig, ImageHVAE)
+    model, cfg = run.model, run.model.cfg
+    crops = load_crops(Path(args.data))
+
+    def loss_of(x):  # every crop at its own quality
+        losses = rd_loss(model, x, torch.rand(len(x), device=x.device) * (cfg.qualities - 1))
+        return losses["loss"], losses
+
+    def after_step(step, progress, losses, seconds):
+        if step % args.log_every == 0:
+            _log_step(run.out, model, crops, step, losses, run.optimizer, seconds, args, run.device)
+
+    seconds = train_loop(run, args, crops, 500, loss_of, after_step)
+    meta = {"config": cfg.to_dict(), "codec": "image/hvae", "steps": run.step,
+            "train_minutes": round(seconds / 60, 1), "device": str(run.device),
             "batch": args.batch, "crop": args.crop}
-    save_weights(out / "weights.safetensors", model.cpu().float(), export_tables(model), meta)
-    log_line(out, "wrote weights.safetensors: " + json.dumps(meta))
+    save_weights(run.out / "weights.safetensors", model.cpu().float(), export_tables(model), meta)
+    log_line(run.out, "wrote weights.safetensors: " + json.dumps(meta))
 
 
 @torch.no_grad()

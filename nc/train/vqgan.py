@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nc.models.vqgan import ImageVQGAN, VqganConfig
-from nc.models.weights import save_checkpoint, save_weights
-from nc.train.common import learning_rate, log_line
-from nc.train.image import add_run_options, batch, load_crops, start_run
+from nc.models.weights import save_weights
+from nc.train.common import log_line
+from nc.train.image import add_run_options, batch, load_crops, start_run, train_loop
 from nc.train.losses import ms_ssim_loss
 
 PROBE_CROPS = 16  # whole training crops whose codes the log's usage counts (16 x 256 positions)
@@ -63,37 +62,22 @@ def usage(model: ImageVQGAN, probe: torch.Tensor) -> list[float]:
 
 def train(args) -> None:
     run = start_run(args, VqganConfig, ImageVQGAN, betas=(0.5, 0.9))  # VQGAN's Adam betas
-    out, ckpt, device, model, optimizer, step = run.out, run.ckpt, run.device, run.model, run.optimizer, run.step
-    cfg, elapsed = model.cfg, run.elapsed
+    model = run.model
     crops = load_crops(Path(args.data))
-    rng = np.random.default_rng([args.seed, step])
-    start = time.time() - elapsed
-    budget = args.max_minutes * 60 if args.max_minutes else float("inf")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    stop = False
-    while step < args.steps and not stop:
-        progress = max(step / args.steps, (time.time() - start) / budget)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, progress, args.lr, warmup=300)
-        x = batch(crops, args.batch, args.crop, rng).to(device)
-        with autocast:
-            loss, logged = losses_of(model, x, dropout_stages(args.batch, cfg.stages, device), args.ssim)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
+
+    def loss_of(x):
+        return losses_of(model, x, dropout_stages(len(x), model.cfg.stages, x.device), args.ssim)
+
+    def after_step(step, progress, logged, seconds):
         if step % args.log_every == 0:
-            used = _log_step(out, model, crops, step, logged, optimizer, time.time() - start, args, device)
+            used = _log_step(run.out, model, crops, step, logged, run.optimizer, seconds, args, run.device)
             if step >= 1000 and used[0] < COLLAPSE_SHARE:
                 raise SystemExit(f"codebook collapse: stage 1 uses {used[0]:.1%} of its codes at step {step}")
         if (step == 1 or step % 100 == 0) and progress < 0.9:
             model.quantizer.restart_dead_codes()
-        stop = time.time() - start >= budget
-        if step % args.checkpoint_every == 0 or step == args.steps or stop:
-            save_checkpoint(ckpt, {"model": model}, {"opt": optimizer},
-                            {"step": step, "elapsed": time.time() - start, "config": cfg.to_dict()})
-    finish(model, crops, out, args, step, time.time() - start, device)
+
+    seconds = train_loop(run, args, crops, 300, loss_of, after_step)
+    finish(model, crops, run.out, args, run.step, seconds, run.device)
 
 
 @torch.no_grad()
