@@ -218,6 +218,9 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "resumed from step 2" in log and '"step": 4' in log and '"usage"' in log
     codec = VqganCodec(tmp_path / "run" / "weights.safetensors")
+    with pytest.raises(SystemExit, match="holds a network of config"):  # --init weights keep their network
+        train_main(["image/vqgan", "--data", str(tmp_path), "--out", str(tmp_path / "tuned"), "--steps", "1",
+                    "--init", str(tmp_path / "run" / "weights.safetensors"), "--config", '{"stages": 3}'])
     facts = ImageFacts(64, 64, "RGB")
     packet = codec.encoder(facts, codec.descriptor.resolve(quality=4)).encode(photo(64, 64))[0]
     assert codec.decoder(facts, codec.descriptor.resolve(quality=4), {}).decode(packet).shape == (64, 64, 3)

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, one_thread, pad_to, take_block, tiles
+from nc.codecs.learned_image import (LearnedImageCodec, as_mode, as_rgb, load_network, one_thread, pad_to,
+                                     take_block, tiles)
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -73,13 +74,9 @@ class HvaeModel:
 
         from nc.bitstream.entropy import ScaleTableCoder
         from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis
-        from nc.models.weights import load_weights
 
-        state, extra, meta = load_weights(path)
+        self.net, cfg, extra = load_network(path, HvaeConfig, ImageHVAE, "image/hvae")
         try:
-            cfg = HvaeConfig(**meta["config"])
-            self.net = ImageHVAE(cfg)
-            self.net.load_state_dict(state)
             self.int_h_s = IntegerHyperSynthesis.from_tensors(extra)
             self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
             self.gain_value = extra["gain.value"].numpy().astype(np.int64)
@@ -94,7 +91,6 @@ class HvaeModel:
                 or (self.gain_value <= 0).any() or self.z_index.min() < 0 or self.z_index.max() >= 64):
             raise PluginError(f"{path}: image/hvae tables do not match the network's config "
                               f"(or it has other than {QUALITY.high:g} qualities)")
-        self.net.eval()
         self.cfg, self.steps, self.torch = cfg, steps, torch
         self.act_bits = ACT_BITS
         self.thresholds = log_scale_thresholds(ACT_BITS)

@@ -59,6 +59,21 @@ class LearnedImageCodec(Codec):
         return self.decoder_class(self.model, facts)
 
 
+def load_network(path: Path, config_class, model_class, codec_id: str):
+    """(network in eval mode, its config, the weights' other tensors) from a weights file; PluginError
+    for a file that is not this codec's (no config, another config's tensors)."""
+    from nc.models.weights import load_weights
+
+    state, extra, meta = load_weights(path)
+    try:
+        cfg = config_class(**meta["config"])
+        net = model_class(cfg)
+        net.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise PluginError(f"{path}: not {codec_id} weights ({str(e).splitlines()[0]})") from None
+    return net.eval(), cfg, extra
+
+
 def take_block(data: bytes, pos: int, codec_id: str) -> tuple[bytes, int]:
     """A tile's u32-length-prefixed block at `pos` of a payload, and the position after it."""
     if pos + 4 > len(data):

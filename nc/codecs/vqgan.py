@@ -48,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
-from nc.codecs.learned_image import LearnedImageCodec, as_mode, as_rgb, even_tiles, one_thread, pad_to, take_block
+from nc.codecs.learned_image import (LearnedImageCodec, as_mode, as_rgb, even_tiles, load_network, one_thread,
+                                     pad_to, take_block)
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -70,21 +71,15 @@ class VqganModel:
 
         from nc.bitstream.entropy import FrequencyTable
         from nc.models.vqgan import ImageVQGAN, VqganConfig
-        from nc.models.weights import load_weights
 
-        state, extra, meta = load_weights(path)
-        try:
-            cfg = VqganConfig(**meta["config"])
-            self.net = ImageVQGAN(cfg)
-            self.net.load_state_dict(state)
-            counts = extra["prior.counts"].numpy().astype(np.int64)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise PluginError(f"{path}: not image/vqgan weights ({str(e).splitlines()[0]})") from None
+        self.net, cfg, extra = load_network(path, VqganConfig, ImageVQGAN, "image/vqgan")
+        if "prior.counts" not in extra:
+            raise PluginError(f"{path}: not image/vqgan weights (no prior.counts)")
+        counts = extra["prior.counts"].numpy().astype(np.int64)
         if cfg.stages != STAGES or counts.shape != (cfg.stages, cfg.codebook_size) or counts.min() < 0 \
                 or cfg.codebook_size > 2**15:  # tokens are int16
             raise PluginError(f"{path}: image/vqgan needs {STAGES} stages with a prior per stage; these weights "
                               f"have {cfg.stages} stages and priors of shape {tuple(counts.shape)}")
-        self.net.eval()
         self.cfg, self.torch = cfg, torch
         self.prior = FrequencyTable.from_counts(counts, floor=1)
 

@@ -120,11 +120,10 @@ def start_run(args, config_class, model_class, betas=(0.9, 0.999)) -> Run:
     model = model_class(cfg).to(device)
     run = Run(out, ckpt, device, model, torch.optim.Adam(model.parameters(), lr=args.lr, betas=betas))
     if init:
-        try:
-            model.load_state_dict(init[0])
-        except RuntimeError as e:
-            raise SystemExit(f"{args.init} does not fit a network of config {cfg.to_dict()}: "
-                             f"{str(e).splitlines()[0]}") from None
+        state, _, meta = init
+        if config_class(**meta["config"]) != cfg:
+            raise SystemExit(f"{args.init} holds a network of config {meta['config']}, not {cfg.to_dict()}")
+        model.load_state_dict(state)
         log_line(out, f"initialized from {args.init}")
     if ckpt.exists():
         meta = load_checkpoint(ckpt, {"model": model}, {"opt": run.optimizer})
