@@ -8,8 +8,10 @@ import torch
 
 import nc
 from nc.codecs import hvae as hvae_codec
-from nc.codecs.hvae import HvaeCodec, log_scale_thresholds
-from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis
+from nc.codecs.hvae import HvaeCodec
+from nc.codecs.hyperprior import log_scale_thresholds
+from nc.models.hvae import HvaeConfig, ImageHVAE
+from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
 from nc.models.weights import save_weights
 from nc.train.image import export_tables, rd_loss
 from image_codec_checks import decode_on_one_and_two_threads, photo

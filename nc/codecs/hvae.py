@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
+from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import (LearnedImageCodec, as_mode, as_rgb, load_network, one_thread, pad_to,
                                      take_block, tiles)
 from nc.errors import CorruptChunkError, PluginError, UsageError
@@ -54,47 +55,19 @@ QUALITY = RateRange("quality", 1, 8)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
 
-def log_scale_thresholds(act_bits: int) -> np.ndarray:
-    """Fixed-point log scale l (integers, act_bits fractional bits) maps to scale index
-    searchsorted(T, l, "left"): std exp(l / 2^act_bits) <= SCALES[i] iff l <= floor(log(SCALES[i]) 2^act_bits).
-    Refuses a libm whose log puts an entry within 1e-9 of a rounding edge (never seen)."""
-    from nc.bitstream.entropy import SCALES
-
-    exact = np.log(SCALES) * 2.0**act_bits
-    if np.any(np.abs(exact - np.round(exact)) < 1e-9):
-        raise RuntimeError("a scale threshold lies on a fixed-point edge; the tables would not be portable")
-    return np.floor(exact).astype(np.int64)
-
-
 class HvaeModel:
     """The loaded networks and integer tables shared by every encoder and decoder."""
 
     def __init__(self, path: Path):
         import torch
 
-        from nc.bitstream.entropy import ScaleTableCoder
-        from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis
+        from nc.models.hvae import HvaeConfig, ImageHVAE
 
         self.net, cfg, extra = load_network(path, HvaeConfig, ImageHVAE, "image/hvae")
-        try:
-            self.int_h_s = IntegerHyperSynthesis.from_tensors(extra)
-            self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
-            self.gain_value = extra["gain.value"].numpy().astype(np.int64)
-            self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
-            mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64))
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise PluginError(f"{path}: not image/hvae weights ({str(e).splitlines()[0]})") from None
-        steps = self.gain_log.shape[0]
-        if (cfg.qualities != QUALITY.high or mean.shape != (1, cfg.latent, 4, 4) or log_scale.shape != mean.shape
-                or self.gain_log.shape != (steps, cfg.latent) or self.gain_value.shape != (steps, cfg.latent)
-                or steps != 16 * (cfg.qualities - 1) + 1 or self.z_index.shape != (cfg.hyper,)
-                or (self.gain_value <= 0).any() or self.z_index.min() < 0 or self.z_index.max() >= 64):
-            raise PluginError(f"{path}: image/hvae tables do not match the network's config "
-                              f"(or it has other than {QUALITY.high:g} qualities)")
-        self.cfg, self.steps, self.torch = cfg, steps, torch
-        self.act_bits = ACT_BITS
-        self.thresholds = log_scale_thresholds(ACT_BITS)
-        self.coder = ScaleTableCoder("gaussian")
+        if cfg.qualities != QUALITY.high:
+            raise PluginError(f"{path}: image/hvae weights must have {QUALITY.high:g} qualities, not {cfg.qualities}")
+        self.coder = LatentCoder(extra, cfg, path, "image/hvae")
+        self.cfg, self.steps, self.torch = cfg, self.coder.steps, torch
 
     # ---- one tile
 
@@ -107,52 +80,13 @@ class HvaeModel:
             y = self.net.analysis(x)
             z = torch.round(self.net.h_a(y))
         z = z[0].numpy().astype(np.int64)
-        return y[0].numpy(), z, self.hyper_side(z)
-
-    def hyper_side(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer hyper-synthesis of z: fixed-point (mean, log scale) of y, int64, act_bits fractional bits."""
-        mean, log_scale = self.int_h_s(self.torch.from_numpy(z)[None].double())
-        return mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
-
-    def _side_info(self, side: tuple[np.ndarray, np.ndarray], step: int):
-        """(mean of y g as float64, scale indices) of the tile's y at quality `step`, from integers only."""
-        from nc.models.hvae import GAIN_BITS
-
-        mean, log_scale = side
-        gain_value = self.gain_value[step][:, None, None]
-        mean_g = (mean * gain_value + (1 << (GAIN_BITS - 1))) >> GAIN_BITS  # fixed point, act_bits
-        index = np.searchsorted(self.thresholds, log_scale + self.gain_log[step][:, None, None], side="left")
-        return mean_g / 2.0**self.act_bits, np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
-
-    def gain(self, step: int) -> np.ndarray:
-        from nc.models.hvae import GAIN_BITS
-
-        return (self.gain_value[step] / 2.0**GAIN_BITS)[:, None, None]
-
-    def code_y(self, y: np.ndarray, side, step: int) -> bytes:
-        mean_g, index = self._side_info(side, step)
-        symbols = np.rint(y * self.gain(step) - mean_g).astype(np.int64)
-        return self.coder.encode(symbols, np.zeros_like(mean_g), index)
-
-    def code_z(self, z: np.ndarray) -> bytes:
-        index = np.broadcast_to(self.z_index[:, None, None], z.shape)
-        return self.coder.encode(z, np.zeros(z.shape), index)
+        return y[0].numpy(), z, self.coder.hyper_side(z)
 
     def decode_tile(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int) -> np.ndarray:
         """A tile's payloads -> uint8 (h, w, 3)."""
-        from nc.errors import FormatError
-
-        torch, cfg = self.torch, self.cfg
+        torch = self.torch
         h64, w64 = -(-h // 64) * 64, -(-w // 64) * 64
-        z_shape = (cfg.hyper, h64 // 64, w64 // 64)
-        try:
-            z = self.coder.decode(z_data, np.zeros(z_shape), np.broadcast_to(self.z_index[:, None, None], z_shape))
-            mean_g, index = self._side_info(self.hyper_side(z.astype(np.int64)), step)
-            s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
-        except (FormatError, ValueError) as e:
-            raise CorruptChunkError(f"image/hvae tile: {e}") from None
-        # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
-        y_hat = np.clip((s + mean_g) / self.gain(step), -2.0**15, 2.0**15)
+        y_hat = self.coder.decode_y(z_data, y_data, h64 // 16, w64 // 16, step)
         with torch.inference_mode(), one_thread(torch):
             x = self.net.synthesis(torch.from_numpy(y_hat)[None].float())[0]
         pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
@@ -173,7 +107,7 @@ class HvaeEncoder(Encoder):
         self.done = True
         rgb = as_rgb(block)
         latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width, TILE)]
-        z_parts = [self.m.code_z(z) for _, z, _ in latents]
+        z_parts = [self.m.coder.code_z(z) for _, z, _ in latents]
         if self.rate.unit == "quality":
             step = round((self.rate.value - 1) * 16)  # 1..8 -> 0..112
             return [Packet(self._payload(step, latents, z_parts), 0, 1)]
@@ -194,7 +128,7 @@ class HvaeEncoder(Encoder):
     def _payload(self, step: int, latents, z_parts) -> bytes:
         parts = [U16.pack(step)]
         for (y, _, side), z_data in zip(latents, z_parts):
-            y_data = self.m.code_y(y, side, step)
+            y_data = self.m.coder.code_y(y, side, step)
             parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
         return b"".join(parts)
 

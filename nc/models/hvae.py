@@ -1,41 +1,22 @@
 """image/hvae's network: a two-level hierarchical VAE (mean-scale hyperprior) with one model for every rate.
 
-Latent ladder, coarse to fine:
-
-    z: hyper latent, `hyper` channels at 1/64 of the image side; integers coded with a
-       zero-mean Gaussian per channel (a learned scale, fixed at export)
-    y: main latent, `latent` channels at 1/16; integers coded with a Gaussian whose mean
-       and scale the hyper-synthesis h_s computes from z
-
-Training uses additive uniform noise for the rate terms and rounding (with a
-straight-through gradient) for what the synthesis sees; coding rounds.
-
-One model, every rate (gain units, Cui et al. 2021): quality q in [0, Q - 1] picks
-a per-channel gain g(q) (log-linear between Q learned gain vectors); the encoder
-codes round(y * g - mu * g), so a larger gain spends more bits. Training draws q
-uniformly and weighs distortion by lambda(q), log-linear between `lambdas`.
-
-Decodable everywhere: h_s, the only network whose output the entropy coder
-depends on, also runs as an integer network (`IntegerHyperSynthesis`): weights
-and activations are fixed-point integers held in float64, and every sum of
-integer products stays below 2^53, so each conv is exact in any summation
-order, on any thread count or device. The gains the coder needs are integer
-tables as well (`gain_tables`). Only the synthesis g_s runs in float, and it
-shapes pixels, not the bitstream.
+The 2-D transform: g_a maps pixels to y (`latent` channels at 1/16 of the side) through four
+5x5 stride-2 convolutions with GDN between them; g_s mirrors it. The latent's coding (hyper
+latent z at 1/64, gains for every rate, the integer hyper-synthesis that makes files portable)
+is nc/models/hyperprior.py's, shared with video/wfvae.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nc.models.hyperprior import GainedHyperprior, down, up
+
 # CompressAI's MSE lambdas for its 8 qualities (distortion = lambda * 255^2 * MSE of [0, 1] pixels)
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
-SCALE_MIN = 0.11  # the entropy coder's smallest scale (nc/bitstream/entropy.SCALES)
-STEPS_PER_QUALITY = 16  # the coder's quality grid: q = step / 16, step in [0, 16 (Q - 1)]
 
 
 @dataclass(frozen=True)
@@ -73,53 +54,15 @@ class GDN(nn.Module):
         return x * norm if self.inverse else x / norm
 
 
-def _down(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 5, stride=2, padding=2)
-
-
-def _up(cin: int, cout: int) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
-
-
-class HyperSynthesis(nn.Sequential):
-    """h_s: z (hyper, H/64) -> mean and log-scale of y (2 * latent, H/16); ReLU between layers,
-    which the integer version reproduces exactly."""
-
-    def __init__(self, cfg: HvaeConfig):
-        mid = (cfg.channels + 2 * cfg.latent) // 2
-        super().__init__(_up(cfg.hyper, cfg.channels), nn.ReLU(), _up(cfg.channels, mid), nn.ReLU(),
-                         nn.Conv2d(mid, 2 * cfg.latent, 3, padding=1))
-
-
-class ImageHVAE(nn.Module):
+class ImageHVAE(GainedHyperprior):
     def __init__(self, cfg: HvaeConfig):
         super().__init__()
         self.cfg = cfg
         n, m = cfg.channels, cfg.latent
-        self.g_a = nn.Sequential(_down(3, n), GDN(n), _down(n, n), GDN(n), _down(n, n), GDN(n), _down(n, m))
-        self.g_s = nn.Sequential(_up(m, n), GDN(n, True), _up(n, n), GDN(n, True), _up(n, n), GDN(n, True),
-                                 _up(n, 3))
-        self.h_a = nn.Sequential(nn.Conv2d(m, n, 3, padding=1), nn.ReLU(), _down(n, n), nn.ReLU(),
-                                 _down(n, cfg.hyper))
-        self.h_s = HyperSynthesis(cfg)
-        self.log_gains = nn.Parameter(torch.linspace(-1.5, 1.5, cfg.qualities).view(-1, 1).repeat(1, m))
-        self.z_log_scale = nn.Parameter(torch.zeros(cfg.hyper))
-
-    # ---- rate control
-
-    def log_gain(self, q: torch.Tensor) -> torch.Tensor:
-        """Per-channel log gain (batch, latent) at qualities q (batch,) in [0, Q - 1], log-linear between levels."""
-        q = q.clamp(0, self.cfg.qualities - 1)
-        i = q.floor().long().clamp(max=self.cfg.qualities - 2)
-        f = (q - i).unsqueeze(1)
-        return (1 - f) * self.log_gains[i] + f * self.log_gains[i + 1]
-
-    def lmbda(self, q: torch.Tensor) -> torch.Tensor:
-        lam = torch.log(torch.tensor(self.cfg.lambdas, device=q.device))
-        q = q.clamp(0, self.cfg.qualities - 1)
-        i = q.floor().long().clamp(max=self.cfg.qualities - 2)
-        f = q - i
-        return torch.exp((1 - f) * lam[i] + f * lam[i + 1])
+        self.g_a = nn.Sequential(down(3, n), GDN(n), down(n, n), GDN(n), down(n, n), GDN(n), down(n, m))
+        self.g_s = nn.Sequential(up(m, n), GDN(n, True), up(n, n), GDN(n, True), up(n, n), GDN(n, True),
+                                 up(n, 3))
+        self.build_prior(cfg)
 
     # ---- the pieces the codec calls
 
@@ -130,148 +73,11 @@ class ImageHVAE(nn.Module):
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.g_s(y_hat) + 0.5
 
-    def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, log scale) of y, each (batch, latent, H/16, W/16), from the rounded hyper latent."""
-        mean, log_scale = self.h_s(z_hat).chunk(2, dim=1)
-        return mean, log_scale
-
     def forward(self, x: torch.Tensor, q: torch.Tensor) -> dict:
         """Training pass on x (batch, 3, H, W) in [0, 1], H and W multiples of 64, qualities q (batch,).
         Returns the reconstruction and the bits of y and z per image (noise-relaxed)."""
-        y = self.analysis(x).float()
-        with torch.autocast(x.device.type, enabled=False):  # what the coder sees stays float32 under bf16
-            z = self.h_a(y)
-            z_hat = z + (torch.round(z) - z).detach()
-            z_bits = _gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), torch.zeros_like(z),
-                                    self.z_log_scale.view(1, -1, 1, 1).expand_as(z))
-            mean, log_scale = self.hyper_parameters(z_hat)
-            gain = self.log_gain(q).exp()[:, :, None, None]
-            centred = (y - mean) * gain  # what the coder codes, rounded
-            y_bits = _gaussian_bits(centred + torch.empty_like(centred).uniform_(-0.5, 0.5),
-                                    torch.zeros_like(centred), log_scale + gain.log())
-            rounded = centred + (torch.round(centred) - centred).detach()
-            y_hat = rounded / gain + mean
-        x_hat = self.synthesis(y_hat)
-        return {"x_hat": x_hat.float(), "y_bits": y_bits.sum((1, 2, 3)), "z_bits": z_bits.sum((1, 2, 3))}
+        y_hat, y_bits, z_bits = self.quantize(self.analysis(x), q)
+        return {"x_hat": self.synthesis(y_hat).float(), "y_bits": y_bits, "z_bits": z_bits}
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def _gaussian_bits(value: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """-log2 P(value rounded) under N(mean, exp(log_scale)) integrated over [value - 0.5, value + 0.5]."""
-    scale = log_scale.exp().clamp(min=SCALE_MIN)
-    d = (value - mean).abs()
-    upper = torch.special.ndtr((0.5 - d) / scale)  # symmetric form: accurate in the tails
-    lower = torch.special.ndtr((-0.5 - d) / scale)
-    return -torch.log2((upper - lower).clamp(min=1e-9))
-
-
-# ------------------------------------------------------------------ integer hyper-synthesis
-
-ACT_BITS = 8  # fractional bits of the integer network's activations
-ACT_LIMIT = 2.0**22  # activations are clamped to +-2^22 (values +-16384)
-WEIGHT_LIMIT = 2.0**11  # integer weights of a layer lie within +-2^11
-GAIN_BITS = 16  # fractional bits of the integer gains
-
-
-class IntegerHyperSynthesis:
-    """h_s in integer arithmetic (Balle et al. 2019, "Integer networks"), run as float64 convolutions
-    of integer-valued tensors. Bound: |activation| <= 2^22, |weight| <= 2^11, fan-in <= 2^11 (asserted),
-    so every partial sum is an integer below 2^44 < 2^53 and exact whatever the summation order.
-
-    The fan-in of a 5x5 stride-2 transposed conv ("up") is in_channels x 3 x 3: each output pixel
-    meets ceil(5/2)^2 input pixels. |bias| < 2^31 (int32 storage) adds less than 2^31 to a sum.
-
-    Built from a trained HyperSynthesis by `from_float` (or from the integer tensors stored in the
-    weights file); `__call__` maps the rounded hyper latent (integers) to the fixed-point mean and
-    log scale of y, integers with ACT_BITS fractional bits. Layers run in order; "up" is PyTorch's
-    conv_transpose2d (weight (in, out, 5, 5), stride 2, padding 2, output padding 1), "conv" its
-    conv2d (weight (out, in, k, k), stride 1, padding k // 2), both cross-correlations."""
-
-    def __init__(self, layers: list[tuple[str, torch.Tensor, torch.Tensor, int]]):
-        # (kind "up" or "conv", integer weight, integer bias at scale 2^(shift + ACT_BITS), shift)
-        for kind, w, b, shift in layers:
-            if kind not in ("up", "conv") or w.dim() != 4 or b.dim() != 1:
-                raise ValueError(f"integer hyper-synthesis layer of unknown kind {kind!r} or shape")
-            if kind == "up" and tuple(w.shape[2:]) != (5, 5):
-                raise ValueError("integer hyper-synthesis up layers are 5x5")
-            fan_in = w[0].numel() if kind == "conv" else w.shape[0] * 9
-            if (fan_in > 2**11 or w.abs().max() > WEIGHT_LIMIT or b.abs().max() >= 2**31
-                    or not 0 <= shift <= 30):
-                raise ValueError("integer hyper-synthesis layer outside its exactness bounds")
-        self.layers = layers
-
-    @classmethod
-    def from_float(cls, h_s: HyperSynthesis) -> "IntegerHyperSynthesis":
-        layers = []
-        for module in h_s:
-            if isinstance(module, nn.ReLU):
-                continue
-            w, b = module.weight.detach().double(), module.bias.detach().double()
-            # the finest weight step that keeps |weight| <= 2^11 and the bias (at 2^(shift + 8)) in int32
-            shift = min(30, math.floor(math.log2((WEIGHT_LIMIT - 1) / max(float(w.abs().max()), 1e-12))),
-                        math.floor(math.log2((2**31 - 1) / max(float(b.abs().max()), 1e-12))) - ACT_BITS)
-            shift = max(0, shift)
-            w_int = torch.round(w * 2.0**shift)
-            b_int = torch.round(b * 2.0 ** (shift + ACT_BITS))
-            layers.append(("up" if isinstance(module, nn.ConvTranspose2d) else "conv", w_int, b_int, shift))
-        return cls(layers)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The integer weights as tensors to store (int32) beside the float network."""
-        out = {}
-        for i, (kind, w, b, shift) in enumerate(self.layers):
-            out[f"int_h_s.{i}.{kind}.weight"] = w.to(torch.int32)
-            out[f"int_h_s.{i}.{kind}.bias"] = b.to(torch.int32)  # within int32: __init__ checks
-            out[f"int_h_s.{i}.{kind}.shift"] = torch.tensor([shift], dtype=torch.int32)
-        return out
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "IntegerHyperSynthesis":
-        layers, i = [], 0
-        while True:
-            found = [k for k in tensors if k.startswith(f"int_h_s.{i}.") and k.endswith(".weight")]
-            if not found:
-                break
-            kind = found[0].split(".")[2]
-            prefix = f"int_h_s.{i}.{kind}"
-            layers.append((kind, tensors[f"{prefix}.weight"].double(), tensors[f"{prefix}.bias"].double(),
-                           int(tensors[f"{prefix}.shift"][0])))
-            i += 1
-        if not layers:
-            raise ValueError("no integer hyper-synthesis tensors")
-        return cls(layers)
-
-    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rounded hyper latent (batch, hyper, h, w), integer-valued -> (mean, log scale) of y as
-        float64 integers with ACT_BITS fractional bits."""
-        a = z_hat.double().clamp(-ACT_LIMIT, ACT_LIMIT) * 2.0**ACT_BITS
-        a = a.clamp(-ACT_LIMIT, ACT_LIMIT)
-        for i, (kind, w, b, shift) in enumerate(self.layers):
-            if kind == "up":
-                acc = F.conv_transpose2d(a, w, b, stride=2, padding=2, output_padding=1)
-            else:
-                acc = F.conv2d(a, w, b, padding=w.shape[-1] // 2)
-            a = torch.floor((acc + 2.0 ** (shift - 1) if shift else acc) / 2.0**shift)  # round half up, exact
-            if i < len(self.layers) - 1:
-                a = a.clamp(0, ACT_LIMIT)  # ReLU
-            else:
-                a = a.clamp(-ACT_LIMIT, ACT_LIMIT)
-        mean, log_scale = a.chunk(2, dim=1)
-        return mean, log_scale
-
-
-def gain_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
-    """Integer gains for every quality step (q = step / STEPS_PER_QUALITY): `gain.log` (log gain with
-    ACT_BITS fractional bits) and `gain.value` (gain with GAIN_BITS fractional bits), int32
-    (steps, latent). Computed once at export, so coder and decoder look them up, never compute them."""
-    steps = STEPS_PER_QUALITY * (model.cfg.qualities - 1) + 1
-    q = torch.arange(steps, dtype=torch.float64) / STEPS_PER_QUALITY
-    with torch.no_grad():
-        log_gain = model.log_gain(q.float()).double()
-    log_int = torch.round(log_gain * 2.0**ACT_BITS)
-    value = torch.round(torch.exp(log_int / 2.0**ACT_BITS) * 2.0**GAIN_BITS)
-    if value.max() >= 2**31 or value.min() < 1:  # gains within [2^-16, 2^15): far beyond what training gives
-        raise ValueError("gains outside what the integer tables hold")
-    return {"gain.log": log_int.to(torch.int32), "gain.value": value.to(torch.int32)}

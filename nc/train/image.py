@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nc.models.hvae import ACT_BITS, HvaeConfig, ImageHVAE, IntegerHyperSynthesis, gain_tables
+from nc.models.hvae import HvaeConfig, ImageHVAE
+from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis, gain_tables
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.common import learning_rate, log_line
 
@@ -79,7 +80,7 @@ def rd_loss(model: ImageHVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
 
 def export_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
     """The integer tensors image/hvae decodes with (nc/codecs/hvae.py)."""
-    from nc.codecs.hvae import log_scale_thresholds
+    from nc.codecs.hyperprior import log_scale_thresholds
 
     thresholds = log_scale_thresholds(ACT_BITS)
     z_log = torch.round(model.z_log_scale.detach().double() * 2.0**ACT_BITS).numpy().astype(np.int64)

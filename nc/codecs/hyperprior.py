@@ -1,0 +1,102 @@
+"""The integer half of nc/models/hyperprior.py: codes one latent map y and its hyper latent z.
+
+Shared by image/hvae (one map per tile) and video/wfvae (one map per latent frame). The
+tables come from the weights file (written by nc.train.image.export_tables):
+
+    int_h_s.*       the integer hyper-synthesis (nc.models.hyperprior.IntegerHyperSynthesis)
+    gain.log        (steps, latent) int32: log gain per quality step, ACT_BITS fractional bits
+    gain.value      (steps, latent) int32: gain per quality step, GAIN_BITS fractional bits
+    z.scale_index   (hyper,) int32: the scale index of each hyper channel
+
+Payloads are nc/bitstream/entropy.ScaleTableCoder("gaussian") ones:
+    z: (hyper, h/4, w/4) in C order, mean 0, scale index per channel from `z.scale_index`
+    y: s = rint(y g - M g), (latent, h, w) in C order, coded with mean 0 and the scale indices
+       from the integer side information (docs/FORMAT.md, image/hvae)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nc.errors import CorruptChunkError, FormatError, PluginError
+
+
+def log_scale_thresholds(act_bits: int) -> np.ndarray:
+    """Fixed-point log scale l (integers, act_bits fractional bits) maps to scale index
+    searchsorted(T, l, "left"): std exp(l / 2^act_bits) <= SCALES[i] iff l <= floor(log(SCALES[i]) 2^act_bits).
+    Refuses a libm whose log puts an entry within 1e-9 of a rounding edge (never seen)."""
+    from nc.bitstream.entropy import SCALES
+
+    exact = np.log(SCALES) * 2.0**act_bits
+    if np.any(np.abs(exact - np.round(exact)) < 1e-9):
+        raise RuntimeError("a scale threshold lies on a fixed-point edge; the tables would not be portable")
+    return np.floor(exact).astype(np.int64)
+
+
+class LatentCoder:
+    """The integer tables of one set of weights, and the coding of y and z with them."""
+
+    def __init__(self, extra: dict, cfg, path, codec_id: str):
+        import torch
+
+        from nc.bitstream.entropy import ScaleTableCoder
+        from nc.models.hyperprior import ACT_BITS, STEPS_PER_QUALITY, IntegerHyperSynthesis
+
+        try:
+            self.int_h_s = IntegerHyperSynthesis.from_tensors(extra)
+            self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
+            self.gain_value = extra["gain.value"].numpy().astype(np.int64)
+            self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
+            mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64))
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise PluginError(f"{path}: not {codec_id} weights ({str(e).splitlines()[0]})") from None
+        steps = self.gain_log.shape[0]
+        if (mean.shape != (1, cfg.latent, 4, 4) or log_scale.shape != mean.shape
+                or self.gain_log.shape != (steps, cfg.latent) or self.gain_value.shape != (steps, cfg.latent)
+                or steps != STEPS_PER_QUALITY * (cfg.qualities - 1) + 1 or self.z_index.shape != (cfg.hyper,)
+                or (self.gain_value <= 0).any() or self.z_index.min() < 0 or self.z_index.max() >= 64):
+            raise PluginError(f"{path}: {codec_id} tables do not match the network's config")
+        self.cfg, self.steps, self.torch, self.codec_id = cfg, steps, torch, codec_id
+        self.act_bits = ACT_BITS
+        self.thresholds = log_scale_thresholds(ACT_BITS)
+        self.coder = ScaleTableCoder("gaussian")
+
+    def hyper_side(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer hyper-synthesis of z: fixed-point (mean, log scale) of y, int64, act_bits fractional bits."""
+        mean, log_scale = self.int_h_s(self.torch.from_numpy(z)[None].double())
+        return mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
+
+    def side_info(self, side: tuple[np.ndarray, np.ndarray], step: int):
+        """(mean of y g as float64, scale indices) of y at quality `step`, from integers only."""
+        from nc.models.hyperprior import GAIN_BITS
+
+        mean, log_scale = side
+        gain_value = self.gain_value[step][:, None, None]
+        mean_g = (mean * gain_value + (1 << (GAIN_BITS - 1))) >> GAIN_BITS  # fixed point, act_bits
+        index = np.searchsorted(self.thresholds, log_scale + self.gain_log[step][:, None, None], side="left")
+        return mean_g / 2.0**self.act_bits, np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
+
+    def gain(self, step: int) -> np.ndarray:
+        from nc.models.hyperprior import GAIN_BITS
+
+        return (self.gain_value[step] / 2.0**GAIN_BITS)[:, None, None]
+
+    def code_y(self, y: np.ndarray, side, step: int) -> bytes:
+        mean_g, index = self.side_info(side, step)
+        symbols = np.rint(y * self.gain(step) - mean_g).astype(np.int64)
+        return self.coder.encode(symbols, np.zeros_like(mean_g), index)
+
+    def code_z(self, z: np.ndarray) -> bytes:
+        index = np.broadcast_to(self.z_index[:, None, None], z.shape)
+        return self.coder.encode(z, np.zeros(z.shape), index)
+
+    def decode_y(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int) -> np.ndarray:
+        """The dequantized y (latent, h, w), float64, from its two payloads; h and w multiples of 4."""
+        z_shape = (self.cfg.hyper, h // 4, w // 4)
+        try:
+            z = self.coder.decode(z_data, np.zeros(z_shape), np.broadcast_to(self.z_index[:, None, None], z_shape))
+            mean_g, index = self.side_info(self.hyper_side(z.astype(np.int64)), step)
+            s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
+        except (FormatError, ValueError) as e:
+            raise CorruptChunkError(f"{self.codec_id}: {e}") from None
+        # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
+        return np.clip((s + mean_g) / self.gain(step), -2.0**15, 2.0**15)
