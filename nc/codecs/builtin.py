@@ -9,9 +9,9 @@ from nc.plugins import hookimpl
 
 @hookimpl
 def nc_register_codecs():
-    from nc.codecs import fsq, hvae, rvq, vqgan, wavtokenizer
+    from nc.codecs import fsq, hvae, rvq, vqgan, wavtokenizer, wfvae
 
     shipped = ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS),
                (wavtokenizer.WavTokenizerCodec, wavtokenizer.WEIGHTS), (hvae.HvaeCodec, hvae.WEIGHTS),
-               (vqgan.VqganCodec, vqgan.WEIGHTS))
+               (vqgan.VqganCodec, vqgan.WEIGHTS), (wfvae.WfvaeCodec, wfvae.WEIGHTS))
     return [codec() for codec, weights in shipped if weights.exists()]

@@ -35,7 +35,8 @@ def log_scale_thresholds(act_bits: int) -> np.ndarray:
 class LatentCoder:
     """The integer tables of one set of weights, and the coding of y and z with them."""
 
-    def __init__(self, extra: dict, cfg, path, codec_id: str):
+    def __init__(self, extra: dict, cfg, path, codec_id: str, context: bool = False):
+        """context: the weights' h_s is a context prior's (it also takes the previous y_hat)."""
         import torch
 
         from nc.bitstream.entropy import ScaleTableCoder
@@ -46,7 +47,8 @@ class LatentCoder:
             self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
             self.gain_value = extra["gain.value"].numpy().astype(np.int64)
             self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
-            mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64))
+            probe = torch.zeros(1, cfg.latent, 4, 4, dtype=torch.float64) if context else None
+            mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64), probe)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise PluginError(f"{path}: not {codec_id} weights ({str(e).splitlines()[0]})") from None
         steps = self.gain_log.shape[0]
@@ -60,9 +62,12 @@ class LatentCoder:
         self.thresholds = log_scale_thresholds(ACT_BITS)
         self.coder = ScaleTableCoder("gaussian")
 
-    def hyper_side(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer hyper-synthesis of z: fixed-point (mean, log scale) of y, int64, act_bits fractional bits."""
-        mean, log_scale = self.int_h_s(self.torch.from_numpy(z)[None].double())
+    def hyper_side(self, z: np.ndarray, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Integer hyper-synthesis of z (and a context prior's `context`, from `fixed_point`):
+        fixed-point (mean, log scale) of y, int64, act_bits fractional bits."""
+        torch = self.torch
+        ctx = None if context is None else torch.from_numpy(context)[None].double()
+        mean, log_scale = self.int_h_s(torch.from_numpy(z)[None].double(), ctx)
         return mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
 
     def side_info(self, side: tuple[np.ndarray, np.ndarray], step: int):
@@ -81,22 +86,38 @@ class LatentCoder:
         return (self.gain_value[step] / 2.0**GAIN_BITS)[:, None, None]
 
     def code_y(self, y: np.ndarray, side, step: int) -> bytes:
+        return self.quantize(y, side, step)[0]
+
+    def quantize(self, y: np.ndarray, side, step: int) -> tuple[bytes, np.ndarray]:
+        """y's payload at quality `step`, and y_hat exactly as `decode_y` will return it."""
         mean_g, index = self.side_info(side, step)
         symbols = np.rint(y * self.gain(step) - mean_g).astype(np.int64)
-        return self.coder.encode(symbols, np.zeros_like(mean_g), index)
+        return self.coder.encode(symbols, np.zeros_like(mean_g), index), self._dequantize(symbols, mean_g, step)
+
+    def _dequantize(self, symbols: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
+        # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
+        return np.clip((symbols + mean_g) / self.gain(step), -2.0**15, 2.0**15)
+
+    def fixed_point(self, y_hat: np.ndarray) -> np.ndarray:
+        """A context prior's input: y_hat in fixed point (act_bits fractional bits), int64. IEEE
+        arithmetic rounds (s + mean) / gain the same everywhere, so encoder and decoder agree."""
+        from nc.models.hyperprior import ACT_LIMIT
+
+        return np.clip(np.rint(y_hat * 2.0**self.act_bits), -ACT_LIMIT, ACT_LIMIT).astype(np.int64)
 
     def code_z(self, z: np.ndarray) -> bytes:
         index = np.broadcast_to(self.z_index[:, None, None], z.shape)
         return self.coder.encode(z, np.zeros(z.shape), index)
 
-    def decode_y(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int) -> np.ndarray:
-        """The dequantized y (latent, h, w), float64, from its two payloads; h and w multiples of 4."""
+    def decode_y(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int,
+                 context: np.ndarray | None = None) -> np.ndarray:
+        """The dequantized y (latent, h, w), float64, from its two payloads; h and w multiples of 4.
+        `context`: a context prior's previous y_hat, from `fixed_point`."""
         z_shape = (self.cfg.hyper, h // 4, w // 4)
         try:
             z = self.coder.decode(z_data, np.zeros(z_shape), np.broadcast_to(self.z_index[:, None, None], z_shape))
-            mean_g, index = self.side_info(self.hyper_side(z.astype(np.int64)), step)
+            mean_g, index = self.side_info(self.hyper_side(z.astype(np.int64), context), step)
             s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
         except (FormatError, ValueError) as e:
             raise CorruptChunkError(f"{self.codec_id}: {e}") from None
-        # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
-        return np.clip((s + mean_g) / self.gain(step), -2.0**15, 2.0**15)
+        return self._dequantize(s, mean_g, step)

@@ -54,16 +54,32 @@ class HyperSynthesis(nn.Sequential):
                          nn.Conv2d(mid, 2 * latent, 3, padding=1))
 
 
+class ContextHyperSynthesis(nn.Module):
+    """h_s with a second input: the previous latent frame's dequantized y (a conditional prior for
+    video). The hyper latent goes through h_s's two up layers; the last convolution sees their
+    output beside that context, so a still or slowly moving scene is predicted from its past."""
+
+    def __init__(self, latent: int, hyper: int, channels: int):
+        super().__init__()
+        mid = (channels + 2 * latent) // 2
+        self.body = nn.Sequential(up(hyper, channels), nn.ReLU(), up(channels, mid), nn.ReLU())
+        self.head = nn.Conv2d(mid + latent, 2 * latent, 3, padding=1)
+
+    def forward(self, z_hat: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.body(z_hat), context], 1))
+
+
 class GainedHyperprior(nn.Module):
     """The hyperprior's networks and gains, as attributes of the model that mixes it in (so their
     weights are named h_a.*, h_s.*, log_gains, z_log_scale at the model's top level). The model's
     config supplies `latent`, `hyper`, `channels` (h_a / h_s width) and `lambdas`."""
 
-    def build_prior(self, cfg) -> None:
+    def build_prior(self, cfg, context: bool = False) -> None:
+        """context: h_s also sees the previous latent frame (ContextHyperSynthesis)."""
         n, m = cfg.channels, cfg.latent
         self.h_a = nn.Sequential(nn.Conv2d(m, n, 3, padding=1), nn.ReLU(), down(n, n), nn.ReLU(),
                                  down(n, cfg.hyper))
-        self.h_s = HyperSynthesis(m, cfg.hyper, n)
+        self.h_s = (ContextHyperSynthesis if context else HyperSynthesis)(m, cfg.hyper, n)
         self.log_gains = nn.Parameter(torch.linspace(-1.5, 1.5, len(cfg.lambdas)).view(-1, 1).repeat(1, m))
         self.z_log_scale = nn.Parameter(torch.zeros(cfg.hyper))
 
@@ -81,21 +97,24 @@ class GainedHyperprior(nn.Module):
         f = q - i
         return torch.exp((1 - f) * lam[i] + f * lam[i + 1])
 
-    def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, log scale) of y, each (batch, latent, H/16, W/16), from the rounded hyper latent."""
-        mean, log_scale = self.h_s(z_hat).chunk(2, dim=1)
+    def hyper_parameters(self, z_hat: torch.Tensor, context: torch.Tensor | None = None):
+        """(mean, log scale) of y, each (batch, latent, H/16, W/16), from the rounded hyper latent
+        (and, with a context prior, the previous latent frame's y_hat)."""
+        out = self.h_s(z_hat) if context is None else self.h_s(z_hat, context)
+        mean, log_scale = out.chunk(2, dim=1)
         return mean, log_scale
 
-    def quantize(self, y: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def quantize(self, y: torch.Tensor, q: torch.Tensor, context: torch.Tensor | None = None):
         """Training pass of y (batch, latent, h, w), h and w multiples of 4, at qualities q (batch,):
-        (y_hat as the synthesis sees it, bits of y per item, bits of z per item), noise-relaxed."""
+        (y_hat as the synthesis sees it, bits of y per item, bits of z per item), noise-relaxed.
+        `context`: the previous latent frame's y_hat, for a context prior."""
         y = y.float()
         with torch.autocast(y.device.type, enabled=False):  # what the coder sees stays float32 under bf16
             z = self.h_a(y)
             z_hat = z + (torch.round(z) - z).detach()
             z_bits = _gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), torch.zeros_like(z),
                                     self.z_log_scale.view(1, -1, 1, 1).expand_as(z))
-            mean, log_scale = self.hyper_parameters(z_hat)
+            mean, log_scale = self.hyper_parameters(z_hat, None if context is None else context.float())
             gain = self.log_gain(q).exp()[:, :, None, None]
             centred = (y - mean) * gain  # what the coder codes, rounded
             y_bits = _gaussian_bits(centred + torch.empty_like(centred).uniform_(-0.5, 0.5),
@@ -150,10 +169,10 @@ class IntegerHyperSynthesis:
         self.layers = layers
 
     @classmethod
-    def from_float(cls, h_s: HyperSynthesis) -> "IntegerHyperSynthesis":
+    def from_float(cls, h_s: nn.Module) -> "IntegerHyperSynthesis":
         layers = []
-        for module in h_s:
-            if isinstance(module, nn.ReLU):
+        for module in h_s.modules():  # the convolutions in order (HyperSynthesis or ContextHyperSynthesis)
+            if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 continue
             w, b = module.weight.detach().double(), module.bias.detach().double()
             # the finest weight step that keeps |weight| <= 2^11 and the bias (at 2^(shift + 8)) in int32
@@ -190,12 +209,18 @@ class IntegerHyperSynthesis:
             raise ValueError("no integer hyper-synthesis tensors")
         return cls(layers)
 
-    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, z_hat: torch.Tensor, context: torch.Tensor | None = None):
         """Rounded hyper latent (batch, hyper, h, w), integer-valued -> (mean, log scale) of y as
-        float64 integers with ACT_BITS fractional bits."""
+        float64 integers with ACT_BITS fractional bits. `context` (a context prior's previous y_hat,
+        fixed point with ACT_BITS fractional bits, integers) joins the activations before the last layer."""
         a = z_hat.double().clamp(-ACT_LIMIT, ACT_LIMIT) * 2.0**ACT_BITS
         a = a.clamp(-ACT_LIMIT, ACT_LIMIT)
         for i, (kind, w, b, shift) in enumerate(self.layers):
+            if context is not None and i == len(self.layers) - 1:
+                a = torch.cat([a, context.double().clamp(-ACT_LIMIT, ACT_LIMIT)], 1)
+            if a.shape[1] != w.shape[1 if kind == "conv" else 0]:
+                raise ValueError(f"integer hyper-synthesis layer {i} takes {w.shape[1 if kind == 'conv' else 0]} "
+                                 f"channels, not {a.shape[1]} (a context prior needs its context)")
             if kind == "up":
                 acc = F.conv_transpose2d(a, w, b, stride=2, padding=2, output_padding=1)
             else:

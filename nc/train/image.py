@@ -135,9 +135,9 @@ def start_run(args, config_class, model_class, betas=(0.9, 0.999)) -> Run:
     return run
 
 
-def train_loop(run: Run, args, crops: np.ndarray, warmup: int, loss_of, after_step) -> float:
-    """What both image trainers run until args.steps or args.max_minutes: the learning-rate schedule, a
-    batch of random crops, one clipped Adam step on loss_of(x) -> (loss, logged), then
+def train_loop(run: Run, args, draw, warmup: int, loss_of, after_step) -> float:
+    """What the image and video trainers run until args.steps or args.max_minutes: the learning-rate
+    schedule, a batch draw(rng) (random crops or clips), one clipped Adam step on loss_of(x) -> (loss, logged), then
     after_step(step, progress, logged, seconds) (logging, restarts, ...), and checkpoints. Returns the
     seconds trained, this run's and those it resumed."""
     model, optimizer = run.model, run.optimizer
@@ -150,7 +150,7 @@ def train_loop(run: Run, args, crops: np.ndarray, warmup: int, loss_of, after_st
         progress = max(run.step / args.steps, (time.time() - start) / budget)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(run.step, progress, args.lr, warmup=warmup)
-        x = batch(crops, args.batch, args.crop, rng).to(run.device)
+        x = draw(rng).to(run.device)
         with autocast:
             loss, logged = loss_of(x)
         optimizer.zero_grad(set_to_none=True)
@@ -179,7 +179,7 @@ def train(args) -> None:
         if step % args.log_every == 0:
             _log_step(run.out, model, crops, step, losses, run.optimizer, seconds, args, run.device)
 
-    seconds = train_loop(run, args, crops, 500, loss_of, after_step)
+    seconds = train_loop(run, args, lambda rng: batch(crops, args.batch, args.crop, rng), 500, loss_of, after_step)
     meta = {"config": cfg.to_dict(), "codec": "image/hvae", "steps": run.step,
             "train_minutes": round(seconds / 60, 1), "device": str(run.device),
             "batch": args.batch, "crop": args.crop}

@@ -76,7 +76,7 @@ def train(args) -> None:
         if (step == 1 or step % 100 == 0) and progress < 0.9:
             model.quantizer.restart_dead_codes()
 
-    seconds = train_loop(run, args, crops, 300, loss_of, after_step)
+    seconds = train_loop(run, args, lambda rng: batch(crops, args.batch, args.crop, rng), 300, loss_of, after_step)
     finish(model, crops, run.out, args, run.step, seconds, run.device)
 
 

@@ -1,0 +1,229 @@
+"""video/wfvae: learned video compression with a wavelet-driven causal video VAE (nc/models/wfvae.py).
+
+Rates: `--quality 1..8` (continuous; 1 is the smallest file) or `--bitrate 300k`, a target for
+each packet's payload (bits per second of its frames): per packet, the largest quality step whose
+payload fits is binary-searched (quality 1's when none does); the latents are computed once.
+
+Frames are edge-padded to multiples of 64 (cropped back on decode), so any size codes; frame
+rates are the track's, restored exactly by the container.
+
+Packets: one per GOP of GOP frames (the last one shorter), each decodable alone, so every packet
+is a seek point: the network's causal caches and the context prior start afresh at a GOP's first
+frame. Inside a GOP the network runs WINDOW frames at a time, windows aligned to the GOP's start,
+carrying its per-layer caches from window to window; a short last GOP repeats its last frame up to
+a multiple of 4 (the latent frame rate), and those frames are dropped on decode. So memory is
+bounded by a window and a GOP's latents, and feeding frames in any pieces gives the same bytes
+as feeding the whole clip.
+
+Deterministic as image/hvae is: everything that shapes the bitstream (the integer hyper-synthesis,
+its context input, the gain tables) is integer or correctly rounded IEEE arithmetic. The float
+synthesis shapes pixels only.
+
+Packet payload:
+
+    offset  size  field
+    0       2     step: u16 LE, the quality step (quality = 1 + step / 16), <= 16 (Q - 1)
+    2       1     n: u8, latent frames in this packet, ceil(frames / 4), 1..GOP / 4
+    then, per latent frame in time order:
+            4     z bytes: u32 LE
+            ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
+                  (hyper, H64/64, W64/64), as image/hvae's
+            4     y bytes: u32 LE
+            ...   y: ScaleTableCoder("gaussian") payload of s, (latent, H64/16, W64/16), scale
+                  indices and means from the integer hyper-synthesis of z and of the previous latent
+                  frame's y_hat in fixed point (zeros for the GOP's first), docs/FORMAT.md
+
+Track params: {}.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.codecs.hyperprior import LatentCoder
+from nc.codecs.learned_image import load_network, pad_to, take_block
+from nc.errors import CorruptChunkError, PluginError, UsageError
+from nc.media.facts import VideoFacts
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "video_wfvae.safetensors"
+#: NC_WFVAE_WEIGHTS points nc at weights you trained yourself (files record the weights' hash)
+WEIGHTS = Path(os.environ.get("NC_WFVAE_WEIGHTS", SHIPPED_WEIGHTS))
+GOP = 32  # frames per packet: about a second at 25-30 fps, a seek point each
+WINDOW = 8  # frames per network call: two latent frames
+QUALITY = RateRange("quality", 1, 8)
+BPS = RateRange("bps", 1_000, 50_000_000)
+HEADER = struct.Struct("<HB")  # step, latent frames
+
+
+class WfvaeModel:
+    """The loaded network and integer tables shared by every encoder and decoder."""
+
+    def __init__(self, path: Path):
+        import torch
+
+        from nc.models.wfvae import TIME, VideoWFVAE, WfvaeConfig
+
+        self.net, cfg, extra = load_network(path, WfvaeConfig, VideoWFVAE, "video/wfvae")
+        if cfg.qualities != QUALITY.high:
+            raise PluginError(f"{path}: video/wfvae weights must have {QUALITY.high:g} qualities, not {cfg.qualities}")
+        self.coder = LatentCoder(extra, cfg, path, "video/wfvae", context=True)
+        self.cfg, self.steps, self.torch, self.time = cfg, self.coder.steps, torch, TIME
+
+    def analyse(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
+        """One GOP, uint8 (n, h, w, 3), n a multiple of 4 -> per latent frame (y float32 (latent, h64/16,
+        w64/16), z integers, z's payload). The encoder's caches restart here."""
+        torch, net = self.torch, self.net
+        out = []
+        net.streaming(True)
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(frames), WINDOW):
+                    window = np.stack([pad_to(f, 64) for f in frames[start:start + WINDOW]])
+                    x = torch.from_numpy(window).permute(3, 0, 1, 2)[None].float() / 255
+                    y = net.analysis(x)[0]  # (latent, t, h, w)
+                    for t in range(y.shape[1]):
+                        z = torch.round(net.h_a(y[None, :, t]))[0].numpy().astype(np.int64)
+                        out.append((y[:, t].numpy(), z, self.coder.code_z(z)))
+        finally:
+            net.streaming(False)
+        return out
+
+    def code(self, latents, step: int) -> bytes:
+        """A GOP's payload at quality `step`: each latent frame's prior sees the one before."""
+        coder, parts = self.coder, [HEADER.pack(step, len(latents))]
+        context = np.zeros_like(coder.fixed_point(latents[0][0]))
+        for y, z, z_data in latents:
+            y_data, y_hat = coder.quantize(y, coder.hyper_side(z, context), step)
+            context = coder.fixed_point(y_hat)
+            parts += [struct.pack("<I", len(z_data)), z_data, struct.pack("<I", len(y_data)), y_data]
+        return b"".join(parts)
+
+    def decode(self, payload: bytes, height: int, width: int) -> np.ndarray:
+        """A GOP's payload -> uint8 (4 n, height, width, 3)."""
+        torch, net, coder = self.torch, self.net, self.coder
+        if len(payload) < HEADER.size:
+            raise CorruptChunkError("video/wfvae payload shorter than its header")
+        step, n = HEADER.unpack_from(payload)
+        if step >= self.steps or not 1 <= n <= GOP // self.time:
+            raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames)")
+        h16, w16 = -(-height // 64) * 4, -(-width // 64) * 4
+        pos, context, y_hats = HEADER.size, np.zeros((self.cfg.latent, h16, w16), np.int64), []
+        for _ in range(n):
+            z_data, pos = take_block(payload, pos, "video/wfvae")
+            y_data, pos = take_block(payload, pos, "video/wfvae")
+            y_hats.append(coder.decode_y(z_data, y_data, h16, w16, step, context))
+            context = coder.fixed_point(y_hats[-1])
+        if pos != len(payload):
+            raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
+        frames = []
+        net.streaming(True)
+        try:
+            with torch.inference_mode():
+                per_window = WINDOW // self.time
+                for k in range(0, n, per_window):
+                    y = torch.from_numpy(np.stack(y_hats[k:k + per_window], 1))[None].float()
+                    x = net.synthesis(y)[0].clamp(0, 1)  # (3, t, h64, w64)
+                    frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
+        finally:
+            net.streaming(False)
+        return np.concatenate(frames)
+
+
+class WfvaeEncoder(Encoder):
+    def __init__(self, model: WfvaeModel, facts: VideoFacts, rate: RatePoint):
+        self.m, self.facts, self.rate = model, facts, rate
+        self.params: dict = {}
+        self.pending: list[np.ndarray] = []  # frames of the GOP being collected
+        self.frames = 0  # frames taken so far
+
+    def encode(self, block: np.ndarray) -> list[Packet]:
+        f = self.facts
+        block = np.asarray(block)
+        if block.ndim == 3:
+            block = block[None]
+        if block.shape[1:] != (f.height, f.width, 3) or block.dtype != np.uint8:
+            raise UsageError(f"expected uint8 frames of shape (n, {f.height}, {f.width}, 3), got {block.dtype} {block.shape}")
+        out = []
+        for frame in block:
+            self.pending.append(frame)
+            if len(self.pending) == GOP:
+                out.append(self._packet())
+        return out
+
+    def flush(self) -> list[Packet]:
+        return [self._packet()] if self.pending else []
+
+    def _packet(self) -> Packet:
+        frames = self.pending
+        self.pending = []
+        duration = len(frames)
+        frames += [frames[-1]] * (-duration % self.m.time)  # to whole latent frames
+        latents = self.m.analyse(np.stack(frames))
+        start, self.frames = self.frames, self.frames + duration
+        return Packet(self._payload(latents, duration), start, duration, keyframe=True)
+
+    def _payload(self, latents, duration: int) -> bytes:
+        if self.rate.unit == "quality":
+            return self.m.code(latents, round((self.rate.value - 1) * 16))  # 1..8 -> 0..112
+        budget = self.rate.value * duration / float(self.facts.fps) / 8
+        lo, hi = 0, self.m.steps - 1
+        best = self.m.code(latents, 0)
+        if len(best) > budget:
+            return best  # the smallest this model makes
+        while lo < hi:  # invariant: step lo fits
+            mid = (lo + hi + 1) // 2
+            data = self.m.code(latents, mid)
+            if len(data) <= budget:
+                lo, best = mid, data
+            else:
+                hi = mid - 1
+        return best
+
+
+class WfvaeDecoder(Decoder):
+    """Stateless between packets: every GOP restarts the network's caches."""
+
+    def __init__(self, model: WfvaeModel, facts: VideoFacts):
+        self.m, self.facts = model, facts
+
+    def decode(self, packet: Packet) -> np.ndarray:
+        frames = self.m.decode(packet.payload, self.facts.height, self.facts.width)
+        if not 0 < packet.duration <= len(frames) < packet.duration + self.m.time:
+            raise CorruptChunkError(f"video/wfvae packet of {len(frames)} frames cannot hold {packet.duration}")
+        return frames[:packet.duration]
+
+
+class WfvaeCodec(Codec):
+    def __init__(self, weights: Path = WEIGHTS):
+        from nc.models.weights import sha256_of
+
+        if not Path(weights).is_file():
+            raise PluginError(f"video/wfvae has no weights at {weights}")
+        self.weights = weights
+        self.descriptor = CodecDescriptor(
+            id="video/wfvae", version=1, modality="video",
+            summary="neural, wavelet-driven causal video VAE with a conditional hyperprior; quality 1-8 or a "
+                    "bitrate; 32-frame GOPs, each a seek point",
+            ranges=(QUALITY, BPS), default=RatePoint("q4", 4.0, "quality"), streaming=True, deterministic=True,
+            weights_sha256=sha256_of(weights),
+            # below video/h264 (10): the shipped weights do not reach x264 (nc/codecs/weights/video_wfvae.md)
+            rank=5)
+
+    @cached_property
+    def model(self) -> WfvaeModel:
+        return WfvaeModel(self.weights)
+
+    def encoder(self, facts: VideoFacts, rate: RatePoint) -> Encoder:
+        self.check(facts)
+        if rate.unit not in ("quality", "bps"):
+            raise UsageError(f"video/wfvae takes a quality (1-8) or a bitrate, not {rate.unit}")
+        return WfvaeEncoder(self.model, facts, rate)
+
+    def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
+        self.check(facts)
+        return WfvaeDecoder(self.model, facts)

@@ -1,0 +1,123 @@
+"""Training for video/wfvae: `nc train video/wfvae --data DIR --out DIR`.
+
+Rate-distortion training of one model for every quality (nc/models/wfvae.py), as image/hvae's
+trainer does for stills: each clip draws a quality q uniformly from [0, Q - 1] and the loss is
+bits per pixel (of every frame) + lambda(q) 255^2 MSE. The run's setup, loop, checkpoints,
+resumption and exported integer tables are nc/train/image.py's.
+
+`--data` is a folder holding `train_clips.npy`, uint8 (N, frames, side, side, 3), built by
+scripts/build_video_set.py. A batch is `--batch` random `--frames` x `--crop`^2 windows of those
+clips, mirrored left-right half of the time and played backwards a quarter of the time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nc.models.weights import save_weights
+from nc.models.wfvae import ALIGN, TIME, VideoWFVAE, WfvaeConfig
+from nc.train.common import log_line
+from nc.train.image import add_run_options, export_tables, start_run, train_loop
+
+
+def load_clips(folder: Path) -> np.ndarray:
+    shard = folder / "train_clips.npy"
+    if not shard.exists():
+        raise SystemExit(f"{shard} not found: build it with scripts/build_video_set.py --out {folder}")
+    clips = np.load(shard, mmap_mode="r", allow_pickle=False)
+    if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != np.uint8:
+        raise SystemExit(f"{shard}: expected uint8 (N, frames, side, side, 3), got {clips.dtype} {clips.shape}")
+    return clips
+
+
+def batch(clips: np.ndarray, size: int, frames: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """`size` random windows, float (size, 3, frames, crop, crop) in [0, 1]."""
+    n, t, h, w, _ = clips.shape
+    out = np.empty((size, frames, crop, crop, 3), np.uint8)
+    for k in range(size):
+        i = rng.integers(n)
+        s, top, left = rng.integers(0, t - frames + 1), rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        p = clips[i, s:s + frames, top:top + crop, left:left + crop]
+        if rng.random() < 0.5:
+            p = p[:, :, ::-1]
+        if rng.random() < 0.25:
+            p = p[::-1]
+        out[k] = p
+    return torch.from_numpy(out).permute(0, 4, 1, 2, 3).float() / 255
+
+
+def rd_loss(model: VideoWFVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
+    out = model(x, q)
+    pixels = x.shape[2] * x.shape[3] * x.shape[4]
+    mse = (out["x_hat"] - x).square().mean((1, 2, 3, 4))
+    bpp = (out["y_bits"] + out["z_bits"]) / pixels
+    loss = (bpp + model.lmbda(q) * 255**2 * mse).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "z_bpp": (out["z_bits"] / pixels).mean(),
+            "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()}
+
+
+def train(args) -> None:
+    run = start_run(args, WfvaeConfig, VideoWFVAE)
+    model, cfg = run.model, run.model.cfg
+    clips = load_clips(Path(args.data))
+    if args.frames > clips.shape[1] or args.crop > min(clips.shape[2:4]):
+        raise SystemExit(f"--frames {args.frames} / --crop {args.crop} exceed the clips' {clips.shape[1:4]}")
+
+    def draw(rng):
+        return batch(clips, args.batch, args.frames, args.crop, rng)
+
+    def loss_of(x):  # every clip at its own quality
+        losses = rd_loss(model, x, torch.rand(len(x), device=x.device) * (cfg.qualities - 1))
+        return losses["loss"], losses
+
+    def after_step(step, progress, losses, seconds):
+        if step % args.log_every == 0:
+            _log_step(run, clips, step, losses, seconds, args)
+
+    seconds = train_loop(run, args, draw, 500, loss_of, after_step)
+    meta = {"config": cfg.to_dict(), "codec": "video/wfvae", "steps": run.step,
+            "train_minutes": round(seconds / 60, 1), "device": str(run.device),
+            "batch": args.batch, "frames": args.frames, "crop": args.crop}
+    save_weights(run.out / "weights.safetensors", model.cpu().float(), export_tables(model), meta)
+    log_line(run.out, "wrote weights.safetensors: " + json.dumps(meta))
+
+
+@torch.no_grad()
+def _log_step(run, clips, step, losses, seconds, args) -> None:
+    """Training losses, plus bpp / PSNR at the lowest and highest quality on fixed clips (rounded latents)."""
+    model = run.model
+    model.eval()
+    x = batch(clips, 2, args.frames, args.crop, np.random.default_rng(12345)).to(run.device)
+    probe = {}
+    for q in (0, model.cfg.qualities - 1):
+        r = rd_loss(model, x, torch.full((2,), float(q), device=run.device))
+        probe[f"q{q + 1}"] = [round(float(r["bpp"]), 4), round(float(r["psnr"]), 2)]
+    model.train()
+    log_line(run.out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
+                                  "probe_bpp_psnr": probe, "lr": round(run.optimizer.param_groups[0]["lr"], 7),
+                                  "clips_per_s": round(step * args.batch / max(seconds, 1e-9), 2),
+                                  "minutes": round(seconds / 60, 2)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc train video/wfvae", description=__doc__.split("\n\n")[0])
+    p.add_argument("codec", choices=["video/wfvae"])
+    add_run_options(p, steps=100000, lr=2e-4, config='{"widths": [16, 32, 64], "latent": 32}')
+    p.add_argument("--frames", type=int, default=16, help=f"frames per clip, a multiple of {TIME}")
+    p.add_argument("--crop", type=int, default=128, help=f"clip side, a multiple of {ALIGN}")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.frames % TIME or args.frames < TIME or args.crop % ALIGN or args.crop < ALIGN:
+        raise SystemExit(f"--frames must be a multiple of {TIME} and --crop of {ALIGN}")
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""video/wfvae on a small random-init model: the wavelet transform, causal streaming, the context
+prior's integer network, container round trips, GOPs as seek points, chunked = whole, rates and
+damaged payloads (quality is measured in bench/video.py, not here)."""
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import nc
+from nc.codecs import wfvae as wfvae_codec
+from nc.codecs.wfvae import GOP, WfvaeCodec
+from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
+from nc.models.weights import save_weights
+from nc.models.wfvae import VideoWFVAE, WfvaeConfig, haar3d, ihaar3d
+from nc.train.image import export_tables
+from nc.train.video import rd_loss
+from conftest import SAMPLES, run_nc
+
+TINY = dict(widths=(8, 16, 16), latent=16, hyper=8, channels=16)
+
+
+def clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A textured scene panning right by 2 pixels per frame, so frames resemble each other."""
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 256, (height // 4 + 1, (width + 2 * frames) // 4 + 1, 3)).astype(np.uint8)
+    scene = np.kron(scene, np.ones((4, 4, 1), np.uint8))
+    return np.stack([scene[:height, 2 * t:2 * t + width] for t in range(frames)])
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = VideoWFVAE(WfvaeConfig(**TINY))
+    path = tmp_path_factory.mktemp("wfvae") / "tiny.safetensors"
+    save_weights(path, model, export_tables(model), {"config": model.cfg.to_dict()})
+    return path
+
+
+@pytest.fixture()
+def codec(weights, monkeypatch):
+    from nc.plugins import registry
+
+    c = WfvaeCodec(weights)
+    monkeypatch.setitem(registry().codecs, "video/wfvae", c)
+    return c
+
+
+def test_haar_transform_is_orthonormal_and_inverts():
+    x = torch.randn(2, 3, 8, 16, 12, dtype=torch.float64)
+    w = haar3d(x)
+    assert w.shape == (2, 24, 4, 8, 6)
+    torch.testing.assert_close(ihaar3d(w), x)
+    torch.testing.assert_close(w.square().sum(), x.square().sum())  # energy kept
+    # the first 3 channels are the all-low band: 2^1.5 times the mean of each 2x2x2 cube
+    torch.testing.assert_close(w[:, :3], x.unflatten(2, (4, 2)).unflatten(4, (8, 2)).unflatten(6, (6, 2))
+                               .mean((3, 5, 7)) * 8 ** 0.5)
+
+
+def test_windows_with_caches_equal_the_whole_clip():
+    torch.manual_seed(1)
+    net = VideoWFVAE(WfvaeConfig(**TINY)).eval()
+    x = torch.rand(1, 3, 16, 64, 64)
+    with torch.no_grad():
+        whole_y, whole_x = net.analysis(x), net.synthesis(net.analysis(x))
+        net.streaming(True)
+        y = torch.cat([net.analysis(x[:, :, t:t + 4]) for t in range(0, 16, 4)], 2)
+        net.reset()
+        pixels = torch.cat([net.synthesis(whole_y[:, :, t:t + 1]) for t in range(4)], 2)
+        net.streaming(False)
+    torch.testing.assert_close(y, whole_y, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pixels, whole_x, atol=1e-5, rtol=0)
+    # causal: the first frames' latent does not see later frames
+    x2 = x.clone()
+    x2[:, :, 8:] = 0
+    with torch.no_grad():
+        assert torch.equal(net.analysis(x2)[:, :, :2], whole_y[:, :, :2])
+
+
+def test_context_prior_runs_as_an_exact_integer_network():
+    torch.manual_seed(2)
+    model = VideoWFVAE(WfvaeConfig(**TINY))
+    z = torch.round(3 * torch.randn(1, 8, 2, 3))
+    context = torch.randn(1, 16, 8, 12)
+    mean, log_scale = model.hyper_parameters(z, context)
+    net = IntegerHyperSynthesis.from_tensors(export_tables(model))
+    fixed = torch.round(context.double() * 2**ACT_BITS)
+    int_mean, int_log_scale = net(z, fixed)
+    torch.testing.assert_close(int_mean / 2**ACT_BITS, mean.double(), atol=0.05, rtol=0)
+    torch.testing.assert_close(int_log_scale / 2**ACT_BITS, log_scale.double(), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="context"):
+        net(z)
+
+
+@pytest.mark.parametrize("frames,height,width", [(45, 50, 70), (GOP, 64, 64), (3, 20, 30)])
+def test_round_trip_restores_frames_size_and_rate(codec, frames, height, width):
+    x = clip(frames, height, width)
+    data = nc.encode(x, fps=30000 / 1001, codec="video/wfvae", quality=4)
+    decoded = nc.decode(data)
+    assert decoded.data.shape == x.shape and decoded.data.dtype == np.uint8
+    reader = nc.open(io.BytesIO(data), "rb")
+    assert reader.tracks[0].facts.fps == nc.open(io.BytesIO(nc.encode(x, fps=30000 / 1001, codec="video/h264")),
+                                                 "rb").tracks[0].facts.fps
+
+
+def _write(codec, pieces, **rate) -> bytes:
+    out = io.BytesIO()
+    with nc.open(out, "wb", codec="video/wfvae", width=pieces[0].shape[2], height=pieces[0].shape[1], fps=25,
+                 **rate) as w:
+        for p in pieces:
+            w.write(p)
+    return out.getvalue()
+
+
+def test_feeding_frames_in_pieces_gives_the_same_file(codec):
+    x = clip(70, 48, 64)
+    whole = _write(codec, [x], quality=5)
+    assert _write(codec, np.split(x, [1, 4, 5, 17, 40, 41]), quality=5) == whole
+    assert _write(codec, list(x[:, None]), quality=5) == whole  # one frame at a time
+
+
+def test_every_gop_is_a_seek_point(codec):
+    x = clip(2 * GOP + 10, 48, 64)
+    data = nc.encode(x, fps=25, codec="video/wfvae", quality=6)
+    reader = nc.open(io.BytesIO(data), "rb")
+    full = reader.read()
+    reader.seek((GOP + 3) / 25)  # lands in the second GOP: decoding starts at its first frame
+    tail = np.concatenate([a for _, a in reader])
+    np.testing.assert_array_equal(tail, full[-len(tail):])
+    assert len(tail) >= len(x) - GOP - 3
+
+
+def _packets(codec, x, **rate):
+    from nc.media.facts import VideoFacts
+
+    facts = VideoFacts(x.shape[2], x.shape[1], 25, 1)
+    enc = codec.encoder(facts, codec.descriptor.resolve(**rate))
+    return facts, [*enc.encode(x), *enc.flush()]
+
+
+def test_quality_and_bitrate_control_the_size(codec):
+    x = clip(GOP, 64, 96)
+    sizes = [len(_packets(codec, x, quality=q)[1][0].payload) for q in (1, 4.5, 8)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    seconds = GOP / 25
+    target = 8 * sizes[1] / seconds
+    payload = _packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
+    assert 0.8 * sizes[1] <= len(payload) <= sizes[1]
+    assert len(_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
+
+
+def test_damaged_payloads_are_clean_errors(codec):
+    from nc.codecs.base import Packet
+
+    facts, packets = _packets(codec, clip(10, 40, 56), quality=3)
+    dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
+    payload = packets[0].payload
+    assert dec.decode(Packet(payload, 0, 10)).shape == (10, 40, 56, 3)
+    for bad in (payload[:2], payload[:7], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
+                payload[:2] + b"\x09" + payload[3:]):
+        with pytest.raises(nc.NCError):
+            dec.decode(Packet(bad, 0, 10))
+    with pytest.raises(nc.NCError):
+        dec.decode(Packet(payload, 0, 20))  # more frames than the packet holds
+
+
+def test_other_weights_are_refused(tmp_path):
+    from nc.models.hvae import HvaeConfig, ImageHVAE
+
+    model = ImageHVAE(HvaeConfig(channels=8, latent=8, hyper=4))
+    path = tmp_path / "hvae.safetensors"
+    save_weights(path, model, export_tables(model), {"config": model.cfg.to_dict()})
+    with pytest.raises(nc.NCError, match="not video/wfvae weights"):
+        WfvaeCodec(path).model
+
+
+def test_video_with_sound_through_the_cli(weights, tmp_path, monkeypatch):
+    import av
+
+    monkeypatch.setenv("NC_WFVAE_WEIGHTS", str(weights))
+    result = run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--codec", "video/wfvae", "--quality", "3",
+                    "--audio-bitrate", "16k")
+    assert result.returncode == 0, result.stderr.decode()
+    info = json.loads(run_nc("info", "--json", tmp_path / "c.ncb").stdout)
+    assert [(t["modality"], t["codec"]) for t in info["tracks"]][0] == ("video", "video/wfvae")
+    assert info["tracks"][0]["length"] == 50 and len(info["tracks"]) == 2
+    assert run_nc("decode", tmp_path / "c.ncb", tmp_path / "c.mkv").returncode == 0
+    with av.open(str(tmp_path / "c.mkv")) as f:
+        assert len(f.streams.video) == 1 and len(f.streams.audio) == 1
+        assert sum(1 for _ in f.decode(video=0)) == 50
+
+
+def test_training_loss_falls_on_one_batch():
+    torch.manual_seed(0)
+    model = VideoWFVAE(WfvaeConfig(**TINY))
+    x = torch.from_numpy(clip(8, 64, 64)).permute(3, 0, 1, 2)[None].float().repeat(2, 1, 1, 1, 1) / 255
+    q = torch.tensor([0.0, 7.0])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(rd_loss(model, x, q)["loss"].detach())
+    for _ in range(30):
+        loss = rd_loss(model, x, q)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(rd_loss(model, x, q)["loss"].detach()) < 0.5 * first
+
+
+def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
+    from nc.train.video import main as train_main
+
+    np.save(tmp_path / "train_clips.npy", np.stack([clip(8, 64, 64, seed=s) for s in range(3)]))
+    run = ["video/wfvae", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch", "2", "--frames", "8",
+           "--crop", "64", "--log-every", "2", "--config", json.dumps(TINY)]
+    train_main(run + ["--steps", "2"])
+    train_main(run + ["--steps", "4"])  # resumes from the checkpoint
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resumed from step 2" in log and '"step": 4' in log
+    codec = WfvaeCodec(tmp_path / "run" / "weights.safetensors")
+    facts, packets = _packets(codec, clip(12, 64, 64), quality=2)
+    assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packets[0]).shape == (12, 64, 64, 3)
+
+
+def test_shipped_weights_round_trip():
+    if not wfvae_codec.SHIPPED_WEIGHTS.exists():
+        pytest.skip("no shipped video/wfvae weights")
+    codec = WfvaeCodec(wfvae_codec.SHIPPED_WEIGHTS)
+    x = clip(12, 64, 96)
+    facts, packets = _packets(codec, x, quality=8)
+    y = codec.decoder(facts, codec.descriptor.resolve(quality=8), {}).decode(packets[0])
+    assert y.shape == x.shape
+    mse = np.mean((y.astype(float) - x) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 15  # a trained model, not noise
