@@ -12,7 +12,7 @@ its first 50 frames).
 Every clip goes through nc's container (nc.encode / nc.decode), so kbps is measured from the .ncb
 bytes, container included, over the clip's duration. Per clip:
   - each neural codec at each quality (QUALITY_SWEEPS);
-  - video/h264 (x264, preset medium) and video/h265 (x265, nc's preset fast) in ABR mode at each
+  - video/h264 (x264, preset medium) and video/h265 (x265, preset medium) in ABR mode at each
     of those measured bitrates ("matched bitrate");
   - x264 and x265 over a CRF sweep (CRF_SWEEP), for their whole rate-distortion curves.
 Measured: kbps, PSNR of luma (BT.601 Y from RGB) and of RGB (each the mean over frames of the
@@ -139,7 +139,7 @@ def write_report(rows: list[dict], bd: dict, neural: list[str], args, seconds: f
              f"{seconds / 60:.1f} min on this machine ({os.cpu_count()} CPUs, torch threads "
              f"{os.environ.get('OMP_NUM_THREADS')}). kbps counts the whole .ncb file over the clip's duration. "
              "PSNR is the mean over frames; MS-SSIM is on every "
-             f"{MS_SSIM_EVERY}th frame (RGB mean). x264: preset medium; x265: preset fast (nc's video/h265). "
+             f"{MS_SSIM_EVERY}th frame (RGB mean). x264 and x265: preset medium. "
              "Matched rows are x264/x265 in ABR mode asked for the neural codec's measured bitrate.", "",
              "## Mean over clips", "",
              "| codec | point | kbps | PSNR-Y | PSNR-RGB | MS-SSIM | enc fps | dec fps |", "|---|---|---|---|---|---|---|---|"]

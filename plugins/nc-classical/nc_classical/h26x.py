@@ -19,7 +19,8 @@ order, each as
     12      n     Annex B bytes of one access unit
 
 Rates: "bps" is average-bitrate (ABR) mode; "quality" is the CRF, 0..51,
-LOWER IS BETTER (0 is near-lossless). Presets: h264 "medium", h265 "fast".
+LOWER IS BETTER (0 is near-lossless). Presets: "medium" for both (the usual reference
+setting, and what the video benchmark compares against).
 Encoder thread counts are pinned so the bytes do not depend on the host's
 core count.
 """
@@ -51,7 +52,7 @@ class _Spec:
 
 
 H264 = _Spec("libx264", "h264", "medium", "x264-params", f"open-gop=0:threads={ENCODER_THREADS}", 2)
-H265 = _Spec("libx265", "hevc", "fast", "x265-params",
+H265 = _Spec("libx265", "hevc", "medium", "x265-params",
              f"open-gop=0:repeat-headers=1:log-level=error:pools={ENCODER_THREADS}:frame-threads=2", 16)
 
 
@@ -96,7 +97,7 @@ class H264Codec(_H26xCodec):
 
 class H265Codec(_H26xCodec):
     spec = H265
-    descriptor = _descriptor("h265", 28, "H.265/HEVC (libx265, preset fast), closed 2 s GOPs; quality = CRF 0..51, lower is better")
+    descriptor = _descriptor("h265", 28, "H.265/HEVC (libx265, preset medium), closed 2 s GOPs; quality = CRF 0..51, lower is better")
 
 
 def coded_size(spec: _Spec, facts: VideoFacts) -> tuple[int, int]:
