@@ -108,7 +108,11 @@ def _write(codec, pieces, **rate) -> bytes:
     out = io.BytesIO()
     with nc.open(out, "wb", codec="video/wfvae", width=pieces[0].shape[2], height=pieces[0].shape[1], fps=25,
                  **rate) as w:
+        buffer = np.empty_like(pieces[0])
         for p in pieces:
+            if p.shape == buffer.shape:  # one buffer refilled for every piece, as a capture loop does
+                buffer[:] = p
+                p = buffer
             w.write(p)
     return out.getvalue()
 
@@ -163,6 +167,11 @@ def test_damaged_payloads_are_clean_errors(codec):
             dec.decode(Packet(bad, 0, 10))
     with pytest.raises(nc.NCError):
         dec.decode(Packet(payload, 0, 20))  # more frames than the packet holds
+
+
+def test_a_config_beyond_the_integer_networks_bounds_is_refused():
+    with pytest.raises(ValueError, match="fan-in"):
+        WfvaeConfig(latent=128, channels=192)
 
 
 def test_other_weights_are_refused(tmp_path):

@@ -12,12 +12,13 @@ is a seek point: the network's causal caches and the context prior start afresh 
 frame. Inside a GOP the network runs WINDOW frames at a time, windows aligned to the GOP's start,
 carrying its per-layer caches from window to window; a short last GOP repeats its last frame up to
 a multiple of 4 (the latent frame rate), and those frames are dropped on decode. So memory is
-bounded by a window and a GOP's latents, and feeding frames in any pieces gives the same bytes
-as feeding the whole clip.
+bounded by a GOP (the encoder holds its frames, a copy of each) and a window of the network, and
+feeding frames in any pieces gives the same bytes as feeding the whole clip.
 
 Deterministic as image/hvae is: everything that shapes the bitstream (the integer hyper-synthesis,
 its context input, the gain tables) is integer or correctly rounded IEEE arithmetic. The float
-synthesis shapes pixels only.
+synthesis shapes pixels only, and runs on one thread so that they do not depend on the thread
+count. The network's caches live in the shared model, so one model codes one GOP at a time (a lock).
 
 Packet payload:
 
@@ -39,6 +40,8 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -46,7 +49,7 @@ import numpy as np
 
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
-from nc.codecs.learned_image import load_network, pad_to, take_block
+from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import VideoFacts
 
@@ -73,24 +76,30 @@ class WfvaeModel:
             raise PluginError(f"{path}: video/wfvae weights must have {QUALITY.high:g} qualities, not {cfg.qualities}")
         self.coder = LatentCoder(extra, cfg, path, "video/wfvae", context=True)
         self.cfg, self.steps, self.torch, self.time = cfg, self.coder.steps, torch, TIME
+        self.lock = threading.Lock()  # the network's streaming caches are one GOP's at a time
+
+    @contextmanager
+    def _fresh_network(self):
+        """The network with empty causal caches, for one GOP; one GOP at a time."""
+        with self.lock, self.torch.inference_mode():
+            self.net.streaming(True)
+            try:
+                yield self.net
+            finally:
+                self.net.streaming(False)
 
     def analyse(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
         """One GOP, uint8 (n, h, w, 3), n a multiple of 4 -> per latent frame (y float32 (latent, h64/16,
-        w64/16), z integers, z's payload). The encoder's caches restart here."""
-        torch, net = self.torch, self.net
-        out = []
-        net.streaming(True)
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(frames), WINDOW):
-                    window = np.stack([pad_to(f, 64) for f in frames[start:start + WINDOW]])
-                    x = torch.from_numpy(window).permute(3, 0, 1, 2)[None].float() / 255
-                    y = net.analysis(x)[0]  # (latent, t, h, w)
-                    for t in range(y.shape[1]):
-                        z = torch.round(net.h_a(y[None, :, t]))[0].numpy().astype(np.int64)
-                        out.append((y[:, t].numpy(), z, self.coder.code_z(z)))
-        finally:
-            net.streaming(False)
+        w64/16), z integers, z's payload)."""
+        torch, out = self.torch, []
+        with self._fresh_network() as net:
+            for start in range(0, len(frames), WINDOW):
+                window = np.stack([pad_to(f, 64) for f in frames[start:start + WINDOW]])
+                x = torch.from_numpy(window).permute(3, 0, 1, 2)[None].float() / 255
+                y = net.analysis(x)[0]  # (latent, t, h, w)
+                for t in range(y.shape[1]):
+                    z = torch.round(net.h_a(y[None, :, t]))[0].numpy().astype(np.int64)
+                    out.append((y[:, t].numpy(), z, self.coder.code_z(z)))
         return out
 
     def code(self, latents, step: int) -> bytes:
@@ -103,14 +112,15 @@ class WfvaeModel:
             parts += [struct.pack("<I", len(z_data)), z_data, struct.pack("<I", len(y_data)), y_data]
         return b"".join(parts)
 
-    def decode(self, payload: bytes, height: int, width: int) -> np.ndarray:
-        """A GOP's payload -> uint8 (4 n, height, width, 3)."""
-        torch, net, coder = self.torch, self.net, self.coder
+    def decode(self, payload: bytes, height: int, width: int, duration: int) -> np.ndarray:
+        """A GOP's payload -> uint8 (duration, height, width, 3)."""
+        torch, coder = self.torch, self.coder
         if len(payload) < HEADER.size:
             raise CorruptChunkError("video/wfvae payload shorter than its header")
         step, n = HEADER.unpack_from(payload)
-        if step >= self.steps or not 1 <= n <= GOP // self.time:
-            raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames)")
+        if step >= self.steps or not 1 <= n <= GOP // self.time or n != -(-duration // self.time):
+            raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames "
+                                    f"for {duration} frames)")
         h16, w16 = -(-height // 64) * 4, -(-width // 64) * 4
         pos, context, y_hats = HEADER.size, np.zeros((self.cfg.latent, h16, w16), np.int64), []
         for _ in range(n):
@@ -121,17 +131,13 @@ class WfvaeModel:
         if pos != len(payload):
             raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
         frames = []
-        net.streaming(True)
-        try:
-            with torch.inference_mode():
-                per_window = WINDOW // self.time
-                for k in range(0, n, per_window):
-                    y = torch.from_numpy(np.stack(y_hats[k:k + per_window], 1))[None].float()
-                    x = net.synthesis(y)[0].clamp(0, 1)  # (3, t, h64, w64)
-                    frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
-        finally:
-            net.streaming(False)
-        return np.concatenate(frames)
+        with self._fresh_network() as net, one_thread(torch):
+            per_window = WINDOW // self.time
+            for k in range(0, n, per_window):
+                y = torch.from_numpy(np.stack(y_hats[k:k + per_window], 1))[None].float()
+                x = net.synthesis(y)[0].clamp(0, 1)  # (3, t, h64, w64)
+                frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
+        return np.concatenate(frames)[:duration]
 
 
 class WfvaeEncoder(Encoder):
@@ -150,7 +156,7 @@ class WfvaeEncoder(Encoder):
             raise UsageError(f"expected uint8 frames of shape (n, {f.height}, {f.width}, 3), got {block.dtype} {block.shape}")
         out = []
         for frame in block:
-            self.pending.append(frame)
+            self.pending.append(frame.copy())  # the caller may reuse its buffer
             if len(self.pending) == GOP:
                 out.append(self._packet())
         return out
@@ -192,10 +198,7 @@ class WfvaeDecoder(Decoder):
         self.m, self.facts = model, facts
 
     def decode(self, packet: Packet) -> np.ndarray:
-        frames = self.m.decode(packet.payload, self.facts.height, self.facts.width)
-        if not 0 < packet.duration <= len(frames) < packet.duration + self.m.time:
-            raise CorruptChunkError(f"video/wfvae packet of {len(frames)} frames cannot hold {packet.duration}")
-        return frames[:packet.duration]
+        return self.m.decode(packet.payload, self.facts.height, self.facts.width, packet.duration)
 
 
 class WfvaeCodec(Codec):

@@ -55,6 +55,10 @@ class WfvaeConfig:
             raise ValueError(f"widths must be 3 channel counts, not {self.widths}")
         if len(self.lambdas) < 2 or any(b <= a for a, b in zip(self.lambdas, self.lambdas[1:])):
             raise ValueError(f"lambdas must be at least 2 increasing values, not {self.lambdas}")
+        fan_in = ((self.channels + 2 * self.latent) // 2 + self.latent) * 9
+        if fan_in > 2**11:  # the integer hyper-synthesis is exact only below this (nc/models/hyperprior.py)
+            raise ValueError(f"channels {self.channels} and latent {self.latent} give the context prior's last layer "
+                             f"a fan-in of {fan_in}, over the integer network's 2048")
 
     @property
     def qualities(self) -> int:
@@ -100,7 +104,7 @@ class CausalConv3d(nn.Conv3d):
                 (*x.shape[:2], kt - 1, *x.shape[3:]))
             x = torch.cat([past, x], 2)
             if self.stream:
-                self.cache = x[:, :, -(kt - 1):]
+                self.cache = x[:, :, -(kt - 1):].clone()  # not a view: it would keep the whole window alive
         return super().forward(x)
 
 
