@@ -42,6 +42,7 @@ import numpy as np
 
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.codecs.hyperprior import LatentCoder
+from nc.codecs.learned_video import largest_that_fits
 from nc.codecs.learned_image import (LearnedImageCodec, as_mode, as_rgb, load_network, one_thread, pad_to,
                                      take_block, tiles)
 from nc.errors import CorruptChunkError, PluginError, UsageError
@@ -112,18 +113,8 @@ class HvaeEncoder(Encoder):
             step = round((self.rate.value - 1) * 16)  # 1..8 -> 0..112
             return [Packet(self._payload(step, latents, z_parts), 0, 1)]
         budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
-        lo, hi = 0, self.m.steps - 1
-        best = self._payload(0, latents, z_parts)
-        if len(best) > budget:
-            return [Packet(best, 0, 1)]  # the smallest file this model makes
-        while lo < hi:  # invariant: step lo fits
-            mid = (lo + hi + 1) // 2
-            data = self._payload(mid, latents, z_parts)
-            if len(data) <= budget:
-                lo, best = mid, data
-            else:
-                hi = mid - 1
-        return [Packet(best, 0, 1)]
+        payload = largest_that_fits(lambda step: self._payload(step, latents, z_parts), self.m.steps, budget)
+        return [Packet(payload, 0, 1)]
 
     def _payload(self, step: int, latents, z_parts) -> bytes:
         parts = [U16.pack(step)]

@@ -50,6 +50,7 @@ import numpy as np
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
+from nc.codecs.learned_video import GopEncoder, largest_that_fits
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import VideoFacts
 
@@ -140,55 +141,17 @@ class WfvaeModel:
         return np.concatenate(frames)[:duration]
 
 
-class WfvaeEncoder(Encoder):
+class WfvaeEncoder(GopEncoder):
     def __init__(self, model: WfvaeModel, facts: VideoFacts, rate: RatePoint):
-        self.m, self.facts, self.rate = model, facts, rate
-        self.params: dict = {}
-        self.pending: list[np.ndarray] = []  # frames of the GOP being collected
-        self.frames = 0  # frames taken so far
+        super().__init__(facts, GOP, model.time)
+        self.m, self.rate = model, rate
 
-    def encode(self, block: np.ndarray) -> list[Packet]:
-        f = self.facts
-        block = np.asarray(block)
-        if block.ndim == 3:
-            block = block[None]
-        if block.shape[1:] != (f.height, f.width, 3) or block.dtype != np.uint8:
-            raise UsageError(f"expected uint8 frames of shape (n, {f.height}, {f.width}, 3), got {block.dtype} {block.shape}")
-        out = []
-        for frame in block:
-            self.pending.append(frame.copy())  # the caller may reuse its buffer
-            if len(self.pending) == GOP:
-                out.append(self._packet())
-        return out
-
-    def flush(self) -> list[Packet]:
-        return [self._packet()] if self.pending else []
-
-    def _packet(self) -> Packet:
-        frames = self.pending
-        self.pending = []
-        duration = len(frames)
-        frames += [frames[-1]] * (-duration % self.m.time)  # to whole latent frames
-        latents = self.m.analyse(np.stack(frames))
-        start, self.frames = self.frames, self.frames + duration
-        return Packet(self._payload(latents, duration), start, duration, keyframe=True)
-
-    def _payload(self, latents, duration: int) -> bytes:
+    def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
+        latents = self.m.analyse(frames)
         if self.rate.unit == "quality":
             return self.m.code(latents, round((self.rate.value - 1) * 16))  # 1..8 -> 0..112
         budget = self.rate.value * duration / float(self.facts.fps) / 8
-        lo, hi = 0, self.m.steps - 1
-        best = self.m.code(latents, 0)
-        if len(best) > budget:
-            return best  # the smallest this model makes
-        while lo < hi:  # invariant: step lo fits
-            mid = (lo + hi + 1) // 2
-            data = self.m.code(latents, mid)
-            if len(data) <= budget:
-                lo, best = mid, data
-            else:
-                hi = mid - 1
-        return best
+        return largest_that_fits(lambda step: self.m.code(latents, step), self.m.steps, budget)
 
 
 class WfvaeDecoder(Decoder):

@@ -1,0 +1,80 @@
+"""What nc's learned codecs share for rate control, and the learned video codecs for packets.
+
+`largest_that_fits`: a codec whose payload grows with a quality step finds the largest step whose
+payload fits a byte budget (image/hvae per image, video/wfvae per GOP).
+
+`GopEncoder`: frames arrive in blocks of any size; every GOP frames (the last GOP: the rest) become
+one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
+repeating the last one to a multiple of the network's frames per latent frame. Frames are copied
+as they arrive (a caller may refill one buffer), so the encoder holds at most one GOP.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from nc.codecs.base import Encoder, Packet
+from nc.errors import UsageError
+from nc.media.facts import VideoFacts
+
+
+def largest_that_fits(code: Callable[[int], bytes], steps: int, budget: float) -> bytes:
+    """code(step)'s payload for the largest step in [0, steps) whose payload is at most `budget` bytes
+    (payload sizes rise with the step); step 0's when none fits, the smallest the codec makes."""
+    lo, hi = 0, steps - 1
+    best = code(0)
+    if len(best) > budget:
+        return best
+    while lo < hi:  # invariant: step lo fits
+        mid = (lo + hi + 1) // 2
+        data = code(mid)
+        if len(data) <= budget:
+            lo, best = mid, data
+        else:
+            hi = mid - 1
+    return best
+
+
+def checked_frames(block, facts: VideoFacts) -> np.ndarray:
+    """A video encoder's input as uint8 (n, height, width, 3) (one frame may come without the n axis);
+    UsageError for anything else."""
+    block = np.asarray(block)
+    if block.ndim == 3:
+        block = block[None]
+    if block.shape[1:] != (facts.height, facts.width, 3) or block.dtype != np.uint8:
+        raise UsageError(f"expected uint8 frames of shape (n, {facts.height}, {facts.width}, 3), "
+                         f"got {block.dtype} {block.shape}")
+    return block
+
+
+class GopEncoder(Encoder):
+    """Cuts the stream into GOPs of `gop` frames and hands each, padded to a multiple of `multiple`
+    frames, to `code_gop(frames, duration)`; packet start and duration count the real frames."""
+
+    def __init__(self, facts: VideoFacts, gop: int, multiple: int):
+        self.facts, self.gop, self.multiple = facts, gop, multiple
+        self.params: dict = {}
+        self.pending: list[np.ndarray] = []  # frames of the GOP being collected
+        self.frames = 0  # frames coded so far
+
+    def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
+        raise NotImplementedError
+
+    def encode(self, block) -> list[Packet]:
+        out = []
+        for frame in checked_frames(block, self.facts):
+            self.pending.append(frame.copy())  # the caller may reuse its buffer
+            if len(self.pending) == self.gop:
+                out.append(self._packet())
+        return out
+
+    def flush(self) -> list[Packet]:
+        return [self._packet()] if self.pending else []
+
+    def _packet(self) -> Packet:
+        frames, self.pending = self.pending, []
+        duration = len(frames)
+        frames += [frames[-1]] * (-duration % self.multiple)
+        start, self.frames = self.frames, self.frames + duration
+        return Packet(self.code_gop(np.stack(frames), duration), start, duration, keyframe=True)
