@@ -24,22 +24,24 @@ Writes
   OUT/train_clips.npy     uint8 (N, FRAMES, CROP, CROP, 3): half real-clip crops (a random
                           window, shrunk 1-2x, random frame stride 1-2), half pan/zooms
   OUT/manifest.json       how every clip was made
+
+With --export-sources it copies the training sources instead (OUT/clips, OUT/photos), for a
+trainer that makes fresh clips on the fly (nc/train/video_data.py ClipSource; scripts/gpu_train_wfvae.sh).
 """
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.util
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
-from fractions import Fraction
 
 import numpy as np
-from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+from nc.train.video_data import pan_zoom, read_clip, real_crop, resize_frames  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FRAMES, CROP = 16, 128  # a training clip: 16 frames of 128 x 128
@@ -58,69 +60,6 @@ def _image_set():
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-def read_clip(path: str) -> tuple[np.ndarray, Fraction]:
-    """Every frame of a video file (a .gz is unpacked to a temporary file first), RGB uint8, and its rate."""
-    import av
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if path.endswith(".gz"):
-            plain = os.path.join(tmp, os.path.basename(path)[:-3])
-            with gzip.open(path) as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            path = plain
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            rate = Fraction(stream.average_rate or 25).limit_denominator(100_000)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    return np.stack(frames), rate
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS)) for f in frames])
-
-
-def real_crop(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """FRAMES frames at a random stride 1-2 from a random start, a random CROP-square window shrunk 1-2x."""
-    stride = int(rng.integers(1, 3))
-    start = int(rng.integers(0, len(frames) - stride * (FRAMES - 1)))
-    h, w = frames.shape[1:3]
-    factor = float(np.exp(rng.uniform(0, np.log(min(2.0, h / CROP, w / CROP)))))
-    span = int(round(CROP * factor))
-    top, left = int(rng.integers(0, h - span + 1)), int(rng.integers(0, w - span + 1))
-    clip = frames[start:start + stride * FRAMES:stride, top:top + span, left:left + span]
-    if span != CROP:
-        clip = resize_frames(clip, (CROP, CROP))
-    flip = bool(rng.random() < 0.5)
-    info = {"start": start, "stride": stride, "box": [left, top, span], "flip": flip}
-    return (clip[:, :, ::-1] if flip else clip), info
-
-
-def pan_zoom(image: Image.Image, size: tuple[int, int], frames: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """A camera move over a photo: a box `factor` x `size` (factor 2-4: the shrink that hides JPEG
-    blocking) whose centre drifts up to 3 output pixels per frame and whose scale changes by up to
-    1.5 % per frame, each frame resampled to `size` with Lanczos."""
-    w, h = size
-    factor = float(np.exp(rng.uniform(np.log(2.0), np.log(min(4.0, image.width / w / 1.3, image.height / h / 1.3)))))
-    zoom = float(rng.uniform(-0.015, 0.015))
-    velocity = rng.uniform(-3, 3, 2) * factor
-    # start where the whole move stays inside the photo
-    scales = factor * np.exp(zoom * np.arange(frames))
-    reach = np.abs(velocity) * frames + np.array([w, h]) * scales.max() / 2
-    lo = reach
-    hi = np.array([image.width, image.height]) - reach
-    centre = np.where(hi > lo, rng.uniform(np.minimum(lo, hi), np.maximum(lo, hi)), np.array([image.width, image.height]) / 2)
-    out = np.empty((frames, h, w, 3), np.uint8)
-    for t in range(frames):
-        half = np.minimum(np.array([w, h]) * scales[t], [image.width, image.height]) / 2
-        # a move that would leave the photo stops at its edge
-        cx, cy = np.clip(centre + velocity * t, half, np.array([image.width, image.height]) - half)
-        box = (cx - half[0], cy - half[1], cx + half[0], cy + half[1])
-        out[t] = np.asarray(image.resize(size, Image.Resampling.LANCZOS, box=box))
-    info = {"factor": round(factor, 3), "zoom_per_frame": round(zoom, 4),
-            "velocity": [round(float(v), 2) for v in velocity], "centre": [round(float(c), 1) for c in centre]}
-    return out, info
 
 
 def build(out: str, root: str = "/", clips: int = DEFAULT_CLIPS, seed: int = 0, command: str = "") -> dict:
@@ -162,7 +101,7 @@ def build(out: str, root: str = "/", clips: int = DEFAULT_CLIPS, seed: int = 0, 
     for i in range(clips):
         if i % 2 == 0:
             k = int(rng.integers(len(real)))
-            array[i], info = real_crop(real[k][1], rng)
+            array[i], info = real_crop(real[k][1], rng, FRAMES, CROP)
             manifest["train"].append({"source": real[k][0], **info})
         else:
             e = photos[int(rng.choice(len(photos), p=weights / weights.sum()))]
@@ -174,14 +113,42 @@ def build(out: str, root: str = "/", clips: int = DEFAULT_CLIPS, seed: int = 0, 
     return manifest
 
 
+def export_sources(out: str, root: str = "/") -> dict:
+    """Copy the training sources, as they are, into OUT/clips and OUT/photos (ClipSource's layout, for
+    a trainer that makes clips on the fly, e.g. on a GPU machine without these packages): 22 MiB."""
+    bis = _image_set()
+    entries, _ = bis.discover(root)
+    bis.check_disjoint(entries)
+    for sub in ("clips", "photos"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    skip = {}
+    for rel, frames in REAL_TRAIN:
+        shutil.copy(os.path.join(root, OPENCV, rel), os.path.join(out, "clips", os.path.basename(rel)))
+        if frames:
+            skip[os.path.basename(rel)] = frames
+    with open(os.path.join(out, "clips", "skip.json"), "w") as f:
+        json.dump(skip, f)
+    photos = [e for e in entries if e["split"] == "train"]
+    for e in photos:
+        name = e["group"].replace("/", "__") + "__" + os.path.basename(e["path"]).lower()  # groups share files
+        shutil.copy(os.path.join(root, e["path"]), os.path.join(out, "photos", name))
+    return {"clips": [r for r, _ in REAL_TRAIN], "photos": [e["path"] for e in photos], "skip": skip}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (keep it outside the repository)")
     ap.add_argument("--clips", type=int, default=DEFAULT_CLIPS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--source-root", default="/")
+    ap.add_argument("--export-sources", action="store_true",
+                    help="instead: copy the training sources into OUT/clips and OUT/photos (nc.train.video_data.ClipSource)")
     args = ap.parse_args(argv)
     t0 = time.time()
+    if args.export_sources:
+        listing = export_sources(args.out, args.source_root)
+        print(f"{len(listing['clips'])} clips and {len(listing['photos'])} photos copied to {args.out}")
+        return 0
     manifest = build(args.out, args.source_root, args.clips, args.seed, " ".join(sys.argv))
     print(f"{len(manifest['eval'])} evaluation clips, {len(manifest['train'])} training clips "
           f"in {time.time() - t0:.0f} s -> {args.out}")

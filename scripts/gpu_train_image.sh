@@ -5,7 +5,8 @@
 #                                                              gpu_train_vqgan.sh call this)
 # Here, first:   python scripts/build_image_set.py --out data/images      (train_256.npy, 47 MiB)
 # Then run it through the device tool with
-#   command: bash scripts/gpu_train_hvae.sh (or _vqgan.sh)     carry: ["data/images"]
+#   command: bash scripts/gpu_train_hvae.sh (or _vqgan.sh)     carry: ["data/images", ".whl"]
+# (.whl: the constriction wheel, see scripts/gpu_env.sh)
 # Environment: MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of the network's config), INIT
 # (weights to fine-tune, e.g. nc/codecs/weights/image_hvae.safetensors), RESUME (a run folder with
 # checkpoint.safetensors to continue, carried too). It needs only torch, numpy, safetensors,
@@ -19,6 +20,7 @@ case "$codec" in
 esac
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/gpu_env.sh
 run=/tmp/${codec#image/}-gpu
 mkdir -p "$run"
 if [ -n "${RESUME:-}" ]; then cp "$RESUME"/checkpoint.safetensors "$run/"; fi

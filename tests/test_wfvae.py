@@ -240,3 +240,32 @@ def test_shipped_weights_round_trip():
     assert y.shape == x.shape
     mse = np.mean((y.astype(float) - x) ** 2)
     assert 10 * np.log10(255**2 / mse) > 15  # a trained model, not noise
+
+
+def test_training_clips_are_made_on_the_fly_from_sources(tmp_path):
+    """nc/train/video_data.ClipSource: crops of real clips (skipping the frames skip.json names) and pans
+    over photos, at the size asked for."""
+    import av
+    from PIL import Image
+
+    from nc.train.video_data import ClipSource
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "photos").mkdir()
+    frames = clip(30, 96, 128)
+    with av.open(str(tmp_path / "clips" / "c.mkv"), "w") as f:
+        s = f.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 128, 96, "bgr0"
+        for fr in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                f.mux(p)
+        for p in s.encode(None):
+            f.mux(p)
+    (tmp_path / "clips" / "skip.json").write_text('{"c.mkv": 10}')
+    Image.fromarray(clip(1, 600, 800)[0]).save(tmp_path / "photos" / "p.png")
+    source = ClipSource(str(tmp_path))
+    assert len(source.clips) == 1 and len(source.clips[0]) == 20
+    rng = np.random.default_rng(0)
+    made = [source.clip(rng, 8, 64) for _ in range(6)]
+    assert all(c.shape == (8, 64, 64, 3) and c.dtype == np.uint8 for c in made)
+    assert any(not np.array_equal(c[0], c[-1]) for c in made)  # things move

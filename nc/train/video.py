@@ -6,8 +6,10 @@ bits per pixel (of every frame) + lambda(q) 255^2 MSE. The run's setup, loop, ch
 resumption and exported integer tables are nc/train/image.py's.
 
 `--data` is a folder holding `train_clips.npy`, uint8 (N, frames, side, side, 3), built by
-scripts/build_video_set.py. A batch is `--batch` random `--frames` x `--crop`^2 windows of those
-clips, mirrored left-right half of the time and played backwards a quarter of the time.
+scripts/build_video_set.py: a batch is `--batch` random `--frames` x `--crop`^2 windows of those
+clips, mirrored left-right half of the time and played backwards a quarter of the time. Or it is a
+folder of sources (clips/, photos/; `build_video_set.py --export-sources`): then `--workers`
+processes make every batch afresh (nc/train/video_data.py), as a GPU run needs.
 """
 from __future__ import annotations
 
@@ -34,20 +36,26 @@ def load_clips(folder: Path) -> np.ndarray:
     return clips
 
 
+def window(clip: np.ndarray, frames: int, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A random frames x crop^2 window of one clip, mirrored half the time and reversed a quarter."""
+    t, h, w, _ = clip.shape
+    s, top, left = rng.integers(0, t - frames + 1), rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+    p = clip[s:s + frames, top:top + crop, left:left + crop]
+    if rng.random() < 0.5:
+        p = p[:, :, ::-1]
+    if rng.random() < 0.25:
+        p = p[::-1]
+    return p
+
+
+def as_batch(windows: list[np.ndarray]) -> torch.Tensor:
+    """uint8 windows -> float (size, 3, frames, crop, crop) in [0, 1]."""
+    return torch.from_numpy(np.stack(windows)).permute(0, 4, 1, 2, 3).float() / 255
+
+
 def batch(clips: np.ndarray, size: int, frames: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
-    """`size` random windows, float (size, 3, frames, crop, crop) in [0, 1]."""
-    n, t, h, w, _ = clips.shape
-    out = np.empty((size, frames, crop, crop, 3), np.uint8)
-    for k in range(size):
-        i = rng.integers(n)
-        s, top, left = rng.integers(0, t - frames + 1), rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-        p = clips[i, s:s + frames, top:top + crop, left:left + crop]
-        if rng.random() < 0.5:
-            p = p[:, :, ::-1]
-        if rng.random() < 0.25:
-            p = p[::-1]
-        out[k] = p
-    return torch.from_numpy(out).permute(0, 4, 1, 2, 3).float() / 255
+    """`size` random windows of random clips."""
+    return as_batch([window(clips[rng.integers(len(clips))], frames, crop, rng) for _ in range(size)])
 
 
 def rd_loss(model: VideoWFVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
@@ -63,12 +71,22 @@ def rd_loss(model: VideoWFVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
 def train(args) -> None:
     run = start_run(args, WfvaeConfig, VideoWFVAE)
     model, cfg = run.model, run.model.cfg
-    clips = load_clips(Path(args.data))
-    if args.frames > clips.shape[1] or args.crop > min(clips.shape[2:4]):
-        raise SystemExit(f"--frames {args.frames} / --crop {args.crop} exceed the clips' {clips.shape[1:4]}")
+    stream = None
+    if (Path(args.data) / "train_clips.npy").exists():
+        clips = load_clips(Path(args.data))
+        if args.frames > clips.shape[1] or args.crop > min(clips.shape[2:4]):
+            raise SystemExit(f"--frames {args.frames} / --crop {args.crop} exceed the clips' {clips.shape[1:4]}")
 
-    def draw(rng):
-        return batch(clips, args.batch, args.frames, args.crop, rng)
+        def draw(rng):
+            return batch(clips, args.batch, args.frames, args.crop, rng)
+    else:
+        from nc.train.video_data import ClipStream
+
+        stream = ClipStream(args.data, args.seed + run.step, args.frames, args.crop, args.batch, args.workers)
+        clips = np.stack([stream.next()[0] for _ in range(2)])  # the probe's fixed clips
+
+        def draw(rng):  # fresh clips, each flipped or reversed at random
+            return as_batch([window(c, args.frames, args.crop, rng) for c in stream.next()])
 
     def loss_of(x):  # every clip at its own quality
         losses = rd_loss(model, x, torch.rand(len(x), device=x.device) * (cfg.qualities - 1))
@@ -78,7 +96,11 @@ def train(args) -> None:
         if step % args.log_every == 0:
             _log_step(run, clips, step, losses, seconds, args)
 
-    seconds = train_loop(run, args, draw, 500, loss_of, after_step)
+    try:
+        seconds = train_loop(run, args, draw, 500, loss_of, after_step)
+    finally:
+        if stream:
+            stream.close()
     meta = {"config": cfg.to_dict(), "codec": "video/wfvae", "steps": run.step,
             "train_minutes": round(seconds / 60, 1), "device": str(run.device),
             "batch": args.batch, "frames": args.frames, "crop": args.crop}
@@ -109,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p, steps=100000, lr=2e-4, config='{"widths": [16, 32, 64], "latent": 32}')
     p.add_argument("--frames", type=int, default=16, help=f"frames per clip, a multiple of {TIME}")
     p.add_argument("--crop", type=int, default=128, help=f"clip side, a multiple of {ALIGN}")
+    p.add_argument("--workers", type=int, default=4, help="processes making clips from a sources folder")
     return p
 
 
