@@ -115,7 +115,7 @@ def build(out: str, root: str = "/", clips: int = DEFAULT_CLIPS, seed: int = 0, 
 
 def export_sources(out: str, root: str = "/") -> dict:
     """Copy the training sources, as they are, into OUT/clips and OUT/photos (ClipSource's layout, for
-    a trainer that makes clips on the fly, e.g. on a GPU machine without these packages): 22 MiB."""
+    a trainer that makes clips on the fly, e.g. on a GPU machine without these packages): 20 MiB."""
     bis = _image_set()
     entries, _ = bis.discover(root)
     bis.check_disjoint(entries)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU run of video/wfvae for the device tool (under 10 minutes; see README "Training").
 #
-# Here, first:   python scripts/build_video_set.py --out data/video_src --export-sources   (18 MiB of clips
+# Here, first:   python scripts/build_video_set.py --out data/video_src --export-sources   (20 MiB of clips
 #                and photos) and the constriction wheel (scripts/gpu_env.sh says how)
 # Then run it through the device tool with
 #   command: bash scripts/gpu_train_wfvae.sh     carry: ["data/video_src", ".whl"]
