@@ -1,6 +1,6 @@
 """Peak memory of a long video through the stream API: does it grow with the video's length?
 
-    .venv/bin/python bench/video_memory.py [--codec video/wfvae] [--seconds 10,40] [--size 854x480]
+    .venv/bin/python bench/video_memory.py [--codec video/wfvae] [--seconds 8,24] [--size 854x480]
 
 For each length, a fresh process writes that many seconds of generated 480p video at 25 fps
 (a textured scene panning 3 pixels a frame, made frame by frame, never held whole) through
@@ -58,7 +58,7 @@ print(json.dumps({"frames": frames, "decoded": count, "base_mib": base, "encode_
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--codec", default="video/wfvae")
-    p.add_argument("--seconds", default="10,40")
+    p.add_argument("--seconds", default="8,24")
     p.add_argument("--size", default="854x480")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
