@@ -177,7 +177,7 @@ class WfvaeCodec(Codec):
                     "bitrate; 32-frame GOPs, each a seek point",
             ranges=(QUALITY, BPS), default=RatePoint("q4", 4.0, "quality"), streaming=True, deterministic=True,
             weights_sha256=sha256_of(weights),
-            # below video/h264 (10): the shipped weights do not reach x264 (nc/codecs/weights/video_wfvae.md)
+            # below video/h264 (10): the shipped weights are far below x264 (nc/codecs/weights/video_wfvae.md)
             rank=5)
 
     @cached_property
