@@ -106,7 +106,7 @@ class WfvaeModel:
     def code(self, latents, step: int) -> bytes:
         """A GOP's payload at quality `step`: each latent frame's prior sees the one before."""
         coder, parts = self.coder, [HEADER.pack(step, len(latents))]
-        context = np.zeros_like(coder.fixed_point(latents[0][0]))
+        context = np.zeros(latents[0][0].shape, np.int64)  # the GOP starts with no past
         for y, z, z_data in latents:
             y_data, y_hat = coder.quantize(y, coder.hyper_side(z, context), step)
             context = coder.fixed_point(y_hat)
