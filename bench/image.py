@@ -21,7 +21,6 @@ image_crops.png (and image_low_rate_crops.png).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 from collections import defaultdict
@@ -33,7 +32,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import nc  # noqa: E402
-from nc.bitstream import container  # noqa: E402
+from nc.bitstream.container import payload_bytes  # noqa: E402
 from nc.metrics import bd_rate, ms_ssim, psnr  # noqa: E402
 from nc.plugins import registry  # noqa: E402
 
@@ -79,12 +78,6 @@ def rate_points(descriptor) -> list[tuple[str, dict]]:
         return [(f"q{q:g}", {"quality": q}) for q in sweep if r.low <= q <= r.high]
     r = ranges["bpp"]
     return [(f"{b:g}bpp", {"bitrate": f"{b:g}bpp"}) for b in BPP_TARGETS if r.low <= b <= r.high]
-
-
-def payload_bytes(data: bytes) -> int:
-    """The codec's own bytes in an .ncb file; the rest is container."""
-    reader = container.ContainerReader(io.BytesIO(data))
-    return sum(len(c.payload) for c in reader.chunks() if isinstance(c, container.Chunk))
 
 
 def run_one(codec: str, kwargs: dict, x: np.ndarray) -> tuple[dict, np.ndarray]:

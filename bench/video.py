@@ -36,12 +36,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-import io  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 import nc  # noqa: E402
-from nc.bitstream import container  # noqa: E402
+from nc.bitstream.container import payload_bytes  # noqa: E402
 from nc.metrics import bd_rate, ms_ssim  # noqa: E402
 from nc.plugins import registry  # noqa: E402
 
@@ -77,14 +75,9 @@ def luma(x: np.ndarray) -> np.ndarray:
 
 
 def frame_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """nc.metrics.psnr, but capped at 100 dB: a frame decoded exactly must not make the clip's mean infinite."""
     mse = float(np.mean((a.astype(np.float64) - b) ** 2))
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
-
-
-def payload_bytes(data: bytes) -> int:
-    """The codec's own bytes in an .ncb file; the rest is container."""
-    reader = container.ContainerReader(io.BytesIO(data))
-    return sum(len(c.payload) for c in reader.chunks() if isinstance(c, container.Chunk))
 
 
 def measure(codec: str, kwargs: dict, x: np.ndarray, fps: float) -> dict:

@@ -52,6 +52,7 @@ def test_golden_file_still_reads_as_written():
     assert [c.number for c in items] == list(range(5))
     assert reader.totals == [(3, 2), (2660, 3)]
     assert reader.index["offset"].tolist() == [c.offset for c in items]
+    assert C.payload_bytes(_golden_bytes()) == sum(len(p) for *_, p in make_golden.CHUNKS)
 
 
 def test_writer_still_writes_the_golden_bytes(tmp_path):

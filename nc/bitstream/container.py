@@ -13,6 +13,7 @@ fixed-size `tail` chunk at the very end points back to FINI and the index.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -381,6 +382,11 @@ class ContainerReader:
             track, flags, reserved = struct.unpack_from("<HBB", data, c + 8)
             return track < len(self.tracks) and reserved == 0 and flags <= KEYFRAME
         return True
+
+
+def payload_bytes(data: bytes) -> int:
+    """The codecs' own bytes in a whole .ncb file (its DATA chunks' payloads); the rest is container."""
+    return sum(len(c.payload) for c in ContainerReader(io.BytesIO(data)).chunks() if isinstance(c, Chunk))
 
 
 def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
