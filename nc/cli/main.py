@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             from nc.train.image import main as train_main
         elif argv[1:2] == ["image/vqgan"]:
             from nc.train.vqgan import main as train_main
+        elif argv[1:2] == ["video/bsqvit"]:
+            from nc.train.bsqvit import main as train_main
         elif argv[1:2] == ["video/wfvae"]:
             from nc.train.video import main as train_main
         else:

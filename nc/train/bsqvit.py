@@ -1,0 +1,133 @@
+"""Training for video/bsqvit: `nc train video/bsqvit --data DIR --out DIR`.
+
+Reconstruction training of one model for every rate (nc/models/bsqvit.py): each clip draws how many
+bits per token the decoder reads, k in 4, 8, ..., bits, and the loss is the MSE of its decoding (what
+the benchmark's PSNR measures). The signs cost bits by construction, so there is no rate term. The
+run's setup, loop, checkpoints and resumption are nc/train/image.py's; the clips are video/wfvae's
+(`--data` holds train_clips.npy from scripts/build_video_set.py, or a sources folder).
+
+At the end the entropy model is fitted: the trained encoder codes the training clips and the
+counts of every GROUP-bit sub-code in each of its contexts become the integer frequency tables
+the codec codes with (nc/codecs/bsqvit.py), shipped in weights.safetensors beside the network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nc.models.bsqvit import ALIGN, GROUP, TUBELET, BsqVitConfig, VideoBsqVit
+from nc.models.weights import save_weights
+from nc.train.common import log_line
+from nc.train.image import add_run_options, start_run, train_loop
+from nc.train.video import as_batch, batch, load_clips, window
+
+
+def keeps(cfg: BsqVitConfig, size: int, device) -> torch.Tensor:
+    """Bits read per token, one per clip, uniform over GROUP, 2 GROUP, ..., cfg.bits."""
+    return (torch.randint(1, cfg.groups + 1, (size,), device=device) * GROUP)
+
+
+def recon_loss(model: VideoBsqVit, x: torch.Tensor, keep: torch.Tensor) -> dict:
+    out = model(x, keep)
+    mse = (out["x_hat"] - x).square().mean((1, 2, 3, 4))
+    ones = (out["u"] > 0).float().mean()  # fraction of positive signs: far from 0.5 would mean dead bits
+    return {"loss": mse.mean(), "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean(), "ones": ones}
+
+
+@torch.no_grad()
+def fit_priors(model: VideoBsqVit, clips: np.ndarray, limit: int = 400) -> dict[str, torch.Tensor]:
+    """The codec's integer tables: sub-code counts per (group, context) over up to `limit` clips,
+    nc/codecs/bsqvit.py's `contexts` defining the contexts."""
+    from nc.codecs.bsqvit import count_subcodes
+
+    model.eval()
+    counts = None
+    for k in range(0, min(len(clips), limit), 8):
+        x = torch.from_numpy(np.array(clips[k:k + 8])).permute(0, 4, 1, 2, 3).float() / 255
+        for bits in model.encode(x).numpy():
+            c = count_subcodes(bits)
+            counts = c if counts is None else counts + c
+    model.train()
+    return {"prior.counts": torch.from_numpy(counts.astype(np.int64))}
+
+
+def train(args) -> None:
+    run = start_run(args, BsqVitConfig, VideoBsqVit)
+    model, cfg = run.model, run.model.cfg
+    stream = None
+    if (Path(args.data) / "train_clips.npy").exists():
+        clips = load_clips(Path(args.data))
+
+        def draw(rng):
+            return batch(clips, args.batch, args.frames, args.crop, rng)
+    else:
+        from nc.train.video_data import ClipStream
+
+        stream = ClipStream(args.data, args.seed + run.step, 16, 128, args.batch, args.workers)
+        clips = np.stack([c for _ in range(8) for c in stream.next()])  # probe and prior clips
+
+        def draw(rng):
+            return as_batch([window(c, args.frames, args.crop, rng) for c in stream.next()])
+
+    def loss_of(x):
+        losses = recon_loss(model, x, keeps(cfg, len(x), x.device))
+        return losses["loss"], losses
+
+    def after_step(step, progress, losses, seconds):
+        if step % args.log_every == 0:
+            _log_step(run, clips, step, losses, seconds, args)
+
+    try:
+        seconds = train_loop(run, args, draw, 500, loss_of, after_step)
+    finally:
+        if stream:
+            stream.close()
+    tables = fit_priors(model.cpu().float(), clips)
+    meta = {"config": cfg.to_dict(), "codec": "video/bsqvit", "steps": run.step,
+            "train_minutes": round(seconds / 60, 1), "device": str(run.device),
+            "batch": args.batch, "frames": args.frames, "crop": args.crop}
+    save_weights(run.out / "weights.safetensors", model, tables, meta)
+    log_line(run.out, "wrote weights.safetensors: " + json.dumps(meta))
+
+
+@torch.no_grad()
+def _log_step(run, clips, step, losses, seconds, args) -> None:
+    """Training losses, plus PSNR at 8, 16, 32 and all bits per token on fixed 16 x 128^2 clips."""
+    model = run.model
+    model.eval()
+    x = batch(clips, 2, min(16, clips.shape[1]), min(128, clips.shape[2]), np.random.default_rng(12345))
+    x = x.to(run.device)
+    probe = {}
+    for k in sorted({8, 16, 32, model.cfg.bits}):
+        if k <= model.cfg.bits:
+            probe[f"{k}b"] = round(float(recon_loss(model, x, torch.full((2,), k, device=run.device))["psnr"]), 2)
+    model.train()
+    log_line(run.out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
+                                  "probe_psnr": probe, "lr": round(run.optimizer.param_groups[0]["lr"], 7),
+                                  "clips_per_s": round(step * args.batch / max(seconds, 1e-9), 2),
+                                  "minutes": round(seconds / 60, 2)}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc train video/bsqvit", description=__doc__.split("\n\n")[0])
+    p.add_argument("codec", choices=["video/bsqvit"])
+    add_run_options(p, steps=100000, lr=4e-4, config='{"width": 96, "depth": 1}')
+    p.add_argument("--frames", type=int, default=8, help=f"frames per clip, a multiple of {TUBELET}")
+    p.add_argument("--crop", type=int, default=64, help=f"clip side, a multiple of {ALIGN}")
+    p.add_argument("--workers", type=int, default=4, help="processes making clips from a sources folder")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.frames % TUBELET or args.frames < TUBELET or args.crop % ALIGN or args.crop < ALIGN:
+        raise SystemExit(f"--frames must be a multiple of {TUBELET} and --crop of {ALIGN}")
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
