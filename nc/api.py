@@ -169,23 +169,24 @@ def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts)
     Images (image/vqgan): int16 (stages, rows, columns), one token per 16 x 16 pixels; an image
     array (height, width, channels) needs no facts."""
     c = _token_codec(codec)
-    modality = c.descriptor.modality
+    modalities = getattr(c, "token_modalities", (c.descriptor.modality,))  # video/bsqvit: video and images
     rate = c.descriptor.resolve(bitrate, quality)
     if isinstance(media, (str, os.PathLike)):
         with local_path(os.fspath(media)) as local:
             source = open_media(local)
-            if source.facts[0].modality != modality or len(source.facts) > 1:
-                raise UsageError(f"{media}: {codec} makes tokens of {modality} files")
-            return c.tokenize((b for _, b in source.blocks()), source.facts[0], rate)
+            first = source.facts[0]
+            if first.modality not in modalities or (len(source.facts) > 1 and first.modality != "video"):
+                raise UsageError(f"{media}: {codec} makes tokens of {' and '.join(modalities)} files")
+            return c.tokenize((b for t, b in source.blocks() if t == 0), first, rate)
     from nc.stream import as_media
 
-    if modality == "image" and not facts:
+    if "image" in modalities and not facts:
         shape = np.shape(media)
         facts = {"width": shape[1], "height": shape[0],
                  "mode": {1: "L", 3: "RGB", 4: "RGBA"}.get(shape[2], "?")} if len(shape) == 3 else {}
     spec = facts_from_kwargs(**facts)
-    if spec.modality != modality:
-        raise UsageError(f"{codec} makes tokens of {modality}, not {spec.modality}")
+    if spec.modality not in modalities:
+        raise UsageError(f"{codec} makes tokens of {' and '.join(modalities)}, not {spec.modality}")
     return c.tokenize([as_media(media, spec)], spec, rate)
 
 

@@ -41,3 +41,14 @@ def run_nc(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     """Run the real `nc` command in a subprocess (as a user would)."""
     return subprocess.run([sys.executable, "-m", "nc", *map(str, args)], input=stdin,
                           capture_output=True, timeout=300)
+
+
+def panning_clip(frames: int, height: int, width: int, seed: int = 0):
+    """uint8 (frames, height, width, 3): a textured scene panning right by 2 pixels per frame, so
+    frames resemble each other, as a video codec's test material."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    scene = rng.integers(0, 256, (height // 4 + 1, (width + 2 * frames) // 4 + 1, 3)).astype(np.uint8)
+    scene = np.kron(scene, np.ones((4, 4, 1), np.uint8))
+    return np.stack([scene[:height, 2 * t:2 * t + width] for t in range(frames)])

@@ -16,17 +16,9 @@ from nc.models.weights import save_weights
 from nc.models.wfvae import VideoWFVAE, WfvaeConfig, haar3d, ihaar3d
 from nc.train.image import export_tables
 from nc.train.video import rd_loss
-from conftest import SAMPLES, run_nc
+from conftest import SAMPLES, panning_clip as clip, run_nc
 
 TINY = dict(widths=(8, 16, 16), latent=16, hyper=8, channels=16)
-
-
-def clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A textured scene panning right by 2 pixels per frame, so frames resemble each other."""
-    rng = np.random.default_rng(seed)
-    scene = rng.integers(0, 256, (height // 4 + 1, (width + 2 * frames) // 4 + 1, 3)).astype(np.uint8)
-    scene = np.kron(scene, np.ones((4, 4, 1), np.uint8))
-    return np.stack([scene[:height, 2 * t:2 * t + width] for t in range(frames)])
 
 
 @pytest.fixture(scope="module")

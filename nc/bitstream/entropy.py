@@ -116,6 +116,8 @@ def _ans_decode(data, runs, n: int) -> np.ndarray:
         coder = AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
         for model, start, stop in runs:
             if model is not None:
+                if not data:  # constriction reads zeros from an empty stream; a coded symbol costs a word
+                    raise FormatError("ANS data missing for symbols that cost bits")
                 out[start:stop] = coder.decode(model, stop - start)
     except (ValueError, KeyError, RuntimeError, OverflowError) as e:
         raise FormatError(f"corrupt ANS data: {e}") from None
@@ -235,6 +237,56 @@ def decode_categorical(data, table: FrequencyTable, count: int, contexts=None,
     order, runs = _plan(contexts, count, table.contexts)
     ordered = _ans_decode(bytes(data), [(table.model(k), a, b) for k, a, b in runs], count)
     return _unsort(ordered, order)
+
+
+def encode_categorical_pieces(pieces, table: FrequencyTable) -> bytes:
+    """ANS-code [(symbols, contexts)] pieces into one stream that `CategoricalReader` reads back piece
+    by piece, for contexts that depend on earlier pieces' symbols. Each piece is coded as
+    `encode_categorical` codes it; the payload is those codings concatenated in one stream."""
+    runs = []
+    for symbols, contexts in pieces:
+        s = _ints(symbols, "symbols")
+        _in_range(s, 0, table.alphabet, "symbols")
+        order, plan = _plan(contexts, s.size, table.contexts)
+        ordered = s if order is None else s[order]
+        runs += [(table.model(k), ordered[a:b]) for k, a, b in plan]
+    return _ans_encode(runs)
+
+
+class CategoricalReader:
+    """Decodes a stream made by `encode_categorical_pieces` one piece at a time: `read(contexts)` returns
+    the next piece's symbols, `close()` checks the stream ended exactly there. Bad data raises FormatError."""
+
+    def __init__(self, data, table: FrequencyTable, max_count: int = MAX_COUNT):
+        if len(data) % 4:
+            raise FormatError("ANS data is not a whole number of 32-bit words")
+        self.table, self.left, self.empty = table, max_count, not len(data)
+        try:
+            self.coder = AnsCoder(np.frombuffer(bytes(data), "<u4").astype(np.uint32))
+        except ValueError as e:
+            raise FormatError(f"corrupt ANS data: {e}") from None
+
+    def read(self, contexts) -> np.ndarray:
+        n = len(contexts)
+        if n > self.left:  # ANS can code ~0 bits/symbol, so the data's length bounds nothing
+            raise FormatError(f"more than {self.left} symbols asked of one ANS stream")
+        self.left -= n
+        order, plan = _plan(contexts, n, self.table.contexts)
+        out = np.zeros(n, np.int32)
+        try:
+            for k, a, b in plan:
+                model = self.table.model(k)
+                if model is not None:
+                    if self.empty:  # constriction reads zeros from an empty stream; a coded symbol costs a word
+                        raise FormatError("ANS data missing for symbols that cost bits")
+                    out[a:b] = self.coder.decode(model, b - a)
+        except (ValueError, KeyError, RuntimeError, OverflowError) as e:
+            raise FormatError(f"corrupt ANS data: {e}") from None
+        return _unsort(out, order)
+
+    def close(self) -> None:
+        if not self.coder.is_empty():
+            raise FormatError("ANS data does not end where its symbols do")
 
 
 # --- quantised Gaussian / Laplace with a fixed scale table ------------------------

@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("codecs", help="list installed codecs and their rates")
 
-    t = sub.add_parser("tokens", help="audio or image file -> discrete codes (.npy: audio channels x stages x "
+    t = sub.add_parser("tokens", help="audio, image or video file -> discrete codes (.npy: audio channels x stages x "
                                       "frames, int16 for audio/rvq, int64 for audio/fsq; image/vqgan stages x "
-                                      "rows x columns, int16)")
+                                      "rows x columns, int16; video/bsqvit (video or image) tubelets x rows x "
+                                      "columns x 4-bit sub-codes, uint8)")
     t.add_argument("input")
     t.add_argument("-o", "--output", required=True, help=".npy file")
     t.add_argument("--codec", default="audio/rvq")
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("output", help="audio file (.wav, .flac, ...) or, for image codecs, .png")
     k.add_argument("--codec", default="audio/rvq")
     k.add_argument("--sample-rate", type=int, default=16000)
+    k.add_argument("--fps", type=int, default=25, help="frame rate of a video written from video tokens")
 
     sub.add_parser("train", help="train a neural codec (see `nc train --help`)", add_help=False)
     return p
@@ -225,7 +227,8 @@ def cmd_tokens(args) -> int:
         np.save(args.output, codes)
     except OSError as e:
         raise NCError(f"cannot write {args.output}: {e.strerror}") from None
-    axes = ("stages", "rows", "columns") if args.codec.startswith("image/") else ("channel(s)", "stages", "frames")
+    axes = {"image": ("stages", "rows", "columns"), "video": ("tubelets", "rows", "columns", "sub-codes")}.get(
+        args.codec.split("/")[0], ("channel(s)", "stages", "frames"))
     print(f"{args.output}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)))
     return 0
 
@@ -233,20 +236,29 @@ def cmd_tokens(args) -> int:
 def cmd_detokenize(args) -> int:
     import numpy as np
 
-    from nc.media.facts import AudioFacts, ImageFacts
-    from nc.media.files import MediaSink
+    from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
+    from nc.media.files import IMAGE_EXTS, MediaSink
 
     try:
         codes = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise NCError(f"cannot read tokens from {args.input}: {e}") from None
     media = nc.detokenize(codes, codec=args.codec, sample_rate=args.sample_rate)
-    image = args.codec.startswith("image/")
-    facts = ImageFacts(media.shape[1], media.shape[0], "RGB") if image else AudioFacts(args.sample_rate, media.shape[1])
+    kind = args.codec.split("/")[0]
+    if kind == "video" and os.path.splitext(args.output)[1].lower() in IMAGE_EXTS:
+        kind, media = "image", media[0]  # the tokens of an image: its first frame
+    if kind == "image":
+        facts = ImageFacts(media.shape[1], media.shape[0], "RGB")
+    elif kind == "video":
+        facts = VideoFacts(media.shape[2], media.shape[1], args.fps, 1)
+    else:
+        facts = AudioFacts(args.sample_rate, media.shape[1])
     sink = MediaSink(args.output, [facts])
     sink.write(0, media)
     sink.close()
-    print(f"{args.output}: " + (f"{media.shape[1]}x{media.shape[0]}" if image else f"{len(media) / args.sample_rate:.2f} s"))
+    shown = {"image": f"{media.shape[1]}x{media.shape[0]}", "video": f"{len(media)} frames of {media.shape[2]}x"
+             f"{media.shape[1]}"}.get(kind, f"{len(media) / args.sample_rate:.2f} s")
+    print(f"{args.output}: {shown}")
     return 0
 
 

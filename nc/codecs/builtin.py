@@ -9,9 +9,10 @@ from nc.plugins import hookimpl
 
 @hookimpl
 def nc_register_codecs():
-    from nc.codecs import fsq, hvae, rvq, vqgan, wavtokenizer, wfvae
+    from nc.codecs import bsqvit, fsq, hvae, rvq, vqgan, wavtokenizer, wfvae
 
     shipped = ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS),
                (wavtokenizer.WavTokenizerCodec, wavtokenizer.WEIGHTS), (hvae.HvaeCodec, hvae.WEIGHTS),
-               (vqgan.VqganCodec, vqgan.WEIGHTS), (wfvae.WfvaeCodec, wfvae.WEIGHTS))
+               (vqgan.VqganCodec, vqgan.WEIGHTS), (wfvae.WfvaeCodec, wfvae.WEIGHTS),
+               (bsqvit.BsqVitCodec, bsqvit.WEIGHTS))
     return [codec() for codec, weights in shipped if weights.exists()]
