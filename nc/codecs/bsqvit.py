@@ -99,7 +99,7 @@ class BsqVitModel:
 
         self.net, cfg, extra = load_network(path, BsqVitConfig, VideoBsqVit, "video/bsqvit")
         counts = extra.get("prior.counts")
-        if counts is None or tuple(counts.shape) != (cfg.groups * PER_GROUP, ALPHABET):
+        if counts is None or tuple(counts.shape) != (cfg.groups * PER_GROUP, ALPHABET) or counts.min() < 0:
             raise PluginError(f"{path}: video/bsqvit weights without a prior table of {cfg.groups * PER_GROUP} "
                               f"x {ALPHABET} counts")
         if cfg.groups != QUALITY.high:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One prepared GPU run of video/bsqvit for the device tool (under 10 minutes; see README "Training").
+#
+# Here, first:   python scripts/build_video_set.py --out data/video_src --export-sources   (20 MiB of clips
+#                and photos) and the constriction wheel (scripts/gpu_env.sh says how)
+# Then run it through the device tool with
+#   command: bash scripts/gpu_train_bsqvit.sh     carry: ["data/video_src", ".whl"]
+# Clips are made on the fly by WORKERS processes (nc/train/video_data.py), as for video/wfvae.
+# Environment: MINUTES, STEPS, BATCH, FRAMES, CROP, LR, WORKERS, CONFIG (JSON overrides of the network's
+# config), INIT (weights to fine-tune, e.g. nc/codecs/weights/video_bsqvit.safetensors). weights.safetensors
+# (the network + the sub-code counts) and the log come back in $OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/gpu_env.sh
+run=/tmp/bsqvit-gpu
+mkdir -p "$run"
+(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi") | tee "$OUT/device.txt"
+python3 -m nc.train.bsqvit video/bsqvit --data data/video_src --out "$run" --steps "${STEPS:-200000}" \
+    --max-minutes "${MINUTES:-8}" --batch "${BATCH:-32}" --frames "${FRAMES:-16}" --crop "${CROP:-128}" \
+    --lr "${LR:-4e-4}" --workers "${WORKERS:-14}" ${CONFIG:+--config "$CONFIG"} ${INIT:+--init "$INIT"} \
+    --log-every 100 --checkpoint-every 2000 2>&1 | tee "$OUT/console.log"
+cp "$run/weights.safetensors" "$run/train.log" "$OUT/"
