@@ -35,18 +35,14 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
-from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from nc.bitstream.entropy import CategoricalReader, FrequencyTable, encode_categorical_pieces
-from nc.codecs.base import (Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange,
-                            checked_image)
+from nc.codecs.base import RatePoint, RateRange, checked_image
 from nc.codecs.learned_image import as_rgb, load_network, one_thread, pad_to
-from nc.codecs.learned_video import GopEncoder, checked_frames, largest_that_fits
+from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, checked_frames, largest_that_fits
 from nc.errors import CorruptChunkError, FormatError, PluginError, UsageError
 from nc.media.facts import ImageFacts, VideoFacts
 from nc.models.bsqvit import ALIGN, GROUP, PATCH, TUBELET, BsqVitConfig, VideoBsqVit
@@ -88,16 +84,14 @@ WEIGHTS = Path(os.environ.get("NC_BSQVIT_WEIGHTS", SHIPPED_WEIGHTS))
 GOP = 32  # frames per packet: about a second at 25-30 fps, a seek point each
 HEADER = struct.Struct("<BB")  # groups kept, tubelets
 QUALITY = RateRange("quality", 1, 16)  # sub-codes kept per token
-BPS = RateRange("bps", 1_000, 50_000_000)
 
 
-class BsqVitModel:
+class BsqVitModel(GopModel):
     """The loaded network and frequency tables shared by every encoder, decoder and tokenizer."""
 
     def __init__(self, path: Path):
-        import torch
-
-        self.net, cfg, extra = load_network(path, BsqVitConfig, VideoBsqVit, "video/bsqvit")
+        net, cfg, extra = load_network(path, BsqVitConfig, VideoBsqVit, "video/bsqvit")
+        super().__init__(net)
         counts = extra.get("prior.counts")
         if counts is None or tuple(counts.shape) != (cfg.groups * PER_GROUP, ALPHABET) or counts.min() < 0:
             raise PluginError(f"{path}: video/bsqvit weights without a prior table of {cfg.groups * PER_GROUP} "
@@ -106,23 +100,12 @@ class BsqVitModel:
             raise PluginError(f"{path}: video/bsqvit weights must have {QUALITY.high:g} sub-codes per token, "
                               f"not {cfg.groups}")
         self.table = FrequencyTable.from_counts(np.minimum(counts.numpy(), 2**31))
-        self.cfg, self.torch = cfg, torch
-        self.lock = threading.Lock()  # the network's attention caches are one GOP's at a time
-
-    @contextmanager
-    def _fresh_network(self):
-        """The network with empty attention caches, for one GOP; one GOP at a time."""
-        with self.lock, self.torch.inference_mode():
-            self.net.streaming(True)
-            try:
-                yield self.net
-            finally:
-                self.net.streaming(False)
+        self.cfg = cfg
 
     def bits(self, frames: np.ndarray) -> np.ndarray:
         """One GOP, uint8 (n, h, w, 3), n a multiple of 4 -> bits uint8 (n / 4, H32 / 8, W32 / 8, bits)."""
         torch, out = self.torch, []
-        with self._fresh_network() as net:
+        with self.fresh_network() as net:
             for start in range(0, len(frames), TUBELET):
                 tubelet = np.stack([pad_to(f, ALIGN) for f in frames[start:start + TUBELET]])
                 x = torch.from_numpy(tubelet).permute(3, 0, 1, 2)[None].float() / 255
@@ -162,11 +145,16 @@ class BsqVitModel:
         torch, frames = self.torch, []
         bits = (codes[..., None] >> np.arange(GROUP - 1, -1, -1)) & 1
         bits = bits.reshape(*codes.shape[:3], -1).astype(np.uint8)
-        with self._fresh_network() as net, one_thread(torch):
+        with self.fresh_network() as net, one_thread(torch):
             for t in range(len(bits)):
                 x = net.decode(torch.from_numpy(bits[t:t + 1]), groups * GROUP)[0].clamp(0, 1)
                 frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
         return np.concatenate(frames)
+
+    def decode(self, payload: bytes, height: int, width: int, duration: int) -> np.ndarray:
+        """A GOP's payload -> uint8 (duration, height, width, 3)."""
+        codes, groups = self.read(payload, height, width, duration)
+        return self.pixels(codes, groups, height, width)[:duration]
 
 
 def _groups(rate: RatePoint) -> int:
@@ -187,49 +175,18 @@ class BsqVitEncoder(GopEncoder):
         return largest_that_fits(lambda step: self.m.code(bits, step + 1), self.m.cfg.groups, budget)
 
 
-class BsqVitDecoder(Decoder):
-    """Stateless between packets: every GOP restarts the network's caches and the contexts."""
-
-    def __init__(self, model: BsqVitModel, facts: VideoFacts):
-        self.m, self.facts = model, facts
-
-    def decode(self, packet: Packet) -> np.ndarray:
-        h, w = self.facts.height, self.facts.width
-        codes, groups = self.m.read(packet.payload, h, w, packet.duration)
-        return self.m.pixels(codes, groups, h, w)[:packet.duration]
-
-
-class BsqVitCodec(Codec):
+class BsqVitCodec(LearnedVideoCodec):
+    codec_id, quality = "video/bsqvit", QUALITY
+    model_class, encoder_class = BsqVitModel, BsqVitEncoder
     token_modalities = ("video", "image")
 
     def __init__(self, weights: Path = WEIGHTS):
-        from nc.models.weights import sha256_of
-
-        if not Path(weights).is_file():
-            raise PluginError(f"video/bsqvit has no weights at {weights}")
-        self.weights = weights
-        self.descriptor = CodecDescriptor(
-            id="video/bsqvit", version=1, modality="video",
-            summary="neural, block-causal ViT with binary spherical quantization (64 nested bits per 4x8x8 "
-                    "tubelet); quality 1-16 (4 bits each) or a bitrate; 32-frame GOPs; video tokens",
-            ranges=(QUALITY, BPS), default=RatePoint("q8", 8.0, "quality"),
-            streaming=True, deterministic=True, weights_sha256=sha256_of(weights),
-            # below video/h264 (10): the shipped weights are far below x264 (nc/codecs/weights/video_bsqvit.md)
-            rank=5)
-
-    @cached_property
-    def model(self) -> BsqVitModel:
-        return BsqVitModel(self.weights)
-
-    def encoder(self, facts: VideoFacts, rate: RatePoint) -> Encoder:
-        self.check(facts)
-        if rate.unit not in ("quality", "bps"):
-            raise UsageError(f"video/bsqvit takes a quality (1-16) or a bitrate, not {rate.unit}")
-        return BsqVitEncoder(self.model, facts, rate)
-
-    def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
-        self.check(facts)
-        return BsqVitDecoder(self.model, facts)
+        super().__init__(weights, summary="neural, block-causal ViT with binary spherical quantization (64 nested "
+                                          "bits per 4x8x8 tubelet); quality 1-16 (4 bits each) or a bitrate; "
+                                          "32-frame GOPs; video and image tokens",
+                         default=RatePoint("q8", 8.0, "quality"),
+                         # below video/h264 (10): the shipped weights are far below x264 (nc/codecs/weights/video_bsqvit.md)
+                         rank=5)
 
     # ---- tokens
 

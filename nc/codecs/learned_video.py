@@ -1,22 +1,30 @@
 """What nc's learned codecs share for rate control, and the learned video codecs for packets.
 
 `largest_that_fits`: a codec whose payload grows with a quality step finds the largest step whose
-payload fits a byte budget (image/hvae per image, video/wfvae per GOP).
+payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit per GOP).
 
 `GopEncoder`: frames arrive in blocks of any size; every GOP frames (the last GOP: the rest) become
 one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
 repeating the last one to a multiple of the network's frames per latent frame. Frames are copied
 as they arrive (a caller may refill one buffer), so the encoder holds at most one GOP.
+`GopDecoder` decodes each packet alone. `GopModel` holds a network whose causal caches serve one GOP
+at a time; `LearnedVideoCodec` is the codec shell (one weights file, a quality or a bitrate).
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from nc.codecs.base import Encoder, Packet
-from nc.errors import UsageError
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.errors import PluginError, UsageError
 from nc.media.facts import VideoFacts
+
+BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload, per second of its frames
 
 
 def largest_that_fits(code: Callable[[int], bytes], steps: int, budget: float) -> bytes:
@@ -78,3 +86,70 @@ class GopEncoder(Encoder):
         frames += [frames[-1]] * (-duration % self.multiple)
         start, self.frames = self.frames, self.frames + duration
         return Packet(self.code_gop(np.stack(frames), duration), start, duration, keyframe=True)
+
+
+class GopDecoder(Decoder):
+    """Stateless between packets: every GOP is decoded alone by `model.decode(payload, height, width,
+    duration)`, which restarts the network's caches."""
+
+    def __init__(self, model, facts: VideoFacts):
+        self.m, self.facts = model, facts
+
+    def decode(self, packet: Packet) -> np.ndarray:
+        return self.m.decode(packet.payload, self.facts.height, self.facts.width, packet.duration)
+
+
+class GopModel:
+    """A loaded video network (`self.net`, with `streaming(on)`) whose causal caches hold one GOP's
+    state, so one GOP at a time uses it (a lock)."""
+
+    def __init__(self, net):
+        import torch
+
+        self.net, self.torch = net, torch
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def fresh_network(self):
+        """The network with empty caches, for one GOP, under inference mode."""
+        with self.lock, self.torch.inference_mode():
+            self.net.streaming(True)
+            try:
+                yield self.net
+            finally:
+                self.net.streaming(False)
+
+
+class LearnedVideoCodec(Codec):
+    """Subclasses name the codec and its quality range, and the classes that load the weights
+    (`model_class(path)`) and code (`encoder_class(model, facts, rate)`; packets decode with `GopDecoder`)."""
+
+    codec_id = ""
+    quality: RateRange
+    model_class: type
+    encoder_class: type[Encoder]
+
+    def __init__(self, weights: Path, summary: str, default: RatePoint, rank: int):
+        from nc.models.weights import sha256_of
+
+        if not Path(weights).is_file():
+            raise PluginError(f"{self.codec_id} has no weights at {weights}")
+        self.weights = weights
+        self.descriptor = CodecDescriptor(
+            id=self.codec_id, version=1, modality="video", summary=summary, ranges=(self.quality, BPS),
+            default=default, streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=rank)
+
+    @cached_property
+    def model(self):
+        return self.model_class(self.weights)
+
+    def encoder(self, facts: VideoFacts, rate: RatePoint) -> Encoder:
+        self.check(facts)
+        if rate.unit not in ("quality", "bps"):
+            q = self.quality
+            raise UsageError(f"{self.codec_id} takes a quality ({q.low:g}-{q.high:g}) or a bitrate, not {rate.unit}")
+        return self.encoder_class(self.model, facts, rate)
+
+    def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
+        self.check(facts)
+        return GopDecoder(self.model, facts)

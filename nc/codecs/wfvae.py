@@ -40,18 +40,15 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
-from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.codecs.base import RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
-from nc.codecs.learned_video import GopEncoder, largest_that_fits
-from nc.errors import CorruptChunkError, PluginError, UsageError
+from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, largest_that_fits
+from nc.errors import CorruptChunkError, PluginError
 from nc.media.facts import VideoFacts
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "video_wfvae.safetensors"
@@ -60,40 +57,27 @@ WEIGHTS = Path(os.environ.get("NC_WFVAE_WEIGHTS", SHIPPED_WEIGHTS))
 GOP = 32  # frames per packet: about a second at 25-30 fps, a seek point each
 WINDOW = 8  # frames per network call: two latent frames
 QUALITY = RateRange("quality", 1, 8)
-BPS = RateRange("bps", 1_000, 50_000_000)
 HEADER = struct.Struct("<HB")  # step, latent frames
 
 
-class WfvaeModel:
+class WfvaeModel(GopModel):
     """The loaded network and integer tables shared by every encoder and decoder."""
 
     def __init__(self, path: Path):
-        import torch
-
         from nc.models.wfvae import TIME, VideoWFVAE, WfvaeConfig
 
-        self.net, cfg, extra = load_network(path, WfvaeConfig, VideoWFVAE, "video/wfvae")
+        net, cfg, extra = load_network(path, WfvaeConfig, VideoWFVAE, "video/wfvae")
+        super().__init__(net)
         if cfg.qualities != QUALITY.high:
             raise PluginError(f"{path}: video/wfvae weights must have {QUALITY.high:g} qualities, not {cfg.qualities}")
         self.coder = LatentCoder(extra, cfg, path, "video/wfvae", context=True)
-        self.cfg, self.steps, self.torch, self.time = cfg, self.coder.steps, torch, TIME
-        self.lock = threading.Lock()  # the network's streaming caches are one GOP's at a time
-
-    @contextmanager
-    def _fresh_network(self):
-        """The network with empty causal caches, for one GOP; one GOP at a time."""
-        with self.lock, self.torch.inference_mode():
-            self.net.streaming(True)
-            try:
-                yield self.net
-            finally:
-                self.net.streaming(False)
+        self.cfg, self.steps, self.time = cfg, self.coder.steps, TIME
 
     def analyse(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
         """One GOP, uint8 (n, h, w, 3), n a multiple of 4 -> per latent frame (y float32 (latent, h64/16,
         w64/16), z integers, z's payload)."""
         torch, out = self.torch, []
-        with self._fresh_network() as net:
+        with self.fresh_network() as net:
             for start in range(0, len(frames), WINDOW):
                 window = np.stack([pad_to(f, 64) for f in frames[start:start + WINDOW]])
                 x = torch.from_numpy(window).permute(3, 0, 1, 2)[None].float() / 255
@@ -132,7 +116,7 @@ class WfvaeModel:
         if pos != len(payload):
             raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
         frames = []
-        with self._fresh_network() as net, one_thread(torch):
+        with self.fresh_network() as net, one_thread(torch):
             per_window = WINDOW // self.time
             for k in range(0, n, per_window):
                 y = torch.from_numpy(np.stack(y_hats[k:k + per_window], 1))[None].float()
@@ -154,42 +138,13 @@ class WfvaeEncoder(GopEncoder):
         return largest_that_fits(lambda step: self.m.code(latents, step), self.m.steps, budget)
 
 
-class WfvaeDecoder(Decoder):
-    """Stateless between packets: every GOP restarts the network's caches."""
+class WfvaeCodec(LearnedVideoCodec):
+    codec_id, quality = "video/wfvae", QUALITY
+    model_class, encoder_class = WfvaeModel, WfvaeEncoder
 
-    def __init__(self, model: WfvaeModel, facts: VideoFacts):
-        self.m, self.facts = model, facts
-
-    def decode(self, packet: Packet) -> np.ndarray:
-        return self.m.decode(packet.payload, self.facts.height, self.facts.width, packet.duration)
-
-
-class WfvaeCodec(Codec):
     def __init__(self, weights: Path = WEIGHTS):
-        from nc.models.weights import sha256_of
-
-        if not Path(weights).is_file():
-            raise PluginError(f"video/wfvae has no weights at {weights}")
-        self.weights = weights
-        self.descriptor = CodecDescriptor(
-            id="video/wfvae", version=1, modality="video",
-            summary="neural, wavelet-driven causal video VAE with a conditional hyperprior; quality 1-8 or a "
-                    "bitrate; 32-frame GOPs, each a seek point",
-            ranges=(QUALITY, BPS), default=RatePoint("q4", 4.0, "quality"), streaming=True, deterministic=True,
-            weights_sha256=sha256_of(weights),
-            # below video/h264 (10): the shipped weights are far below x264 (nc/codecs/weights/video_wfvae.md)
-            rank=5)
-
-    @cached_property
-    def model(self) -> WfvaeModel:
-        return WfvaeModel(self.weights)
-
-    def encoder(self, facts: VideoFacts, rate: RatePoint) -> Encoder:
-        self.check(facts)
-        if rate.unit not in ("quality", "bps"):
-            raise UsageError(f"video/wfvae takes a quality (1-8) or a bitrate, not {rate.unit}")
-        return WfvaeEncoder(self.model, facts, rate)
-
-    def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
-        self.check(facts)
-        return WfvaeDecoder(self.model, facts)
+        super().__init__(weights, summary="neural, wavelet-driven causal video VAE with a conditional hyperprior; "
+                                          "quality 1-8 or a bitrate; 32-frame GOPs, each a seek point",
+                         default=RatePoint("q4", 4.0, "quality"),
+                         # below video/h264 (10): the shipped weights are far below x264 (nc/codecs/weights/video_wfvae.md)
+                         rank=5)

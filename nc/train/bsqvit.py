@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from nc.models.bsqvit import ALIGN, GROUP, TUBELET, BsqVitConfig, VideoBsqVit
 from nc.models.weights import save_weights
 from nc.train.common import log_line
 from nc.train.image import add_run_options, start_run, train_loop
-from nc.train.video import as_batch, batch, load_clips, window
+from nc.train.video import ClipBatches, add_clip_options, batch, parse_clip_args
 
 
 def keeps(cfg: BsqVitConfig, size: int, device) -> torch.Tensor:
@@ -58,20 +57,8 @@ def fit_priors(model: VideoBsqVit, clips: np.ndarray, limit: int = 400) -> dict[
 def train(args) -> None:
     run = start_run(args, BsqVitConfig, VideoBsqVit)
     model, cfg = run.model, run.model.cfg
-    stream = None
-    if (Path(args.data) / "train_clips.npy").exists():
-        clips = load_clips(Path(args.data))
-
-        def draw(rng):
-            return batch(clips, args.batch, args.frames, args.crop, rng)
-    else:
-        from nc.train.video_data import ClipStream
-
-        stream = ClipStream(args.data, args.seed + run.step, 16, 128, args.batch, args.workers)
-        clips = np.stack([c for _ in range(8) for c in stream.next()])  # probe and prior clips
-
-        def draw(rng):
-            return as_batch([window(c, args.frames, args.crop, rng) for c in stream.next()])
+    data = ClipBatches(args, args.seed + run.step)
+    clips = data.clips
 
     def loss_of(x):
         losses = recon_loss(model, x, keeps(cfg, len(x), x.device))
@@ -82,10 +69,9 @@ def train(args) -> None:
             _log_step(run, clips, step, losses, seconds, args)
 
     try:
-        seconds = train_loop(run, args, draw, 500, loss_of, after_step)
+        seconds = train_loop(run, args, data.draw, 500, loss_of, after_step)
     finally:
-        if stream:
-            stream.close()
+        data.close()
     tables = fit_priors(model.cpu().float(), clips)
     meta = {"config": cfg.to_dict(), "codec": "video/bsqvit", "steps": run.step,
             "train_minutes": round(seconds / 60, 1), "device": str(run.device),
@@ -116,17 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nc train video/bsqvit", description=__doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["video/bsqvit"])
     add_run_options(p, steps=100000, lr=4e-4, config='{"width": 96, "depth": 1}')
-    p.add_argument("--frames", type=int, default=8, help=f"frames per clip, a multiple of {TUBELET}")
-    p.add_argument("--crop", type=int, default=64, help=f"clip side, a multiple of {ALIGN}")
-    p.add_argument("--workers", type=int, default=4, help="processes making clips from a sources folder")
+    add_clip_options(p, frames=8, crop=64, time=TUBELET, align=ALIGN)
     return p
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.frames % TUBELET or args.frames < TUBELET or args.crop % ALIGN or args.crop < ALIGN:
-        raise SystemExit(f"--frames must be a multiple of {TUBELET} and --crop of {ALIGN}")
-    train(args)
+    train(parse_clip_args(build_parser(), argv, TUBELET, ALIGN))
 
 
 if __name__ == "__main__":

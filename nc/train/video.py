@@ -68,25 +68,54 @@ def rd_loss(model: VideoWFVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
             "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()}
 
 
+class ClipBatches:
+    """Where a video trainer's batches come from: `--data`'s train_clips.npy, or, for a folder of sources,
+    ClipStream's worker processes making clips of max(frames, 16) x max(crop, 128)^2 afresh. `clips` are
+    fixed clips for probes (the shard, or 8 batches of the stream); `draw(rng)` is a batch of random
+    `--frames` x `--crop`^2 windows, flipped or reversed at random."""
+
+    def __init__(self, args, seed: int):
+        self.args, self.stream = args, None
+        if (Path(args.data) / "train_clips.npy").exists():
+            self.clips = load_clips(Path(args.data))
+            if args.frames > self.clips.shape[1] or args.crop > min(self.clips.shape[2:4]):
+                raise SystemExit(f"--frames {args.frames} / --crop {args.crop} exceed the clips' {self.clips.shape[1:4]}")
+        else:
+            from nc.train.video_data import ClipStream
+
+            self.stream = ClipStream(args.data, seed, max(args.frames, 16), max(args.crop, 128), args.batch,
+                                     args.workers)
+            self.clips = np.stack([c for _ in range(8) for c in self.stream.next()])
+
+    def draw(self, rng: np.random.Generator) -> torch.Tensor:
+        a = self.args
+        if self.stream is None:
+            return batch(self.clips, a.batch, a.frames, a.crop, rng)
+        return as_batch([window(c, a.frames, a.crop, rng) for c in self.stream.next()])
+
+    def close(self) -> None:
+        if self.stream:
+            self.stream.close()
+
+
+def add_clip_options(p: argparse.ArgumentParser, frames: int, crop: int, time: int, align: int) -> None:
+    p.add_argument("--frames", type=int, default=frames, help=f"frames per clip, a multiple of {time}")
+    p.add_argument("--crop", type=int, default=crop, help=f"clip side, a multiple of {align}")
+    p.add_argument("--workers", type=int, default=4, help="processes making clips from a sources folder")
+
+
+def parse_clip_args(p: argparse.ArgumentParser, argv, time: int, align: int) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.frames % time or args.frames < time or args.crop % align or args.crop < align:
+        raise SystemExit(f"--frames must be a multiple of {time} and --crop of {align}")
+    return args
+
+
 def train(args) -> None:
     run = start_run(args, WfvaeConfig, VideoWFVAE)
     model, cfg = run.model, run.model.cfg
-    stream = None
-    if (Path(args.data) / "train_clips.npy").exists():
-        clips = load_clips(Path(args.data))
-        if args.frames > clips.shape[1] or args.crop > min(clips.shape[2:4]):
-            raise SystemExit(f"--frames {args.frames} / --crop {args.crop} exceed the clips' {clips.shape[1:4]}")
-
-        def draw(rng):
-            return batch(clips, args.batch, args.frames, args.crop, rng)
-    else:
-        from nc.train.video_data import ClipStream
-
-        stream = ClipStream(args.data, args.seed + run.step, args.frames, args.crop, args.batch, args.workers)
-        clips = np.stack([stream.next()[0] for _ in range(2)])  # the probe's fixed clips
-
-        def draw(rng):  # fresh clips, each flipped or reversed at random
-            return as_batch([window(c, args.frames, args.crop, rng) for c in stream.next()])
+    data = ClipBatches(args, args.seed + run.step)
+    clips = data.clips
 
     def loss_of(x):  # every clip at its own quality
         losses = rd_loss(model, x, torch.rand(len(x), device=x.device) * (cfg.qualities - 1))
@@ -97,10 +126,9 @@ def train(args) -> None:
             _log_step(run, clips, step, losses, seconds, args)
 
     try:
-        seconds = train_loop(run, args, draw, 500, loss_of, after_step)
+        seconds = train_loop(run, args, data.draw, 500, loss_of, after_step)
     finally:
-        if stream:
-            stream.close()
+        data.close()
     meta = {"config": cfg.to_dict(), "codec": "video/wfvae", "steps": run.step,
             "train_minutes": round(seconds / 60, 1), "device": str(run.device),
             "batch": args.batch, "frames": args.frames, "crop": args.crop}
@@ -129,17 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nc train video/wfvae", description=__doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["video/wfvae"])
     add_run_options(p, steps=100000, lr=2e-4, config='{"widths": [16, 32, 64], "latent": 32}')
-    p.add_argument("--frames", type=int, default=16, help=f"frames per clip, a multiple of {TIME}")
-    p.add_argument("--crop", type=int, default=128, help=f"clip side, a multiple of {ALIGN}")
-    p.add_argument("--workers", type=int, default=4, help="processes making clips from a sources folder")
+    add_clip_options(p, frames=16, crop=128, time=TIME, align=ALIGN)
     return p
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.frames % TIME or args.frames < TIME or args.crop % ALIGN or args.crop < ALIGN:
-        raise SystemExit(f"--frames must be a multiple of {TIME} and --crop of {ALIGN}")
-    train(args)
+    train(parse_clip_args(build_parser(), argv, TIME, ALIGN))
 
 
 if __name__ == "__main__":
