@@ -1,7 +1,6 @@
 """video/bsqvit on a small random-init model: block-causal streaming, BSQ's signs and nested bits,
 the context-coded sub-codes, container round trips, GOPs as seek points, chunked = whole, rates,
 tokens of videos and images, and damaged payloads (quality is measured in bench/video.py, not here)."""
-import io
 import json
 
 import numpy as np
@@ -16,6 +15,8 @@ from nc.models.bsqvit import BsqVitConfig, VideoBsqVit, patchify, unpatchify
 from nc.models.weights import save_weights
 from nc.train.bsqvit import fit_priors, recon_loss
 from conftest import SAMPLES, panning_clip as clip, run_nc
+from video_codec_checks import (check_every_gop_is_a_seek_point, check_pieces_give_the_same_file,
+                                check_video_with_sound_through_the_cli, code_packets)
 
 TINY = dict(width=32, heads=2, depth=1, mlp=2)
 
@@ -114,58 +115,28 @@ def test_round_trip_restores_frames_and_size(codec, frames, height, width):
     assert decoded.data.shape == x.shape and decoded.data.dtype == np.uint8
 
 
-def _write(pieces, **rate) -> bytes:
-    out = io.BytesIO()
-    with nc.open(out, "wb", codec="video/bsqvit", width=pieces[0].shape[2], height=pieces[0].shape[1], fps=25,
-                 **rate) as w:
-        buffer = np.empty_like(pieces[0])
-        for p in pieces:
-            if p.shape == buffer.shape:  # one buffer refilled for every piece, as a capture loop does
-                buffer[:] = p
-                p = buffer
-            w.write(p)
-    return out.getvalue()
-
-
 def test_feeding_frames_in_pieces_gives_the_same_file(codec):
-    x = clip(70, 48, 64)
-    whole = _write([x], quality=5)
-    assert _write(np.split(x, [1, 4, 5, 17, 40, 41]), quality=5) == whole
-    assert _write(list(x[:, None]), quality=5) == whole
+    check_pieces_give_the_same_file("video/bsqvit", quality=5)
 
 
 def test_every_gop_is_a_seek_point(codec):
-    x = clip(2 * GOP + 10, 48, 64)
-    reader = nc.open(io.BytesIO(nc.encode(x, fps=25, codec="video/bsqvit", quality=6)), "rb")
-    full = reader.read()
-    reader.seek((GOP + 3) / 25)
-    tail = np.concatenate([a for _, a in reader])
-    np.testing.assert_array_equal(tail, full[-len(tail):])
-    assert len(tail) >= len(x) - GOP - 3
-
-
-def _packets(codec, x, **rate):
-    from nc.media.facts import VideoFacts
-
-    facts = VideoFacts(x.shape[2], x.shape[1], 25, 1)
-    enc = codec.encoder(facts, codec.descriptor.resolve(**rate))
-    return facts, [*enc.encode(x), *enc.flush()]
+    check_every_gop_is_a_seek_point("video/bsqvit", GOP, quality=6)
 
 
 def test_quality_and_bitrate_control_the_size(codec):
     x = clip(GOP, 64, 96)
-    sizes = [len(_packets(codec, x, quality=q)[1][0].payload) for q in (1, 8, 16)]
+    sizes = [len(code_packets(codec, x, quality=q)[1][0].payload) for q in (1, 8, 16)]
     assert sizes[0] < sizes[1] < sizes[2]
     target = 8 * sizes[1] / (GOP / 25) + 1  # bits per second: a budget of sizes[1] bytes, rounded up
-    payload = _packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
+    payload = code_packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
     assert payload[0] == 8 and len(payload) == sizes[1]  # the largest kept groups that fit: quality 8's
-    assert len(_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
+    assert len(code_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
 
 
 def test_damaged_payloads_are_clean_errors(codec):
     from nc.codecs.base import Packet
 
-    facts, packets = _packets(codec, clip(10, 40, 56), quality=3)
+    facts, packets = code_packets(codec, clip(10, 40, 56), quality=3)
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     payload = packets[0].payload
     assert dec.decode(Packet(payload, 0, 10)).shape == (10, 40, 56, 3)
@@ -195,7 +166,7 @@ def test_tokens_of_a_video_and_of_an_image(codec, tmp_path):
     x = clip(GOP + 6, 40, 72)
     codes = nc.tokens(x, codec="video/bsqvit", quality=5, width=72, height=40, fps=25)
     assert codes.shape == (GOP // 4 + 2, 8, 12, 5) and codes.dtype == np.uint8 and codes.max() < ALPHABET
-    facts, packets = _packets(codec, x, quality=5)  # the tokens are what the file holds
+    facts, packets = code_packets(codec, x, quality=5)  # the tokens are what the file holds
     held = np.concatenate([codec.model.read(p.payload, 40, 72, p.duration)[0] for p in packets])
     assert np.array_equal(held[..., :5], codes)
     frames = nc.detokenize(codes, codec="video/bsqvit")
@@ -205,16 +176,8 @@ def test_tokens_of_a_video_and_of_an_image(codec, tmp_path):
 
 
 def test_video_with_sound_and_tokens_through_the_cli(weights, tmp_path, monkeypatch):
-    import av
-
     monkeypatch.setenv("NC_BSQVIT_WEIGHTS", str(weights))
-    result = run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--codec", "video/bsqvit", "--bitrate", "200k")
-    assert result.returncode == 0, result.stderr.decode()
-    info = json.loads(run_nc("info", "--json", tmp_path / "c.ncb").stdout)
-    assert [t["codec"] for t in info["tracks"]][0] == "video/bsqvit" and len(info["tracks"]) == 2
-    assert run_nc("decode", tmp_path / "c.ncb", tmp_path / "c.mkv").returncode == 0
-    with av.open(str(tmp_path / "c.mkv")) as f:
-        assert len(f.streams.audio) == 1 and sum(1 for _ in f.decode(video=0)) == 50
+    check_video_with_sound_through_the_cli("video/bsqvit", tmp_path, "--bitrate", "200k")
     assert run_nc("tokens", SAMPLES / "photo.png", "-o", tmp_path / "p.npy", "--codec", "video/bsqvit",
                   "--quality", "4").returncode == 0
     assert np.load(tmp_path / "p.npy").shape == (1, 64, 64, 4)
@@ -250,7 +213,7 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "resumed from step 2" in log and '"step": 4' in log
     codec = BsqVitCodec(tmp_path / "run" / "weights.safetensors")
-    facts, packets = _packets(codec, clip(12, 64, 64), quality=2)
+    facts, packets = code_packets(codec, clip(12, 64, 64), quality=2)
     assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packets[0]).shape == (12, 64, 64, 3)
 
 
@@ -270,7 +233,7 @@ def test_shipped_weights_round_trip_at_every_quality(shipped):
     x = np.stack([photo[100:164, 100 + 2 * t:196 + 2 * t] for t in range(12)])
     sizes, psnrs = [], []
     for q in (2, 8, 16):
-        facts, packets = _packets(shipped, x, quality=q)
+        facts, packets = code_packets(shipped, x, quality=q)
         y = shipped.decoder(facts, shipped.descriptor.resolve(quality=q), {}).decode(packets[0])
         assert y.shape == x.shape
         psnrs.append(10 * np.log10(255**2 / np.mean((y.astype(float) - x) ** 2)))

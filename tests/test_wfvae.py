@@ -16,7 +16,9 @@ from nc.models.weights import save_weights
 from nc.models.wfvae import VideoWFVAE, WfvaeConfig, haar3d, ihaar3d
 from nc.train.image import export_tables
 from nc.train.video import rd_loss
-from conftest import SAMPLES, panning_clip as clip, run_nc
+from conftest import SAMPLES, panning_clip as clip
+from video_codec_checks import (check_every_gop_is_a_seek_point, check_pieces_give_the_same_file,
+                                check_video_with_sound_through_the_cli, code_packets)
 
 TINY = dict(widths=(8, 16, 16), latent=16, hyper=8, channels=16)
 
@@ -96,60 +98,29 @@ def test_round_trip_restores_frames_size_and_rate(codec, frames, height, width):
                                                  "rb").tracks[0].facts.fps
 
 
-def _write(codec, pieces, **rate) -> bytes:
-    out = io.BytesIO()
-    with nc.open(out, "wb", codec="video/wfvae", width=pieces[0].shape[2], height=pieces[0].shape[1], fps=25,
-                 **rate) as w:
-        buffer = np.empty_like(pieces[0])
-        for p in pieces:
-            if p.shape == buffer.shape:  # one buffer refilled for every piece, as a capture loop does
-                buffer[:] = p
-                p = buffer
-            w.write(p)
-    return out.getvalue()
-
-
 def test_feeding_frames_in_pieces_gives_the_same_file(codec):
-    x = clip(70, 48, 64)
-    whole = _write(codec, [x], quality=5)
-    assert _write(codec, np.split(x, [1, 4, 5, 17, 40, 41]), quality=5) == whole
-    assert _write(codec, list(x[:, None]), quality=5) == whole  # one frame at a time
+    check_pieces_give_the_same_file("video/wfvae", quality=5)
 
 
 def test_every_gop_is_a_seek_point(codec):
-    x = clip(2 * GOP + 10, 48, 64)
-    data = nc.encode(x, fps=25, codec="video/wfvae", quality=6)
-    reader = nc.open(io.BytesIO(data), "rb")
-    full = reader.read()
-    reader.seek((GOP + 3) / 25)  # lands in the second GOP: decoding starts at its first frame
-    tail = np.concatenate([a for _, a in reader])
-    np.testing.assert_array_equal(tail, full[-len(tail):])
-    assert len(tail) >= len(x) - GOP - 3
-
-
-def _packets(codec, x, **rate):
-    from nc.media.facts import VideoFacts
-
-    facts = VideoFacts(x.shape[2], x.shape[1], 25, 1)
-    enc = codec.encoder(facts, codec.descriptor.resolve(**rate))
-    return facts, [*enc.encode(x), *enc.flush()]
+    check_every_gop_is_a_seek_point("video/wfvae", GOP, quality=6)
 
 
 def test_quality_and_bitrate_control_the_size(codec):
     x = clip(GOP, 64, 96)
-    sizes = [len(_packets(codec, x, quality=q)[1][0].payload) for q in (1, 4.5, 8)]
+    sizes = [len(code_packets(codec, x, quality=q)[1][0].payload) for q in (1, 4.5, 8)]
     assert sizes[0] < sizes[1] < sizes[2]
     seconds = GOP / 25
     target = 8 * sizes[1] / seconds
-    payload = _packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
+    payload = code_packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
     assert 0.8 * sizes[1] <= len(payload) <= sizes[1]
-    assert len(_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
+    assert len(code_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
 
 
 def test_damaged_payloads_are_clean_errors(codec):
     from nc.codecs.base import Packet
 
-    facts, packets = _packets(codec, clip(10, 40, 56), quality=3)
+    facts, packets = code_packets(codec, clip(10, 40, 56), quality=3)
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     payload = packets[0].payload
     assert dec.decode(Packet(payload, 0, 10)).shape == (10, 40, 56, 3)
@@ -177,19 +148,8 @@ def test_other_weights_are_refused(tmp_path):
 
 
 def test_video_with_sound_through_the_cli(weights, tmp_path, monkeypatch):
-    import av
-
     monkeypatch.setenv("NC_WFVAE_WEIGHTS", str(weights))
-    result = run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--codec", "video/wfvae", "--quality", "3",
-                    "--audio-bitrate", "16k")
-    assert result.returncode == 0, result.stderr.decode()
-    info = json.loads(run_nc("info", "--json", tmp_path / "c.ncb").stdout)
-    assert [(t["modality"], t["codec"]) for t in info["tracks"]][0] == ("video", "video/wfvae")
-    assert info["tracks"][0]["length"] == 50 and len(info["tracks"]) == 2
-    assert run_nc("decode", tmp_path / "c.ncb", tmp_path / "c.mkv").returncode == 0
-    with av.open(str(tmp_path / "c.mkv")) as f:
-        assert len(f.streams.video) == 1 and len(f.streams.audio) == 1
-        assert sum(1 for _ in f.decode(video=0)) == 50
+    check_video_with_sound_through_the_cli("video/wfvae", tmp_path, "--quality", "3")
 
 
 def test_training_loss_falls_on_one_batch():
@@ -218,7 +178,7 @@ def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "resumed from step 2" in log and '"step": 4' in log
     codec = WfvaeCodec(tmp_path / "run" / "weights.safetensors")
-    facts, packets = _packets(codec, clip(12, 64, 64), quality=2)
+    facts, packets = code_packets(codec, clip(12, 64, 64), quality=2)
     assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packets[0]).shape == (12, 64, 64, 3)
 
 
@@ -238,7 +198,7 @@ def test_shipped_weights_round_trip_at_every_quality(shipped):
     x = np.stack([photo[100:164, 100 + 2 * t:196 + 2 * t] for t in range(12)])
     sizes = []
     for q in (1, 4, 8):
-        facts, packets = _packets(shipped, x, quality=q)
+        facts, packets = code_packets(shipped, x, quality=q)
         y = shipped.decoder(facts, shipped.descriptor.resolve(quality=q), {}).decode(packets[0])
         assert y.shape == x.shape
         assert 10 * np.log10(255**2 / np.mean((y.astype(float) - x) ** 2)) > 18

@@ -22,7 +22,7 @@ from nc.models.bsqvit import ALIGN, GROUP, TUBELET, BsqVitConfig, VideoBsqVit
 from nc.models.weights import save_weights
 from nc.train.common import log_line
 from nc.train.image import add_run_options, start_run, train_loop
-from nc.train.video import ClipBatches, add_clip_options, batch, parse_clip_args
+from nc.train.video import ClipBatches, add_clip_options, batch, log_progress, parse_clip_args
 
 
 def keeps(cfg: BsqVitConfig, size: int, device) -> torch.Tensor:
@@ -92,10 +92,7 @@ def _log_step(run, clips, step, losses, seconds, args) -> None:
         if k <= model.cfg.bits:
             probe[f"{k}b"] = round(float(recon_loss(model, x, torch.full((2,), k, device=run.device))["psnr"]), 2)
     model.train()
-    log_line(run.out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
-                                  "probe_psnr": probe, "lr": round(run.optimizer.param_groups[0]["lr"], 7),
-                                  "clips_per_s": round(step * args.batch / max(seconds, 1e-9), 2),
-                                  "minutes": round(seconds / 60, 2)}))
+    log_progress(run, step, losses, {"probe_psnr": probe}, seconds, args.batch)
 
 
 def build_parser() -> argparse.ArgumentParser:

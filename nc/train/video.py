@@ -147,9 +147,14 @@ def _log_step(run, clips, step, losses, seconds, args) -> None:
         r = rd_loss(model, x, torch.full((2,), float(q), device=run.device))
         probe[f"q{q + 1}"] = [round(float(r["bpp"]), 4), round(float(r["psnr"]), 2)]
     model.train()
-    log_line(run.out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()},
-                                  "probe_bpp_psnr": probe, "lr": round(run.optimizer.param_groups[0]["lr"], 7),
-                                  "clips_per_s": round(step * args.batch / max(seconds, 1e-9), 2),
+    log_progress(run, step, losses, {"probe_bpp_psnr": probe}, seconds, args.batch)
+
+
+def log_progress(run, step: int, losses: dict, probe: dict, seconds: float, batch_size: int) -> None:
+    """One train.log line of a video trainer: the step's losses, the probe's numbers, lr and speed."""
+    log_line(run.out, json.dumps({"step": step, **{k: round(float(v), 4) for k, v in losses.items()}, **probe,
+                                  "lr": round(run.optimizer.param_groups[0]["lr"], 7),
+                                  "clips_per_s": round(step * batch_size / max(seconds, 1e-9), 2),
                                   "minutes": round(seconds / 60, 2)}))
 
 

@@ -1,0 +1,65 @@
+"""Checks the learned video codecs' tests share: writing frames in pieces through nc.open, a codec's
+packets, GOPs as seek points, and a video with sound through the CLI."""
+import io
+import json
+
+import numpy as np
+
+import nc
+from conftest import SAMPLES, panning_clip, run_nc
+
+
+def write_in_pieces(codec_id: str, pieces: list, **rate) -> bytes:
+    """An .ncb of the frames fed to nc.open piece by piece; pieces of one shape are copied into one
+    buffer that is refilled for every piece, as a capture loop does."""
+    out = io.BytesIO()
+    with nc.open(out, "wb", codec=codec_id, width=pieces[0].shape[2], height=pieces[0].shape[1], fps=25,
+                 **rate) as w:
+        buffer = np.empty_like(pieces[0])
+        for p in pieces:
+            if p.shape == buffer.shape:
+                buffer[:] = p
+                p = buffer
+            w.write(p)
+    return out.getvalue()
+
+
+def check_pieces_give_the_same_file(codec_id: str, **rate) -> None:
+    x = panning_clip(70, 48, 64)
+    whole = write_in_pieces(codec_id, [x], **rate)
+    assert write_in_pieces(codec_id, np.split(x, [1, 4, 5, 17, 40, 41]), **rate) == whole
+    assert write_in_pieces(codec_id, list(x[:, None]), **rate) == whole  # one frame at a time
+
+
+def check_every_gop_is_a_seek_point(codec_id: str, gop: int, **rate) -> None:
+    x = panning_clip(2 * gop + 10, 48, 64)
+    reader = nc.open(io.BytesIO(nc.encode(x, fps=25, codec=codec_id, **rate)), "rb")
+    full = reader.read()
+    reader.seek((gop + 3) / 25)  # lands in the second GOP: decoding starts at its first frame
+    tail = np.concatenate([a for _, a in reader])
+    np.testing.assert_array_equal(tail, full[-len(tail):])
+    assert len(tail) >= len(x) - gop - 3
+
+
+def code_packets(codec, x: np.ndarray, **rate):
+    """(facts, packets) of frames x coded by `codec` at 25 fps."""
+    from nc.media.facts import VideoFacts
+
+    facts = VideoFacts(x.shape[2], x.shape[1], 25, 1)
+    enc = codec.encoder(facts, codec.descriptor.resolve(**rate))
+    return facts, [*enc.encode(x), *enc.flush()]
+
+
+def check_video_with_sound_through_the_cli(codec_id: str, tmp_path, *rate) -> None:
+    import av
+
+    result = run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--codec", codec_id, *rate,
+                    "--audio-bitrate", "16k")
+    assert result.returncode == 0, result.stderr.decode()
+    info = json.loads(run_nc("info", "--json", tmp_path / "c.ncb").stdout)
+    assert [(t["modality"], t["codec"]) for t in info["tracks"]][0] == ("video", codec_id)
+    assert info["tracks"][0]["length"] == 50 and len(info["tracks"]) == 2
+    assert run_nc("decode", tmp_path / "c.ncb", tmp_path / "c.mkv").returncode == 0
+    with av.open(str(tmp_path / "c.mkv")) as f:
+        assert len(f.streams.video) == 1 and len(f.streams.audio) == 1
+        assert sum(1 for _ in f.decode(video=0)) == 50
