@@ -1,8 +1,10 @@
 """Training for video/bsqvit: `nc train video/bsqvit --data DIR --out DIR`.
 
 Reconstruction training of one model for every rate (nc/models/bsqvit.py): each clip draws how many
-bits per token the decoder reads, k in 4, 8, ..., bits, and the loss is the MSE of its decoding (what
-the benchmark's PSNR measures). The signs cost bits by construction, so there is no rate term. The
+bits per token the decoder reads (all of them half the time, else k in 4, 8, ..., bits), and the loss
+is the MSE of its decoding (what the benchmark's PSNR measures) plus a small commitment term that keeps
+every coordinate of the sphere point away from zero (`recon_loss`). The signs cost bits by construction,
+so there is no rate term. The
 run's setup, loop, checkpoints and resumption are nc/train/image.py's; the clips are video/wfvae's
 (`--data` holds train_clips.npy from scripts/build_video_set.py, or a sources folder).
 
@@ -26,15 +28,22 @@ from nc.train.video import ClipBatches, add_clip_options, batch, log_progress, p
 
 
 def keeps(cfg: BsqVitConfig, size: int, device) -> torch.Tensor:
-    """Bits read per token, one per clip, uniform over GROUP, 2 GROUP, ..., cfg.bits."""
-    return (torch.randint(1, cfg.groups + 1, (size,), device=device) * GROUP)
+    """Bits read per token, one per clip: all of them for half the clips, else uniform over GROUP,
+    2 GROUP, ..., cfg.bits (so the last bits, read only at the highest rates, still train often)."""
+    k = torch.randint(1, cfg.groups + 1, (size,), device=device) * GROUP
+    return torch.where(torch.rand(size, device=device) < 0.5, cfg.bits, k)
 
 
-def recon_loss(model: VideoBsqVit, x: torch.Tensor, keep: torch.Tensor) -> dict:
+def recon_loss(model: VideoBsqVit, x: torch.Tensor, keep: torch.Tensor, commit: float = 0.0) -> dict:
+    """MSE of the decoding, plus `commit` x the mean squared distance of the scaled sphere point from its
+    signs: it spreads the encoder's output over every dimension, where near-zero coordinates would make
+    signs that flip with any change of the input and that the decoder learns to ignore."""
     out = model(x, keep)
     mse = (out["x_hat"] - x).square().mean((1, 2, 3, 4))
-    ones = (out["u"] > 0).float().mean()  # fraction of positive signs: far from 0.5 would mean dead bits
-    return {"loss": mse.mean(), "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean(), "ones": ones}
+    u = out["u"]
+    distance = (u - torch.where(u >= 0, 1.0, -1.0)).square().mean()
+    return {"loss": mse.mean() + commit * distance, "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean(),
+            "commit": distance, "near_zero": (u.abs() < 0.1).float().mean()}
 
 
 @torch.no_grad()
@@ -61,7 +70,7 @@ def train(args) -> None:
     clips = data.clips
 
     def loss_of(x):
-        losses = recon_loss(model, x, keeps(cfg, len(x), x.device))
+        losses = recon_loss(model, x, keeps(cfg, len(x), x.device), args.commit)
         return losses["loss"], losses
 
     def after_step(step, progress, losses, seconds):
@@ -100,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("codec", choices=["video/bsqvit"])
     add_run_options(p, steps=100000, lr=4e-4, config='{"width": 96, "depth": 1}')
     add_clip_options(p, frames=8, crop=64, time=TUBELET, align=ALIGN)
+    p.add_argument("--commit", type=float, default=0.005, help="weight of the commitment term (see recon_loss)")
     return p
 
 
