@@ -2,7 +2,6 @@
 prior's integer network, container round trips, GOPs as seek points, chunked = whole, rates and
 damaged payloads (quality is measured in bench/video.py, not here)."""
 import io
-import json
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from nc.train.image import export_tables
 from nc.train.video import rd_loss
 from conftest import SAMPLES, panning_clip as clip
 from video_codec_checks import (check_every_gop_is_a_seek_point, check_pieces_give_the_same_file,
+                                check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets)
 
 TINY = dict(widths=(8, 16, 16), latent=16, hyper=8, channels=16)
@@ -170,16 +170,7 @@ def test_training_loss_falls_on_one_batch():
 def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):
     from nc.train.video import main as train_main
 
-    np.save(tmp_path / "train_clips.npy", np.stack([clip(8, 64, 64, seed=s) for s in range(3)]))
-    run = ["video/wfvae", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch", "2", "--frames", "8",
-           "--crop", "64", "--log-every", "2", "--config", json.dumps(TINY)]
-    train_main(run + ["--steps", "2"])
-    train_main(run + ["--steps", "4"])  # resumes from the checkpoint
-    log = (tmp_path / "run" / "train.log").read_text()
-    assert "resumed from step 2" in log and '"step": 4' in log
-    codec = WfvaeCodec(tmp_path / "run" / "weights.safetensors")
-    facts, packets = code_packets(codec, clip(12, 64, 64), quality=2)
-    assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packets[0]).shape == (12, 64, 64, 3)
+    check_trainer_writes_weights_the_codec_loads_and_resumes(train_main, WfvaeCodec, "video/wfvae", TINY, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -63,3 +63,19 @@ def check_video_with_sound_through_the_cli(codec_id: str, tmp_path, *rate) -> No
     with av.open(str(tmp_path / "c.mkv")) as f:
         assert len(f.streams.video) == 1 and len(f.streams.audio) == 1
         assert sum(1 for _ in f.decode(video=0)) == 50
+
+
+def check_trainer_writes_weights_the_codec_loads_and_resumes(train_main, codec_class, codec_id: str, config: dict,
+                                                             tmp_path) -> None:
+    """Two short runs of a video trainer on 3 generated clips (the second resumes the first), then its
+    weights code and decode a clip."""
+    np.save(tmp_path / "train_clips.npy", np.stack([panning_clip(8, 64, 64, seed=s) for s in range(3)]))
+    run = [codec_id, "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch", "2", "--frames", "8",
+           "--crop", "64", "--log-every", "2", "--config", json.dumps(config)]
+    train_main(run + ["--steps", "2"])
+    train_main(run + ["--steps", "4"])  # resumes from the checkpoint
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resumed from step 2" in log and '"step": 4' in log
+    codec = codec_class(tmp_path / "run" / "weights.safetensors")
+    facts, packets = code_packets(codec, panning_clip(12, 64, 64), quality=2)
+    assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packets[0]).shape == (12, 64, 64, 3)
