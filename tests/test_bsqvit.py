@@ -183,6 +183,11 @@ def test_video_with_sound_and_tokens_through_the_cli(weights, tmp_path, monkeypa
     assert np.load(tmp_path / "p.npy").shape == (1, 64, 64, 4)
     result = run_nc("detokenize", tmp_path / "p.npy", tmp_path / "p.png", "--codec", "video/bsqvit")
     assert result.returncode == 0 and b"512x512" in result.stdout
+    assert run_nc("tokens", SAMPLES / "clip.mp4", "-o", tmp_path / "v.npy", "--codec", "video/bsqvit",
+                  "--quality", "2").returncode == 0
+    assert np.load(tmp_path / "v.npy").shape == (13, 32, 40, 2)  # GOPs of 8 tubelets and 5; 320x240 -> 320x256
+    result = run_nc("detokenize", tmp_path / "v.npy", tmp_path / "v.mkv", "--codec", "video/bsqvit")
+    assert result.returncode == 0 and b"52 frames of 320x256" in result.stdout
     result = run_nc("tokens", SAMPLES / "speech.wav", "-o", tmp_path / "s.npy", "--codec", "video/bsqvit")
     assert result.returncode == 2 and b"makes tokens of video and image files" in result.stderr
 

@@ -256,8 +256,12 @@ def cmd_detokenize(args) -> int:
     sink = MediaSink(args.output, [facts])
     sink.write(0, media)
     sink.close()
-    shown = {"image": f"{media.shape[1]}x{media.shape[0]}", "video": f"{len(media)} frames of {media.shape[2]}x"
-             f"{media.shape[1]}"}.get(kind, f"{len(media) / args.sample_rate:.2f} s")
+    if kind == "image":
+        shown = f"{media.shape[1]}x{media.shape[0]}"
+    elif kind == "video":
+        shown = f"{len(media)} frames of {media.shape[2]}x{media.shape[1]}"
+    else:
+        shown = f"{len(media) / args.sample_rate:.2f} s"
     print(f"{args.output}: {shown}")
     return 0
 
