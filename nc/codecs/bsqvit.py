@@ -42,7 +42,7 @@ import numpy as np
 from nc.bitstream.entropy import CategoricalReader, FrequencyTable, encode_categorical_pieces
 from nc.codecs.base import RatePoint, RateRange, checked_image
 from nc.codecs.learned_image import as_rgb, load_network, one_thread, pad_to
-from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, checked_frames, largest_that_fits
+from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, largest_that_fits
 from nc.errors import CorruptChunkError, FormatError, PluginError, UsageError
 from nc.media.facts import ImageFacts, VideoFacts
 from nc.models.bsqvit import ALIGN, GROUP, PATCH, TUBELET, BsqVitConfig, VideoBsqVit
@@ -175,6 +175,18 @@ class BsqVitEncoder(GopEncoder):
         return largest_that_fits(lambda step: self.m.code(bits, step + 1), self.m.cfg.groups, budget)
 
 
+class TokenGops(GopEncoder):
+    """Cuts frames into GOPs as the encoder does, and keeps each GOP's first `groups` sub-codes as uint8."""
+
+    def __init__(self, model: BsqVitModel, facts: VideoFacts, groups: int):
+        super().__init__(facts, GOP, TUBELET)
+        self.m, self.groups, self.tokens = model, groups, []
+
+    def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
+        self.tokens.append(subcodes(self.m.bits(frames))[..., :self.groups].astype(np.uint8))
+        return b""
+
+
 class BsqVitCodec(LearnedVideoCodec):
     codec_id, quality = "video/bsqvit", QUALITY
     model_class, encoder_class = BsqVitModel, BsqVitEncoder
@@ -203,19 +215,13 @@ class BsqVitCodec(LearnedVideoCodec):
             frame = as_rgb(checked_image(next(iter(blocks)), facts))
             return subcodes(self.model.bits(np.stack([frame] * TUBELET)))[..., :groups].astype(np.uint8)
         self.check(facts)
-        gops, pending = [], []
+        gops = TokenGops(self.model, facts, groups)
         for block in blocks:
-            for frame in checked_frames(block, facts):
-                pending.append(frame.copy())
-                if len(pending) == GOP:
-                    gops.append(subcodes(self.model.bits(np.stack(pending)))[..., :groups].astype(np.uint8))
-                    pending = []
-        if pending:
-            pending += [pending[-1]] * (-len(pending) % TUBELET)
-            gops.append(subcodes(self.model.bits(np.stack(pending)))[..., :groups].astype(np.uint8))
-        if not gops:
+            gops.encode(block)
+        gops.flush()
+        if not gops.tokens:
             raise UsageError("video/bsqvit: no frames to make tokens of")
-        return np.concatenate(gops)
+        return np.concatenate(gops.tokens)
 
     def detokenize(self, codes: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """uint8 frames (4 tubelets, 8 rows, 8 columns, 3) from sub-codes made by `tokenize` (decoded as
