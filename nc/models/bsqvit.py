@@ -7,7 +7,7 @@ sphere and quantized to sign(u) / sqrt(bits), an implicit 2^bits codebook with n
 and nothing to collapse (Zhao et al. 2024). A straight-through estimator trains through the signs.
 
 Rates: the bits are nested. The decoder reads the first k bits of every token and sees zeros for the
-rest; training draws k per clip from 4, 8, ..., bits, so the first bits learn the coarse picture and
+rest; training draws k per clip (nc/train/bsqvit.py), so the first bits learn the coarse picture and
 one set of weights serves every rate (`keep` in `forward` and `decode`).
 
 Attention: every block attends inside windows of WINDOW x WINDOW tokens (32 x 32 pixels), over its own
