@@ -107,24 +107,39 @@ def _ans_encode(runs) -> bytes:
     return coder.get_compressed().astype("<u4", copy=False).tobytes()
 
 
-def _ans_decode(data, runs, n: int) -> np.ndarray:
-    """Decode [(model, start, stop)] runs into one int32 array of n symbols."""
+def _ans_coder(data: bytes) -> AnsCoder:
+    """An ANS decoder over a payload's u32 words; FormatError for a payload that cannot be one."""
     if len(data) % 4:
         raise FormatError("ANS data is not a whole number of 32-bit words")
-    out = np.zeros(n, np.int32)
     try:
-        coder = AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
+        return AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
+    except ValueError as e:
+        raise FormatError(f"corrupt ANS data: {e}") from None
+
+
+def _decode_runs(coder: AnsCoder, runs, out: np.ndarray) -> None:
+    """Decode [(model, start, stop)] runs into out[start:stop]. (An empty stream is valid: a few likely
+    symbols fit in the coder's initial state and leave no words.)"""
+    try:
         for model, start, stop in runs:
             if model is not None:
-                if not data:  # constriction reads zeros from an empty stream; a coded symbol costs a word
-                    raise FormatError("ANS data missing for symbols that cost bits")
                 out[start:stop] = coder.decode(model, stop - start)
     except (ValueError, KeyError, RuntimeError, OverflowError) as e:
         raise FormatError(f"corrupt ANS data: {e}") from None
+
+
+def _check_ended(coder: AnsCoder) -> None:
     # A valid stream leaves the coder exactly empty; leftover or missing words mean
     # truncation or corruption (most, not all, corruption is caught this way).
     if not coder.is_empty():
         raise FormatError("ANS data does not end where its symbols do")
+
+
+def _ans_decode(data: bytes, runs, n: int) -> np.ndarray:
+    """Decode [(model, start, stop)] runs into one int32 array of n symbols."""
+    coder, out = _ans_coder(data), np.zeros(n, np.int32)
+    _decode_runs(coder, runs, out)
+    _check_ended(coder)
     return out
 
 
@@ -223,11 +238,7 @@ class FrequencyTable:
 
 def encode_categorical(symbols, table: FrequencyTable, contexts=None) -> bytes:
     """ANS-code symbols in [0, table.alphabet); `contexts[i]` picks symbol i's table row."""
-    s = _ints(symbols, "symbols")
-    _in_range(s, 0, table.alphabet, "symbols")
-    order, runs = _plan(contexts, s.size, table.contexts)
-    ordered = s if order is None else s[order]
-    return _ans_encode([(table.model(k), ordered[a:b]) for k, a, b in runs])
+    return encode_categorical_pieces([(symbols, contexts)], table)
 
 
 def decode_categorical(data, table: FrequencyTable, count: int, contexts=None,
@@ -258,13 +269,8 @@ class CategoricalReader:
     the next piece's symbols, `close()` checks the stream ended exactly there. Bad data raises FormatError."""
 
     def __init__(self, data, table: FrequencyTable, max_count: int = MAX_COUNT):
-        if len(data) % 4:
-            raise FormatError("ANS data is not a whole number of 32-bit words")
-        self.table, self.left, self.empty = table, max_count, not len(data)
-        try:
-            self.coder = AnsCoder(np.frombuffer(bytes(data), "<u4").astype(np.uint32))
-        except ValueError as e:
-            raise FormatError(f"corrupt ANS data: {e}") from None
+        self.table, self.left = table, max_count
+        self.coder = _ans_coder(bytes(data))
 
     def read(self, contexts) -> np.ndarray:
         n = len(contexts)
@@ -273,20 +279,11 @@ class CategoricalReader:
         self.left -= n
         order, plan = _plan(contexts, n, self.table.contexts)
         out = np.zeros(n, np.int32)
-        try:
-            for k, a, b in plan:
-                model = self.table.model(k)
-                if model is not None:
-                    if self.empty:  # constriction reads zeros from an empty stream; a coded symbol costs a word
-                        raise FormatError("ANS data missing for symbols that cost bits")
-                    out[a:b] = self.coder.decode(model, b - a)
-        except (ValueError, KeyError, RuntimeError, OverflowError) as e:
-            raise FormatError(f"corrupt ANS data: {e}") from None
+        _decode_runs(self.coder, [(self.table.model(k), a, b) for k, a, b in plan], out)
         return _unsort(out, order)
 
     def close(self) -> None:
-        if not self.coder.is_empty():
-            raise FormatError("ANS data does not end where its symbols do")
+        _check_ended(self.coder)
 
 
 # --- quantised Gaussian / Laplace with a fixed scale table ------------------------
