@@ -66,7 +66,7 @@ def fit_priors(model: VideoBsqVit, clips: np.ndarray, limit: int = 400) -> dict[
 def train(args) -> None:
     run = start_run(args, BsqVitConfig, VideoBsqVit)
     model, cfg = run.model, run.model.cfg
-    data = ClipBatches(args, args.seed + run.step)
+    data = ClipBatches(args, args.seed + run.step, fixed_batches=8)  # the priors count these clips
     clips = data.clips
 
     def loss_of(x):

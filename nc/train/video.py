@@ -71,10 +71,10 @@ def rd_loss(model: VideoWFVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
 class ClipBatches:
     """Where a video trainer's batches come from: `--data`'s train_clips.npy, or, for a folder of sources,
     ClipStream's worker processes making clips of max(frames, 16) x max(crop, 128)^2 afresh. `clips` are
-    fixed clips for probes (the shard, or 8 batches of the stream); `draw(rng)` is a batch of random
+    fixed clips for probes (the shard, or the stream's first `fixed_batches` batches); `draw(rng)` is a batch of random
     `--frames` x `--crop`^2 windows, flipped or reversed at random."""
 
-    def __init__(self, args, seed: int):
+    def __init__(self, args, seed: int, fixed_batches: int = 1):
         self.args, self.stream = args, None
         if (Path(args.data) / "train_clips.npy").exists():
             self.clips = load_clips(Path(args.data))
@@ -85,7 +85,7 @@ class ClipBatches:
 
             self.stream = ClipStream(args.data, seed, max(args.frames, 16), max(args.crop, 128), args.batch,
                                      args.workers)
-            self.clips = np.stack([c for _ in range(8) for c in self.stream.next()])
+            self.clips = np.stack([c for _ in range(fixed_batches) for c in self.stream.next()])
 
     def draw(self, rng: np.random.Generator) -> torch.Tensor:
         a = self.args
