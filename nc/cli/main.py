@@ -248,20 +248,15 @@ def cmd_detokenize(args) -> int:
     if kind == "video" and os.path.splitext(args.output)[1].lower() in IMAGE_EXTS:
         kind, media = "image", media[0]  # the tokens of an image: its first frame
     if kind == "image":
-        facts = ImageFacts(media.shape[1], media.shape[0], "RGB")
+        facts, shown = ImageFacts(media.shape[1], media.shape[0], "RGB"), f"{media.shape[1]}x{media.shape[0]}"
     elif kind == "video":
         facts = VideoFacts(media.shape[2], media.shape[1], args.fps, 1)
+        shown = f"{len(media)} frames of {media.shape[2]}x{media.shape[1]}"
     else:
-        facts = AudioFacts(args.sample_rate, media.shape[1])
+        facts, shown = AudioFacts(args.sample_rate, media.shape[1]), f"{len(media) / args.sample_rate:.2f} s"
     sink = MediaSink(args.output, [facts])
     sink.write(0, media)
     sink.close()
-    if kind == "image":
-        shown = f"{media.shape[1]}x{media.shape[0]}"
-    elif kind == "video":
-        shown = f"{len(media)} frames of {media.shape[2]}x{media.shape[1]}"
-    else:
-        shown = f"{len(media) / args.sample_rate:.2f} s"
     print(f"{args.output}: {shown}")
     return 0
 
