@@ -30,6 +30,36 @@ def test_every_level_is_reachable():
     assert torch.allclose(grid.value(grid.digits(grid.value(digits))), grid.value(digits))  # grid points are fixed
 
 
+def test_every_stage_fills_its_grid_even_when_its_projection_sits_off_centre():
+    """Each stage standardizes its projection before tanh, so a projection far off-centre still
+    uses every level of every dimension (the first shipped weights' stage 1 left edge levels unused)."""
+    torch.manual_seed(0)
+    bottleneck = FSQBottleneck(16, (8, 5), 2)
+    with torch.no_grad():
+        bottleneck.inp[0].bias.fill_(2.0)  # unstandardized, tanh stays above 0.2 for nearly every frame
+    latent = torch.randn(8, 16, 200)
+    for _ in range(3):  # training passes measure the running statistics that encoding uses
+        bottleneck(latent)
+    digits = bottleneck.eval().digits(bottleneck.encode(latent, 2))
+    for d, levels in enumerate((8, 5)):
+        assert set(digits[:, 0, d].flatten().tolist()) == set(range(levels))
+
+
+def test_weights_from_before_standardization_load_and_code_as_before():
+    torch.manual_seed(0)
+    trained = FSQBottleneck(16, (8, 5), 2)
+    trained(torch.randn(4, 16, 50))  # measures scale, center and spread
+    old = {k: v for k, v in trained.state_dict().items() if k not in ("center", "spread")}
+    loaded = FSQBottleneck(16, (8, 5), 2)
+    loaded.load_state_dict(old)
+    assert not loaded.spread.any() and not loaded.center.any()
+    loaded.eval()
+    x = torch.randn(2, 16, 30)
+    scale = loaded._scale(0)
+    expected = loaded.grids[0].index(loaded.grids[0].digits(torch.tanh(loaded.inp[0](x / scale))))
+    assert torch.equal(loaded.encode(x, 1)[:, 0], expected)
+
+
 def test_grids_that_int64_or_rounding_cannot_hold_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
         ScalarGrid((1, 5))
@@ -51,7 +81,7 @@ def test_frame_codec_bottleneck_keeps_the_rvq_models_shapes_and_interface():
     assert shapes["rvq"] == shapes["fsq"] and len(shapes["fsq"]) > 10
     assert sorted(k for k in fsq.state_dict() if k.startswith("quantizer.")) == sorted(
         [f"quantizer.{side}.{i}.{p}" for side in ("inp", "out") for i in range(8) for p in ("bias", "weight")]
-        + ["quantizer.scale"])
+        + ["quantizer.center", "quantizer.scale", "quantizer.spread"])
     torch.manual_seed(0)
     wav = torch.randn(2, 3200)
     latent = fsq.encode_latent(fsq.pad(wav)).detach()
