@@ -75,7 +75,8 @@ def test_fsq_fine_tunes_from_rvq_weights_and_ships_digit_priors(data, tmp_path):
     assert result.returncode == 0, result.stderr
     log = (out / "train.log").read_text()
     fresh = log.split("fresh: ", 1)[1].split("\n", 1)[0].split(", ")
-    assert fresh and all(k.startswith(("quantizer.inp.", "quantizer.out.", "quantizer.scale")) for k in fresh)
+    new = ("quantizer.inp.", "quantizer.out.", "quantizer.scale", "quantizer.center", "quantizer.spread")
+    assert fresh and all(k.startswith(new) for k in fresh)
     steps = [json.loads(line.split("] ", 1)[1]) for line in log.splitlines() if '"step": ' in line]
     assert [s["step"] for s in steps] == [1, 2]
     for s in steps:
