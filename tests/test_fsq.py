@@ -38,11 +38,13 @@ def test_every_stage_fills_its_grid_even_when_its_projection_sits_off_centre():
     with torch.no_grad():
         bottleneck.inp[0].bias.fill_(2.0)  # unstandardized, tanh stays above 0.2 for nearly every frame
     latent = torch.randn(8, 16, 200)
-    for _ in range(3):  # training passes measure the running statistics that encoding uses
-        bottleneck(latent)
-    digits = bottleneck.eval().digits(bottleneck.encode(latent, 2))
+    trained = bottleneck(latent).codes  # a training pass measures the statistics that encoding uses
+    codes = bottleneck.eval().encode(latent, 2)
+    assert torch.equal(codes, trained)  # encoding quantizes as that training pass did
+    digits = bottleneck.digits(codes)
     for d, levels in enumerate((8, 5)):
         assert set(digits[:, 0, d].flatten().tolist()) == set(range(levels))
+        assert set(digits[:, 1, d].flatten().tolist()) == set(range(levels))
 
 
 def test_weights_from_before_standardization_load_and_code_as_before():
@@ -52,6 +54,8 @@ def test_weights_from_before_standardization_load_and_code_as_before():
     old = {k: v for k, v in trained.state_dict().items() if k not in ("center", "spread")}
     loaded = FSQBottleneck(16, (8, 5), 2)
     loaded.load_state_dict(old)
+    with pytest.raises(RuntimeError, match="spread"):  # a newer dict that lost a statistic is reported
+        FSQBottleneck(16, (8, 5), 2).load_state_dict({k: v for k, v in trained.state_dict().items() if k != "spread"})
     assert not loaded.spread.any() and not loaded.center.any()
     loaded.eval()
     x = torch.randn(2, 16, 30)

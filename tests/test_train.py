@@ -86,6 +86,7 @@ def test_fsq_fine_tunes_from_rvq_weights_and_ships_digit_priors(data, tmp_path):
     state, extra, meta = load_weights(out / "weights.safetensors")
     assert meta["config"]["quantizer"] == "fsq" and meta["codec"] == "audio/fsq"
     assert not any(k.startswith("quantizer.stages") for k in state)
+    assert (state["quantizer.spread"] > 0).all()  # every stage measured its statistics
     counts = extra["prior.counts"]
     assert counts.shape == (8, 6, 8) and counts.dtype == torch.int32
     frames = 16 * (8000 // 320 + 1)  # one batch of 16 half-second crops

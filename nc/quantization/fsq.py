@@ -19,9 +19,11 @@ from torch import nn
 
 from nc.quantization.rvq import QuantizerOutput
 
-#: the standard deviation each stage's projected dimensions have before tanh: 0.7 fills an 8-level
-#: grid with a histogram entropy of 2.83 of 3 bits (5 levels: 2.13 of 2.32), every level above 3 %,
-#: for Gaussian inputs (larger spreads saturate tanh, smaller ones starve the edge levels)
+#: the standard deviation each stage's projected dimensions have before tanh. For Gaussian inputs
+#: 0.7 fills an 8-level grid with a histogram entropy of 2.83 of 3 bits (5 levels: 2.13 of 2.32) and
+#: every level above 3 %; 0.6-0.8 is what the unstandardized stages 2-8 had chosen themselves. Smaller
+#: spreads starve the edge levels; larger ones fill the grid more evenly (1.0: 2.98 bits) but cost
+#: more bits and put more of the values where tanh's gradient is small.
 SPREAD = 0.7
 
 
@@ -76,8 +78,8 @@ class FSQBottleneck(nn.Module):
     codebook to collapse; the `codebook` term of the output pulls each stage's projected-back
     point onto the residual it stands for (without it nothing makes later stages refine earlier
     ones, the failure tests/test_quantization.py guards against for RVQ); commitment, as RVQ's,
-    keeps the encoder's latent within the stages' reach. Parameters are `inp.*`, `out.*` and
-    `scale`, so none collide with ResidualVQ's."""
+    keeps the encoder's latent within the stages' reach. Parameters and buffers are `inp.*`,
+    `out.*`, `scale`, `center` and `spread`, so none collide with ResidualVQ's."""
 
     def __init__(self, dim: int, levels: tuple[int, ...], stages: int):
         super().__init__()
@@ -92,15 +94,18 @@ class FSQBottleneck(nn.Module):
         self.register_buffer("scale", torch.zeros(stages))  # 0: not yet measured (then 1 is used)
         # Each projected dimension is then standardized (a running mean and standard deviation, fixed
         # in the weights) to SPREAD before tanh, so every stage fills its whole grid. Without it the
-        # first stage sat off-centre (means of up to 0.96 standard deviations of 0.5) and left edge
-        # levels unused on held-out speech; the projection's own bias and gain never re-centred it.
+        # first stage sat off-centre (per-dimension means of up to 0.96 against standard deviations
+        # of 0.4-0.67) and left edge levels unused on held-out speech; the projection's own bias and
+        # gain never re-centred it. Under DDP every rank's buffers are rank 0's, as for `scale`.
         self.register_buffer("center", torch.zeros(stages, len(levels)))
         self.register_buffer("spread", torch.zeros(stages, len(levels)))  # 0: not yet measured (then 1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # weights from before standardization have no statistics: unmeasured, so they code as before
-        for name in ("center", "spread"):
-            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        # weights from before standardization (a scale but no statistics) code as before: unmeasured;
+        # any other dict missing them is left to load_state_dict to report
+        if prefix + "scale" in state_dict and not {prefix + "center", prefix + "spread"} & state_dict.keys():
+            for name in ("center", "spread"):
+                state_dict[prefix + name] = torch.zeros_like(getattr(self, name))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -139,11 +144,11 @@ class FSQBottleneck(nn.Module):
         does: dividing by a fixed running value instead let the projection grow unchecked, and the
         stages saturated within 300 steps), and moves the running ones that encoding uses."""
         if self.training and torch.is_grad_enabled():
-            mean, std = u.mean((0, 2)), u.std((0, 2))
+            mean, std = u.mean((0, 2)), u.std((0, 2)).clamp(min=1e-6)  # measured spreads stay above 0
             measured = self.spread[i] > 0
             self.center[i] = torch.where(measured, 0.99 * self.center[i] + 0.01 * mean.detach(), mean.detach())
             self.spread[i] = torch.where(measured, 0.99 * self.spread[i] + 0.01 * std.detach(), std.detach())
-            return (u - mean.view(1, -1, 1)) * (SPREAD / std.clamp(min=1e-6)).view(1, -1, 1)
+            return (u - mean.view(1, -1, 1)) * (SPREAD / std).view(1, -1, 1)
         measured = self.spread[i] > 0
         center = torch.where(measured, self.center[i], torch.zeros_like(self.center[i]))
         gain = torch.where(measured, SPREAD / self.spread[i].clamp(min=1e-6), torch.ones_like(self.spread[i]))
