@@ -27,6 +27,11 @@ from nc.quantization.rvq import QuantizerOutput
 SPREAD = 0.7
 
 
+def _follow(running: torch.Tensor, measured: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A running statistic's next value: the first measurement as it is, then 1 % of the way to each new one."""
+    return torch.where(measured, 0.99 * running + 0.01 * value, value)
+
+
 class ScalarGrid(nn.Module):
     """One FSQ stage: per-dimension grids of `levels` points spanning [-1, 1]."""
 
@@ -125,7 +130,7 @@ class FSQBottleneck(nn.Module):
             keep = (n > i).to(x.dtype).view(b, 1, 1)
             if self.training and torch.is_grad_enabled():  # a training step, not encode()
                 rms = residual.detach().square().mean().sqrt()
-                self.scale[i] = torch.where(self.scale[i] > 0, 0.99 * self.scale[i] + 0.01 * rms, rms)
+                self.scale[i] = _follow(self.scale[i], self.scale[i] > 0, rms)
             scale = self._scale(i)
             z = torch.tanh(self._standardize(i, self.inp[i](residual / scale)))
             digits = grid.digits(z)
@@ -146,13 +151,12 @@ class FSQBottleneck(nn.Module):
         if self.training and torch.is_grad_enabled():
             mean, std = u.mean((0, 2)), u.std((0, 2)).clamp(min=1e-6)  # measured spreads stay above 0
             measured = self.spread[i] > 0
-            self.center[i] = torch.where(measured, 0.99 * self.center[i] + 0.01 * mean.detach(), mean.detach())
-            self.spread[i] = torch.where(measured, 0.99 * self.spread[i] + 0.01 * std.detach(), std.detach())
+            self.center[i] = _follow(self.center[i], measured, mean.detach())
+            self.spread[i] = _follow(self.spread[i], measured, std.detach())
             return (u - mean.view(1, -1, 1)) * (SPREAD / std).view(1, -1, 1)
-        measured = self.spread[i] > 0
-        center = torch.where(measured, self.center[i], torch.zeros_like(self.center[i]))
-        gain = torch.where(measured, SPREAD / self.spread[i].clamp(min=1e-6), torch.ones_like(self.spread[i]))
-        return (u - center.view(1, -1, 1)) * gain.view(1, -1, 1)
+        # unmeasured (spread 0, center 0): u as it is
+        gain = torch.where(self.spread[i] > 0, SPREAD / self.spread[i].clamp(min=1e-6), torch.ones_like(self.spread[i]))
+        return (u - self.center[i].view(1, -1, 1)) * gain.view(1, -1, 1)
 
     def _scale(self, i: int) -> torch.Tensor:
         """Stage i's scale, a copy (the buffer changes in place at the next stage's update)."""
