@@ -26,6 +26,8 @@ Writes
   OUT/eval/*.png       evaluation photos, 768x512 RGB (portrait sources turned), lossless PNG
   OUT/train_256.npy    (N, 256, 256, 3) uint8: random crops, each of a source shrunk by a
                        random factor in [2, 4], half of them mirrored left-right
+  OUT/train_photos/    with --photos: each training photo whole, shrunk 2, 2.83 and 4x, lossless
+                       PNG (a GPU run crops these at random; nc/train/image.py)
   OUT/manifest.json    every source file: package, licence, group, split and, for each
                        evaluation image and training crop, exactly how it was cut
 Same seed, same sources and same Pillow version give the same bytes.
@@ -48,6 +50,7 @@ from PIL import Image, ImageOps
 EVAL_SIZE = (768, 512)  # (width, height): Kodak's size, so numbers sit beside published ones
 CROP = 256
 MIN_FACTOR, MAX_FACTOR = 2.0, 4.0  # downscale range for every use of a photo (see the docstring)
+PHOTO_FACTORS = (2.0, 2.0**1.5, 4.0)  # --photos: the downscale range, log-spaced
 DEFAULT_CROPS = 250  # 250 x 256 x 256 x 3 bytes = 46.9 MiB, under the 50 MiB a shard may take
 SEED = 0
 
@@ -277,8 +280,24 @@ def write_train(entries: list[dict], root: str, out: str, crops: int, seed: int)
     return records
 
 
+def write_train_photos(entries: list[dict], root: str, out: str) -> None:
+    """OUT/train_photos/: every training photo whole, shrunk by each of PHOTO_FACTORS (Lanczos), as
+    lossless PNG: what a GPU run carries (about 23 MiB) to cut fresh random crops from at every step."""
+    folder = os.path.join(out, "train_photos")
+    os.makedirs(folder, exist_ok=True)
+    for e in (e for e in entries if e["split"] == "train"):
+        image = load_rgb(os.path.join(root, e["path"]))
+        e["train_photos"] = []
+        for factor in PHOTO_FACTORS:
+            stem = os.path.splitext(os.path.basename(e["path"]))[0]  # a group may hold several files
+            name = f"{eval_name(e)[:-4]}__{stem}_x{factor:.2f}.png"
+            size = (round(image.width / factor), round(image.height / factor))
+            image.resize(size, Image.Resampling.LANCZOS).save(os.path.join(folder, name))
+            e["train_photos"].append(name)
+
+
 def build(out: str, root: str = "/", crops: int = DEFAULT_CROPS, seed: int = SEED, command: str = "",
-          eval_groups: frozenset = EVAL_GROUPS) -> dict:
+          eval_groups: frozenset = EVAL_GROUPS, photos: bool = False) -> dict:
     """The whole build; returns the manifest it wrote. `root` lets tests point it at a fake tree."""
     os.makedirs(out, exist_ok=True)
     entries, absent = discover(root, eval_groups)
@@ -288,6 +307,8 @@ def build(out: str, root: str = "/", crops: int = DEFAULT_CROPS, seed: int = SEE
     check_disjoint(entries)
     write_eval(entries, root, out)
     records = write_train(entries, root, out, crops, seed)
+    if photos:
+        write_train_photos(entries, root, out)
     load_rgb.cache_clear()
     manifest = {
         "command": command, "source_root": root, "seed": seed, "pillow": Image.__version__,
@@ -309,12 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (keep it outside the repository)")
     ap.add_argument("--crops", type=int, default=DEFAULT_CROPS, help=f"training crops (default {DEFAULT_CROPS})")
     ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--photos", action="store_true",
+                    help="also write train_photos/: the training photos whole, shrunk 2, 2.83 and 4x")
     ap.add_argument("--source-root", default="/", help="where the packages' usr/ tree is (tests use a fake one)")
     args = ap.parse_args(argv)
     t0 = time.time()
     command = shlex.join([os.path.relpath(sys.argv[0]) if argv is None else "build_image_set.py",
                           *(sys.argv[1:] if argv is None else argv)])
-    manifest = build(args.out, args.source_root, args.crops, args.seed, command)
+    manifest = build(args.out, args.source_root, args.crops, args.seed, command, photos=args.photos)
     size = os.path.getsize(os.path.join(args.out, f"train_{CROP}.npy"))
     print(json.dumps(manifest["counts"]), f"train_{CROP}.npy: {size / 2**20:.1f} MiB")
     print(f"built {args.out} in {time.time() - t0:.0f} s")

@@ -7,7 +7,9 @@
 # Then run it through the device tool with
 #   command: bash scripts/gpu_train_hvae.sh (or _vqgan.sh)     carry: ["data/images", ".whl"]
 # (.whl: the constriction wheel, see scripts/gpu_env.sh)
-# Environment: MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of the network's config), INIT
+# image/hvae was trained on whole photos instead: build_image_set.py --photos writes OUT/train_photos (24 MiB);
+# copy it to data/hvae_photos, carry that and set DATA=data/hvae_photos (nc/codecs/weights/image_hvae.md).
+# Environment: DATA (default data/images), MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of the network's config), INIT
 # (weights to fine-tune, e.g. nc/codecs/weights/image_hvae.safetensors), RESUME (a run folder with
 # checkpoint.safetensors to continue, carried too). It needs only torch, numpy, safetensors,
 # constriction and pluggy there. weights.safetensors (fp16 + the codec's tables) and the log come back in $OUT.
@@ -25,7 +27,7 @@ run=/tmp/${codec#image/}-gpu
 mkdir -p "$run"
 if [ -n "${RESUME:-}" ]; then cp "$RESUME"/checkpoint.safetensors "$run/"; fi
 (nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi") | tee "$OUT/device.txt"
-python3 -m "$module" "$codec" --data data/images --out "$run" --steps "${STEPS:-200000}" \
+python3 -m "$module" "$codec" --data "${DATA:-data/images}" --out "$run" --steps "${STEPS:-200000}" \
     --max-minutes "${MINUTES:-8}" --batch "${BATCH:-32}" --crop "${CROP:-256}" --lr "${LR:-4e-4}" \
     ${CONFIG:+--config "$CONFIG"} ${INIT:+--init "$INIT"} --log-every 200 --checkpoint-every 2000 2>&1 | tee "$OUT/console.log"
 cp "$run/weights.safetensors" "$run/train.log" "$OUT/"

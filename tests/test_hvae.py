@@ -13,7 +13,7 @@ from nc.codecs.hyperprior import log_scale_thresholds
 from nc.models.hvae import HvaeConfig, ImageHVAE
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
 from nc.models.weights import save_weights
-from nc.train.image import export_tables, rd_loss
+from nc.train.image import batch, export_tables, grid_crops, load_crops, rd_loss
 from image_codec_checks import decode_on_one_and_two_threads, photo
 
 TINY = dict(channels=16, latent=16, hyper=8)
@@ -74,6 +74,7 @@ def test_the_default_network_exports_within_the_exactness_bounds():
     with torch.no_grad():
         model.h_s[0].bias[0] = 300.0  # would overflow int32 at the weights' finest shift
     tables = export_tables(model)
+    assert tables["int_h_s.0.up.weight"].dtype == torch.int16  # within +-2^11: half the bytes of int32
     net = IntegerHyperSynthesis.from_tensors(tables)
     mean, _ = net(torch.round(2 * torch.randn(1, model.cfg.hyper, 2, 2)))
     assert mean.shape == (1, model.cfg.latent, 8, 8)
@@ -164,6 +165,25 @@ def test_training_loss_falls_on_one_batch():
         loss.backward()
         opt.step()
     assert float(rd_loss(model, x, q)["loss"].detach()) < 0.3 * first
+
+
+def test_photo_folders_are_cropped_anywhere_in_proportion_to_their_area(tmp_path):
+    from PIL import Image
+
+    ramp = np.broadcast_to(np.arange(640, dtype=np.uint16)[None, :, None] % 200, (320, 640, 3)).astype(np.uint8)
+    Image.fromarray(ramp).save(tmp_path / "big.png")  # value = column % 200, below 200
+    Image.fromarray(np.full((256, 256, 3), 250, np.uint8)).save(tmp_path / "small.png")
+    Image.fromarray(np.full((100, 900, 3), 220, np.uint8)).save(tmp_path / "thin.png")  # under 256: left out
+    images = load_crops(tmp_path)
+    assert sorted(a.shape for a in images) == [(256, 256, 3), (320, 640, 3)]
+    assert grid_crops(images).shape == (3, 256, 256, 3)  # what image/vqgan's trainer indexes
+
+    x = (batch(images, 400, 128, np.random.default_rng(0)) * 255).round()
+    first = x[:, 0, 0, 0]
+    assert 220 not in first.tolist()
+    # big holds (320 - 127) (640 - 127) = 99,009 crop positions, small 129^2 = 16,641: 86 % of draws
+    assert 0.80 < float((first < 200).float().mean()) < 0.92
+    assert len(set(first[first < 200].tolist())) > 50  # cut at many positions, not on a grid
 
 
 def test_trainer_writes_weights_the_codec_loads_and_resumes(tmp_path):

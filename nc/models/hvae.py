@@ -21,8 +21,10 @@ LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 @dataclass(frozen=True)
 class HvaeConfig:
-    channels: int = 96  # N: transform width
-    latent: int = 128  # M: channels of y
+    # the shipped network; the integer hyper-synthesis's fan-in bound (2^11) allows
+    # (channels + 2 latent) / 2 * 9 <= 2048, so 128 / 160 is about as wide as it goes
+    channels: int = 128  # N: transform width
+    latent: int = 160  # M: channels of y
     hyper: int = 64  # channels of z
     lambdas: tuple = LAMBDAS
 

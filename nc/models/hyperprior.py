@@ -185,10 +185,11 @@ class IntegerHyperSynthesis:
         return cls(layers)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The integer weights as tensors to store (int32) beside the float network."""
+        """The integer weights as tensors to store beside the float network: weights as int16 (they lie
+        within +-2^11; half the bytes of int32, which a wide model's 16 MiB file needs), biases int32."""
         out = {}
         for i, (kind, w, b, shift) in enumerate(self.layers):
-            out[f"int_h_s.{i}.{kind}.weight"] = w.to(torch.int32)
+            out[f"int_h_s.{i}.{kind}.weight"] = w.to(torch.int16)
             out[f"int_h_s.{i}.{kind}.bias"] = b.to(torch.int32)  # within int32: __init__ checks
             out[f"int_h_s.{i}.{kind}.shift"] = torch.tensor([shift], dtype=torch.int32)
         return out

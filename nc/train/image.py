@@ -10,8 +10,9 @@ writes `weights.safetensors`: fp16 networks plus the integer tables the codec
 decodes with (integer hyper-synthesis, gain tables, hyper-latent scale indices).
 
 `--data` is a folder holding `train_256.npy`, uint8 crops (N, 256, 256, 3)
-built by scripts/build_image_set.py, or a folder of photos (png, jpg, ...),
-decoded once and cut into 256 x 256 crops.
+built by scripts/build_image_set.py, or a folder of photos (png, jpg, ...; e.g.
+the shrunk training photos `build_image_set.py --photos` writes), decoded once
+and cropped at random positions.
 """
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ from nc.train.common import learning_rate, log_line
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
 
-def load_crops(folder: Path, seed: int = 0) -> np.ndarray:
-    """uint8 (N, 256, 256, 3): train_256.npy, else 256 x 256 crops (every 256 pixels) of every photo."""
+def load_crops(folder: Path) -> np.ndarray | list[np.ndarray]:
+    """What training crops are cut from: train_256.npy, uint8 (N, 256, 256, 3), if the folder holds
+    one; else every photo under it, whole (uint8 (H, W, 3) arrays), so each crop is cut at a fresh
+    random position. 23 photos give a GPU run's 10^5 crops more variety than a few hundred fixed ones."""
     shard = folder / "train_256.npy"
     if shard.exists():
         crops = np.load(shard, mmap_mode="r", allow_pickle=False)
@@ -42,23 +45,34 @@ def load_crops(folder: Path, seed: int = 0) -> np.ndarray:
         return crops
     from PIL import Image
 
-    crops = []
+    photos = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS):
         with Image.open(path) as im:
-            a = np.asarray(im.convert("RGB"))
-        crops += [a[t:t + 256, l:l + 256] for t in range(0, a.shape[0] - 255, 256)
-                  for l in range(0, a.shape[1] - 255, 256)]
-    if not crops:
+            photos.append(np.asarray(im.convert("RGB")))
+    photos = [a for a in photos if min(a.shape[:2]) >= 256]
+    if not photos:
         raise SystemExit(f"no train_256.npy or photos of at least 256 x 256 under {folder}")
-    return np.stack(crops)
+    return photos
 
 
-def batch(crops: np.ndarray, size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
-    """`size` random crop x crop patches with random flips, float (size, 3, crop, crop) in [0, 1]."""
+def grid_crops(images: np.ndarray | list[np.ndarray], size: int = 256) -> np.ndarray:
+    """uint8 (N, size, size, 3): the shard as it is, or photos cut on a grid (a trainer that
+    indexes fixed crops, e.g. to fit code priors over all of them)."""
+    if isinstance(images, np.ndarray):
+        return images
+    return np.stack([a[t:t + size, l:l + size] for a in images for t in range(0, a.shape[0] - size + 1, size)
+                     for l in range(0, a.shape[1] - size + 1, size)])
+
+
+def batch(images: np.ndarray | list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """`size` random crop x crop patches with random flips, float (size, 3, crop, crop) in [0, 1].
+    Images are drawn in proportion to the crops they hold (a big photo more often than a small one)."""
+    areas = np.array([(a.shape[0] - crop + 1) * (a.shape[1] - crop + 1) for a in images], float)
+    picks = rng.choice(len(images), size=size, p=areas / areas.sum())
     out = np.empty((size, crop, crop, 3), np.uint8)
-    for k in range(size):
-        a = crops[rng.integers(len(crops))]
-        t, l = rng.integers(0, 257 - crop, 2)
+    for k, i in enumerate(picks):
+        a = images[i]
+        t, l = rng.integers(0, a.shape[0] - crop + 1), rng.integers(0, a.shape[1] - crop + 1)
         p = a[t:t + crop, l:l + crop]
         if rng.random() < 0.5:
             p = p[:, ::-1]
@@ -145,7 +159,8 @@ def train_loop(run: Run, args, draw, warmup: int, loss_of, after_step) -> float:
     start = time.time() - run.elapsed
     budget = args.max_minutes * 60 if args.max_minutes else float("inf")
     autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda")
-    stop = False
+    stop, skipped = False, 0
+    torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick its fastest convolutions
     while run.step < args.steps and not stop:
         progress = max(run.step / args.steps, (time.time() - start) / budget)
         for group in optimizer.param_groups:
@@ -155,8 +170,14 @@ def train_loop(run: Run, args, draw, warmup: int, loss_of, after_step) -> float:
             loss, logged = loss_of(x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(norm):  # one bad batch must not poison the weights of an unattended run
+            optimizer.step()
+        else:
+            skipped += 1
+            log_line(run.out, f"step {run.step}: non-finite gradient, step skipped ({skipped} so far)")
+            if skipped > 100:
+                raise SystemExit(f"{skipped} non-finite gradients: the run diverged")
         run.step += 1
         after_step(run.step, progress, logged, time.time() - start)
         stop = time.time() - start >= budget
@@ -223,7 +244,7 @@ def add_run_options(p: argparse.ArgumentParser, steps: int, lr: float, config: s
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nc train image/hvae", description=__doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["image/hvae"])
-    add_run_options(p, steps=200000, lr=2e-4, config='{"channels": 64}')
+    add_run_options(p, steps=200000, lr=2e-4, config='{"channels": 64, "latent": 96, "hyper": 48}')
     p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 64 up to 256")
     return p
 

@@ -27,7 +27,7 @@ import torch
 from nc.models.vqgan import ImageVQGAN, VqganConfig
 from nc.models.weights import save_weights
 from nc.train.common import log_line
-from nc.train.image import add_run_options, batch, load_crops, start_run, train_loop
+from nc.train.image import add_run_options, batch, grid_crops, load_crops, start_run, train_loop
 from nc.train.losses import ms_ssim_loss
 
 PROBE_CROPS = 16  # whole training crops whose codes the log's usage counts (16 x 256 positions)
@@ -63,7 +63,7 @@ def usage(model: ImageVQGAN, probe: torch.Tensor) -> list[float]:
 def train(args) -> None:
     run = start_run(args, VqganConfig, ImageVQGAN, betas=(0.5, 0.9))  # VQGAN's Adam betas
     model = run.model
-    crops = load_crops(Path(args.data))
+    crops = grid_crops(load_crops(Path(args.data)))
 
     def loss_of(x):
         return losses_of(model, x, dropout_stages(len(x), model.cfg.stages, x.device), args.ssim)
