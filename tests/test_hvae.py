@@ -128,6 +128,31 @@ def test_large_images_are_coded_in_tiles(codec, monkeypatch):
         nc.decode(reader_data)
 
 
+def test_a_tile_is_analysed_and_synthesised_as_the_whole_image_would_be(codec):
+    """Each network sees enough of the neighbouring tiles that the tiles' edges match a whole-image
+    pass: no seams. Without the margins the analysis differs by up to ~1 and the pixels by many levels."""
+    import torch
+
+    m, x = codec.model, photo(320, 384)
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        y_whole = m.net.analysis(torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255)[0].numpy()
+    z_whole = np.random.default_rng(0).integers(-3, 4, (m.cfg.hyper, 5, 6))
+    side_whole = m.coder.hyper_side(z_whole)
+    y_hat = 0.5 * y_whole
+    with torch.inference_mode():
+        x_whole = (m.net.synthesis(torch.from_numpy(y_hat)[None])[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
+    for top, left, h, w in [(128, 128, 128, 128), (256, 256, 64, 128), (0, 128, 128, 128)]:
+        cells = (slice(None), slice(top // 16, top // 16 + -(-h // 64) * 4), slice(left // 16, left // 16 + -(-w // 64) * 4))
+        y, z = m.analyse(x, top, left, h, w)
+        np.testing.assert_allclose(y, y_whole[cells], atol=1e-4)
+        assert z.shape == (m.cfg.hyper, -(-h // 64), -(-w // 64))
+        for part, whole in zip(m.hyper_side(z_whole, top, left, h, w), side_whole):
+            assert np.array_equal(part, whole[cells])  # integers: exactly
+        pixels = m.synthesise(y_hat, top, left, h, w).astype(int)
+        assert np.abs(pixels - x_whole[top:top + h, left:left + w]).max() <= 1
+
+
 def test_decoding_is_identical_on_one_and_two_threads(codec):
     one, two = decode_on_one_and_two_threads(nc.encode(photo(96, 128), codec="image/hvae", quality=5))
     assert np.array_equal(one, two)

@@ -6,9 +6,12 @@ as for image/jpeg's targets): the quality step is binary-searched for the larges
 step whose payload fits (quality 1's payload when none does) (the latents are computed once; only their coding is
 repeated). Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would
 be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
-padded (edge pixels repeated) to a multiple of 64 and coded alone, so the
-networks' memory is bounded by one tile (the encoder keeps every tile's latent,
-float32, 1.5 bytes per pixel, for the bpp search); padding is cropped away on decode.
+padded (edge pixels repeated) to a multiple of 64 and coded with its own hyper
+latent, so the networks' memory is bounded by one tile plus its margins (encoder
+and decoder keep every tile's latent, float32, 2.5 bytes per pixel, for the bpp
+search and for the neighbours' synthesis); padding is cropped away on decode.
+The analysis and the synthesis of a tile see MARGIN pixels of its neighbours,
+so tiles meet without seams; an image of one tile is coded as before.
 
 Deterministic: everything that shapes the bitstream is integer arithmetic (the
 integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
@@ -27,7 +30,8 @@ Packet payload (one packet per image):
                   from the weights' `z.scale_index`
             4     y bytes: u32 LE
             ...   y: ScaleTableCoder("gaussian") payload of s, (latent, h64/16, w64/16) in C order, mean 0,
-                  scale indices from the integer side information (docs/FORMAT.md; the encoder chooses
+                  scale indices from the integer side information of the image's z within
+                  Z_MARGIN cells of the tile (docs/FORMAT.md; the encoder chooses
                   s = rint(y G / 2^16 - M / 2^8), but any integers decode)
 
 Track params: {}.
@@ -52,6 +56,9 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "image_hvae.safe
 #: NC_HVAE_WEIGHTS points nc at weights you trained yourself (files record the weights' hash)
 WEIGHTS = Path(os.environ.get("NC_HVAE_WEIGHTS", SHIPPED_WEIGHTS))
 TILE = 1024  # pixels per tile side: a multiple of 64
+MARGIN = 64  # pixels of the neighbouring tiles a tile's analysis and synthesis see: a multiple of 64,
+# wider than either network's reach, so tiles show no seams (tests/test_hvae.py checks the reach)
+Z_MARGIN = 2  # hyper-latent cells (64 pixels each) of the neighbours the integer hyper-synthesis sees
 QUALITY = RateRange("quality", 1, 8)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
@@ -70,28 +77,61 @@ class HvaeModel:
         self.coder = LatentCoder(extra, cfg, path, "image/hvae")
         self.cfg, self.steps, self.torch = cfg, self.coder.steps, torch
 
-    # ---- one tile
+    # ---- one tile, seen with a margin of its neighbours
 
-    def analyse(self, tile: np.ndarray):
-        """uint8 (h, w, 3) -> (y float32 (latent, h64/16, w64/16), z integers (hyper, h64/64, w64/64),
-        the hyper side information of z (`hyper_side`))."""
+    def analyse(self, rgb: np.ndarray, top: int, left: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The tile (top, left, h, w) of the whole image `rgb` -> (y float32 (latent, h64/16, w64/16),
+        z integers (hyper, h64/64, w64/64)). The analysis sees MARGIN pixels of the neighbouring tiles
+        and h_a the y it gives there, so both are what a whole-image analysis would give at the
+        tile's edges; at the image's own edges they see what a lone tile sees (edge padding)."""
         torch = self.torch
-        x = torch.from_numpy(pad_to(tile, 64)).permute(2, 0, 1)[None].float() / 255
+        t0, l0 = max(0, top - MARGIN), max(0, left - MARGIN)
+        window = rgb[t0:min(len(rgb), top + h + MARGIN), l0:min(rgb.shape[1], left + w + MARGIN)]
+        x = torch.from_numpy(pad_to(window, 64)).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
             y = self.net.analysis(x)
             z = torch.round(self.net.h_a(y))
-        z = z[0].numpy().astype(np.int64)
-        return y[0].numpy(), z, self.coder.hyper_side(z)
+        y = _crop(y[0].numpy(), (top - t0) // 16, (left - l0) // 16, _up64(h) // 16, _up64(w) // 16)
+        z = _crop(z[0].numpy(), (top - t0) // 64, (left - l0) // 64, _up64(h) // 64, _up64(w) // 64)
+        return y, z.astype(np.int64)
 
-    def decode_tile(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int) -> np.ndarray:
-        """A tile's payloads -> uint8 (h, w, 3)."""
+    def hyper_side(self, z: np.ndarray, top: int, left: int, h: int, w: int):
+        """The side information (`LatentCoder.hyper_side`) of the tile's y from the whole image's z
+        (the tiles' z side by side): the integer hyper-synthesis sees Z_MARGIN cells of the
+        neighbouring tiles' z, so the means and scales at the tile's edges are a whole image's."""
+        r0, c0 = max(0, top // 64 - Z_MARGIN), max(0, left // 64 - Z_MARGIN)
+        window = z[:, r0:(top + _up64(h)) // 64 + Z_MARGIN, c0:(left + _up64(w)) // 64 + Z_MARGIN]
+        side = self.coder.hyper_side(np.ascontiguousarray(window))
+        return tuple(_crop(a, top // 16 - 4 * r0, left // 16 - 4 * c0, _up64(h) // 16, _up64(w) // 16) for a in side)
+
+    def synthesise(self, y_hat: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+        """The pixels, uint8 (h, w, 3), of the tile (top, left, h, w) from the whole image's y (the
+        tiles' y side by side): its synthesis sees MARGIN / 16 latent cells of the neighbouring
+        tiles, so the tiles' pixels meet without a seam."""
         torch = self.torch
-        h64, w64 = -(-h // 64) * 64, -(-w // 64) * 64
-        y_hat = self.coder.decode_y(z_data, y_data, h64 // 16, w64 // 16, step)
+        r0, c0 = max(0, (top - MARGIN) // 16), max(0, (left - MARGIN) // 16)
+        window = y_hat[:, r0:(top + _up64(h) + MARGIN) // 16, c0:(left + _up64(w) + MARGIN) // 16]
         with torch.inference_mode(), one_thread(torch):
-            x = self.net.synthesis(torch.from_numpy(y_hat)[None].float())[0]
+            x = self.net.synthesis(torch.from_numpy(np.ascontiguousarray(window))[None])[0]
         pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        return pixels[:h, :w]
+        return _crop(pixels.transpose(2, 0, 1), top - 16 * r0, left - 16 * c0, h, w).transpose(1, 2, 0)
+
+
+def _crop(a: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+    """a[:, top:top + h, left:left + w] of a (channels, rows, columns) array."""
+    return a[:, top:top + h, left:left + w]
+
+
+def _canvas(parts: list[np.ndarray], cells: int, height: int, width: int, dtype) -> np.ndarray:
+    """The tiles' maps (one per tile, in `tiles` order; `cells` pixels per cell) side by side."""
+    out = np.empty((len(parts[0]), _up64(height) // cells, _up64(width) // cells), dtype)
+    for (top, left, _, _), part in zip(tiles(height, width, TILE), parts):
+        out[:, top // cells:top // cells + part.shape[1], left // cells:left // cells + part.shape[2]] = part
+    return out
+
+
+def _up64(n: int) -> int:
+    return -(-n // 64) * 64
 
 
 class HvaeEncoder(Encoder):
@@ -107,8 +147,11 @@ class HvaeEncoder(Encoder):
         block = checked_image(block, f)
         self.done = True
         rgb = as_rgb(block)
-        latents = [(self.m.analyse(rgb[t:t + h, l:l + w])) for t, l, h, w in tiles(f.height, f.width, TILE)]
-        z_parts = [self.m.coder.code_z(z) for _, z, _ in latents]
+        grid = list(tiles(f.height, f.width, TILE))
+        ys, zs = zip(*(self.m.analyse(rgb, *tile) for tile in grid))
+        z_all = _canvas(zs, 64, f.height, f.width, np.int64)
+        latents = [(y, self.m.hyper_side(z_all, *tile)) for y, tile in zip(ys, grid)]
+        z_parts = [self.m.coder.code_z(z) for z in zs]
         if self.rate.unit == "quality":
             step = round((self.rate.value - 1) * 16)  # 1..8 -> 0..112
             return [Packet(self._payload(step, latents, z_parts), 0, 1)]
@@ -118,7 +161,7 @@ class HvaeEncoder(Encoder):
 
     def _payload(self, step: int, latents, z_parts) -> bytes:
         parts = [U16.pack(step)]
-        for (y, _, side), z_data in zip(latents, z_parts):
+        for (y, side), z_data in zip(latents, z_parts):
             y_data = self.m.coder.code_y(y, side, step)
             parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
         return b"".join(parts)
@@ -138,14 +181,24 @@ class HvaeDecoder(Decoder):
         step = U16.unpack_from(data)[0]
         if step >= self.m.steps:
             raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
-        out = np.empty((f.height, f.width, 3), np.uint8)
-        pos = 2
-        for top, left, h, w in tiles(f.height, f.width, TILE):
+        # the z of every tile first, then every y, then the pixels: each step of a tile sees its
+        # neighbours' (the latents take 2.5 bytes per pixel with the shipped network)
+        grid, blocks, pos = list(tiles(f.height, f.width, TILE)), [], 2
+        for _ in grid:
             z_data, pos = take_block(data, pos, "image/hvae")
             y_data, pos = take_block(data, pos, "image/hvae")
-            out[top:top + h, left:left + w] = self.m.decode_tile(z_data, y_data, h, w, step)
+            blocks.append((z_data, y_data))
         if pos != len(data):
             raise CorruptChunkError("image/hvae payload has bytes after its last tile")
+        hyper = self.m.cfg.hyper
+        z_all = _canvas([self.m.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64))
+                         for (z_data, _), (_, _, h, w) in zip(blocks, grid)], 64, f.height, f.width, np.int64)
+        y_all = _canvas([self.m.coder.decode_s(y_data, self.m.hyper_side(z_all, *tile), step).astype(np.float32)
+                         for (_, y_data), tile in zip(blocks, grid)], 16, f.height, f.width, np.float32)
+        out = np.empty((f.height, f.width, 3), np.uint8)
+        for tile in grid:
+            top, left, h, w = tile
+            out[top:top + h, left:left + w] = self.m.synthesise(y_all, *tile)
         return as_mode(out, f.channels)
 
 

@@ -109,15 +109,26 @@ class LatentCoder:
         index = np.broadcast_to(self.z_index[:, None, None], z.shape)
         return self.coder.encode(z, np.zeros(z.shape), index)
 
-    def decode_y(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int,
-                 context: np.ndarray | None = None) -> np.ndarray:
-        """The dequantized y (latent, h, w), float64, from its two payloads; h and w multiples of 4.
-        `context`: a context prior's previous y_hat, from `fixed_point`."""
-        z_shape = (self.cfg.hyper, h // 4, w // 4)
+    def decode_z(self, z_data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """The hyper latent, int64 of `shape` (hyper, h, w), from its payload."""
         try:
-            z = self.coder.decode(z_data, np.zeros(z_shape), np.broadcast_to(self.z_index[:, None, None], z_shape))
-            mean_g, index = self.side_info(self.hyper_side(z.astype(np.int64), context), step)
+            z = self.coder.decode(z_data, np.zeros(shape), np.broadcast_to(self.z_index[:, None, None], shape))
+        except (FormatError, ValueError) as e:
+            raise CorruptChunkError(f"{self.codec_id}: {e}") from None
+        return z.astype(np.int64)
+
+    def decode_s(self, y_data: bytes, side, step: int) -> np.ndarray:
+        """The dequantized y, float64, from its payload and its side information (`hyper_side`)."""
+        mean_g, index = self.side_info(side, step)
+        try:
             s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
         except (FormatError, ValueError) as e:
             raise CorruptChunkError(f"{self.codec_id}: {e}") from None
         return self._dequantize(s, mean_g, step)
+
+    def decode_y(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int,
+                 context: np.ndarray | None = None) -> np.ndarray:
+        """The dequantized y (latent, h, w), float64, from its two payloads; h and w multiples of 4.
+        `context`: a context prior's previous y_hat, from `fixed_point`."""
+        z = self.decode_z(z_data, (self.cfg.hyper, h // 4, w // 4))
+        return self.decode_s(y_data, self.hyper_side(z, context), step)
