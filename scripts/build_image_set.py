@@ -281,14 +281,17 @@ def write_train(entries: list[dict], root: str, out: str, crops: int, seed: int)
 
 
 def write_train_photos(entries: list[dict], root: str, out: str) -> None:
-    """OUT/train_photos/: every training photo whole, shrunk by each of PHOTO_FACTORS (Lanczos), as
-    lossless PNG: what a GPU run carries (about 23 MiB) to cut fresh random crops from at every step."""
+    """OUT/train_photos/: every training photo whole, shrunk by each of PHOTO_FACTORS (Lanczos) that
+    leaves it at least CROP pixels on its short side, as lossless PNG: what a GPU run carries
+    (23 MiB) to cut fresh random crops from at every step."""
     folder = os.path.join(out, "train_photos")
     os.makedirs(folder, exist_ok=True)
     for e in (e for e in entries if e["split"] == "train"):
         image = load_rgb(os.path.join(root, e["path"]))
         e["train_photos"] = []
         for factor in PHOTO_FACTORS:
+            if min(image.size) / factor < CROP:  # too small for a crop: the trainer would skip it
+                continue
             stem = os.path.splitext(os.path.basename(e["path"]))[0]  # a group may hold several files
             name = f"{eval_name(e)[:-4]}__{stem}_x{factor:.2f}.png"
             size = (round(image.width / factor), round(image.height / factor))

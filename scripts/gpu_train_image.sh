@@ -7,7 +7,7 @@
 # Then run it through the device tool with
 #   command: bash scripts/gpu_train_hvae.sh (or _vqgan.sh)     carry: ["data/images", ".whl"]
 # (.whl: the constriction wheel, see scripts/gpu_env.sh)
-# image/hvae was trained on whole photos instead: build_image_set.py --photos writes OUT/train_photos (24 MiB);
+# image/hvae was trained on whole photos instead: build_image_set.py --photos writes OUT/train_photos (23 MiB);
 # copy it to data/hvae_photos, carry that and set DATA=data/hvae_photos (nc/codecs/weights/image_hvae.md).
 # Environment: DATA (default data/images), MINUTES, STEPS, BATCH, CROP, LR, CONFIG (JSON overrides of the network's config), INIT
 # (weights to fine-tune, e.g. nc/codecs/weights/image_hvae.safetensors), RESUME (a run folder with

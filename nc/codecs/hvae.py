@@ -7,9 +7,10 @@ step whose payload fits (quality 1's payload when none does) (the latents are co
 repeated). Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would
 be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
 padded (edge pixels repeated) to a multiple of 64 and coded with its own hyper
-latent, so the networks' memory is bounded by one tile plus its margins (encoder
-and decoder keep every tile's latent, float32, 2.5 bytes per pixel, for the bpp
-search and for the neighbours' synthesis); padding is cropped away on decode.
+latent, so the networks' memory is bounded by one tile plus its margins. The
+encoder keeps every tile's y (float32, 2.5 bytes per pixel with the shipped
+network) and side information (int32, 5 bytes per pixel) for the bpp search; the
+decoder keeps the image's y for the neighbours' synthesis. Padding is cropped away on decode.
 The analysis and the synthesis of a tile see MARGIN pixels of its neighbours,
 so tiles meet without seams; an image of one tile is coded as before.
 
@@ -81,9 +82,10 @@ class HvaeModel:
 
     def analyse(self, rgb: np.ndarray, top: int, left: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """The tile (top, left, h, w) of the whole image `rgb` -> (y float32 (latent, h64/16, w64/16),
-        z integers (hyper, h64/64, w64/64)). The analysis sees MARGIN pixels of the neighbouring tiles
-        and h_a the y it gives there, so both are what a whole-image analysis would give at the
-        tile's edges; at the image's own edges they see what a lone tile sees (edge padding)."""
+        z integers (hyper, h64/64, w64/64)). The analysis sees MARGIN pixels of the neighbouring tiles,
+        so y is what a whole-image analysis would give (h_a reaches further than MARGIN / 16 cells, so
+        z at the tile's edges only nearly is); at the image's own edges they see what a lone tile sees
+        (edge padding)."""
         torch = self.torch
         t0, l0 = max(0, top - MARGIN), max(0, left - MARGIN)
         window = rgb[t0:min(len(rgb), top + h + MARGIN), l0:min(rgb.shape[1], left + w + MARGIN)]
@@ -91,7 +93,8 @@ class HvaeModel:
         with torch.inference_mode():
             y = self.net.analysis(x)
             z = torch.round(self.net.h_a(y))
-        y = _crop(y[0].numpy(), (top - t0) // 16, (left - l0) // 16, _up64(h) // 16, _up64(w) // 16)
+        # copies, not views: a view would keep the whole window alive for every tile
+        y = _crop(y[0].numpy(), (top - t0) // 16, (left - l0) // 16, _up64(h) // 16, _up64(w) // 16).copy()
         z = _crop(z[0].numpy(), (top - t0) // 64, (left - l0) // 64, _up64(h) // 64, _up64(w) // 64)
         return y, z.astype(np.int64)
 
@@ -102,7 +105,9 @@ class HvaeModel:
         r0, c0 = max(0, top // 64 - Z_MARGIN), max(0, left // 64 - Z_MARGIN)
         window = z[:, r0:(top + _up64(h)) // 64 + Z_MARGIN, c0:(left + _up64(w)) // 64 + Z_MARGIN]
         side = self.coder.hyper_side(np.ascontiguousarray(window))
-        return tuple(_crop(a, top // 16 - 4 * r0, left // 16 - 4 * c0, _up64(h) // 16, _up64(w) // 16) for a in side)
+        # int32 copies (the values lie within +-2^22): the encoder keeps one per tile for the bpp search
+        return tuple(_crop(a, top // 16 - 4 * r0, left // 16 - 4 * c0, _up64(h) // 16, _up64(w) // 16).astype(np.int32)
+                     for a in side)
 
     def synthesise(self, y_hat: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
         """The pixels, uint8 (h, w, 3), of the tile (top, left, h, w) from the whole image's y (the
@@ -122,9 +127,10 @@ def _crop(a: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
     return a[:, top:top + h, left:left + w]
 
 
-def _canvas(parts: list[np.ndarray], cells: int, height: int, width: int, dtype) -> np.ndarray:
-    """The tiles' maps (one per tile, in `tiles` order; `cells` pixels per cell) side by side."""
-    out = np.empty((len(parts[0]), _up64(height) // cells, _up64(width) // cells), dtype)
+def _canvas(parts, channels: int, cells: int, height: int, width: int, dtype) -> np.ndarray:
+    """The tiles' maps (an iterable, one per tile in `tiles` order; `cells` pixels per cell) side
+    by side, each written in as it comes (so a generator never holds more than one)."""
+    out = np.empty((channels, _up64(height) // cells, _up64(width) // cells), dtype)
     for (top, left, _, _), part in zip(tiles(height, width, TILE), parts):
         out[:, top // cells:top // cells + part.shape[1], left // cells:left // cells + part.shape[2]] = part
     return out
@@ -149,7 +155,7 @@ class HvaeEncoder(Encoder):
         rgb = as_rgb(block)
         grid = list(tiles(f.height, f.width, TILE))
         ys, zs = zip(*(self.m.analyse(rgb, *tile) for tile in grid))
-        z_all = _canvas(zs, 64, f.height, f.width, np.int64)
+        z_all = _canvas(zs, self.m.cfg.hyper, 64, f.height, f.width, np.int64)
         latents = [(y, self.m.hyper_side(z_all, *tile)) for y, tile in zip(ys, grid)]
         z_parts = [self.m.coder.code_z(z) for z in zs]
         if self.rate.unit == "quality":
@@ -191,10 +197,11 @@ class HvaeDecoder(Decoder):
         if pos != len(data):
             raise CorruptChunkError("image/hvae payload has bytes after its last tile")
         hyper = self.m.cfg.hyper
-        z_all = _canvas([self.m.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64))
-                         for (z_data, _), (_, _, h, w) in zip(blocks, grid)], 64, f.height, f.width, np.int64)
-        y_all = _canvas([self.m.coder.decode_s(y_data, self.m.hyper_side(z_all, *tile), step).astype(np.float32)
-                         for (_, y_data), tile in zip(blocks, grid)], 16, f.height, f.width, np.float32)
+        z_all = _canvas((self.m.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64))
+                         for (z_data, _), (_, _, h, w) in zip(blocks, grid)), hyper, 64, f.height, f.width, np.int64)
+        y_all = _canvas((self.m.coder.decode_s(y_data, self.m.hyper_side(z_all, *tile), step)
+                         for (_, y_data), tile in zip(blocks, grid)), self.m.cfg.latent, 16, f.height, f.width,
+                        np.float32)
         out = np.empty((f.height, f.width, 3), np.uint8)
         for tile in grid:
             top, left, h, w = tile

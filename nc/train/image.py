@@ -67,8 +67,11 @@ def grid_crops(images: np.ndarray | list[np.ndarray], size: int = 256) -> np.nda
 def batch(images: np.ndarray | list[np.ndarray], size: int, crop: int, rng: np.random.Generator) -> torch.Tensor:
     """`size` random crop x crop patches with random flips, float (size, 3, crop, crop) in [0, 1].
     Images are drawn in proportion to the crops they hold (a big photo more often than a small one)."""
-    areas = np.array([(a.shape[0] - crop + 1) * (a.shape[1] - crop + 1) for a in images], float)
-    picks = rng.choice(len(images), size=size, p=areas / areas.sum())
+    if isinstance(images, np.ndarray):  # a shard: crops of one size
+        picks = rng.integers(len(images), size=size)
+    else:
+        areas = np.array([(a.shape[0] - crop + 1) * (a.shape[1] - crop + 1) for a in images], float)
+        picks = rng.choice(len(images), size=size, p=areas / areas.sum())
     out = np.empty((size, crop, crop, 3), np.uint8)
     for k, i in enumerate(picks):
         a = images[i]
@@ -171,15 +174,15 @@ def train_loop(run: Run, args, draw, warmup: int, loss_of, after_step) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        run.step += 1
         if torch.isfinite(norm):  # one bad batch must not poison the weights of an unattended run
             optimizer.step()
+            after_step(run.step, progress, logged, time.time() - start)
         else:
             skipped += 1
             log_line(run.out, f"step {run.step}: non-finite gradient, step skipped ({skipped} so far)")
             if skipped > 100:
                 raise SystemExit(f"{skipped} non-finite gradients: the run diverged")
-        run.step += 1
-        after_step(run.step, progress, logged, time.time() - start)
         stop = time.time() - start >= budget
         if run.step % args.checkpoint_every == 0 or run.step == args.steps or stop:
             save_checkpoint(run.ckpt, {"model": model}, {"opt": optimizer},
