@@ -13,6 +13,8 @@
 # (weights to fine-tune, e.g. nc/codecs/weights/image_hvae.safetensors), RESUME (a run folder with
 # checkpoint.safetensors to continue, carried too). It needs only torch, numpy, safetensors,
 # constriction and pluggy there. weights.safetensors (fp16 + the codec's tables) and the log come back in $OUT.
+# The tree must travel in 64 MiB with the data: scripts/device_tree.sh stash / restore around the call.
+# A second call on the still-warm machine resumes this run's checkpoint in /tmp (MINUTES = both calls' total).
 set -euo pipefail
 codec=${1:?usage: gpu_train_image.sh image/hvae|image/vqgan}
 case "$codec" in

@@ -10,6 +10,8 @@
 # config), INIT (weights to fine-tune, e.g. nc/codecs/weights/video_wfvae.safetensors), RESUME (a run folder
 # with checkpoint.safetensors, carried too). weights.safetensors (the network + integer tables) and the
 # log come back in $OUT.
+# The tree must travel in 64 MiB with the data: scripts/device_tree.sh stash / restore around the call.
+# A second call on the still-warm machine resumes this run's checkpoint in /tmp (MINUTES = both calls' total).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
