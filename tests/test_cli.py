@@ -32,6 +32,14 @@ def test_audio_round_trip_with_opus(tmp_path):
     assert decoded_rate == rate and decoded.shape == original.shape
 
 
+def test_bpp_is_the_bitrate_in_bits_per_pixel(tmp_path):
+    _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "a.ncb", "--codec", "image/webp", "--bpp", "0.3"))
+    _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "b.ncb", "--codec", "image/webp", "--bitrate", "0.3bpp"))
+    assert (tmp_path / "a.ncb").read_bytes() == (tmp_path / "b.ncb").read_bytes()
+    _fails_cleanly(run_nc("encode", SAMPLES / "photo.png", tmp_path / "c.ncb", "--bpp=-1"), 2, "positive number")
+    assert not (tmp_path / "c.ncb").exists()
+
+
 def test_image_round_trip_with_bpp_request(tmp_path):
     _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "p.ncb", "--codec", "image/webp", "--bitrate", "0.5bpp"))
     _ok(run_nc("decode", tmp_path / "p.ncb", tmp_path / "p.png"))

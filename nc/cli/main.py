@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     rate = e.add_mutually_exclusive_group()
     rate.add_argument("--bitrate", help="e.g. 6k, 1.5kbps, 2M (audio/video) or 0.5bpp (images)")
     rate.add_argument("--quality", type=float, help="codec quality scale (see `nc codecs`)")
+    rate.add_argument("--bpp", type=float, metavar="TARGET", help="images: bits per pixel (--bpp 0.5 is --bitrate 0.5bpp)")
     e.add_argument("--audio-codec", help="codec for a video's soundtrack")
     e.add_argument("--audio-bitrate", help="bitrate for a video's soundtrack")
     e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
@@ -110,6 +111,13 @@ def _status(args, text: str) -> None:
         print(text, file=sys.stderr if args.output == "-" else sys.stdout)
 
 
+def _bpp_bitrate(bpp: float) -> str:
+    """--bpp 0.3 -> "0.3bpp", the --bitrate it stands for (written out: the rate parser takes no exponents)."""
+    if not 0 < bpp < float("inf"):
+        raise UsageError(f"--bpp takes a positive number of bits per pixel, not {bpp:g}")
+    return f"{bpp:.12f}".rstrip("0").rstrip(".") + "bpp"
+
+
 def cmd_encode(args) -> int:
     from nc.api import encode_file
 
@@ -117,7 +125,8 @@ def cmd_encode(args) -> int:
             and os.path.exists(args.input) and os.path.samefile(args.input, args.output):
         raise UsageError("the output would overwrite the input")
     with _output(args.output) as out:
-        report = encode_file(args.input, out, codec=args.codec, bitrate=args.bitrate, quality=args.quality,
+        bitrate = _bpp_bitrate(args.bpp) if args.bpp is not None else args.bitrate
+        report = encode_file(args.input, out, codec=args.codec, bitrate=bitrate, quality=args.quality,
                              audio_codec=args.audio_codec, audio_bitrate=args.audio_bitrate, progress=True)
     tracks = ", ".join(f"{c} @ {r}" for c, r in report.tracks)
     rate = f", {report.bytes * 8 / report.seconds / 1000:.2f} kbps" if report.seconds else ""
