@@ -288,11 +288,11 @@ def write_train_photos(entries: list[dict], root: str, out: str) -> None:
     os.makedirs(folder, exist_ok=True)
     for e in (e for e in entries if e["split"] == "train"):
         image = load_rgb(os.path.join(root, e["path"]))
+        stem = os.path.splitext(os.path.basename(e["path"]))[0]  # a group may hold several files
         e["train_photos"] = []
         for factor in PHOTO_FACTORS:
             if min(image.size) / factor < CROP:  # too small for a crop: the trainer would skip it
                 continue
-            stem = os.path.splitext(os.path.basename(e["path"]))[0]  # a group may hold several files
             name = f"{eval_name(e)[:-4]}__{stem}_x{factor:.2f}.png"
             size = (round(image.width / factor), round(image.height / factor))
             image.resize(size, Image.Resampling.LANCZOS).save(os.path.join(folder, name))
