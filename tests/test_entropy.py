@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nc.bitstream.entropy import (
+    ESCAPE_FORMATS,
     MAX_ALPHABET,
     SCALES,
     FrequencyTable,
@@ -29,6 +30,7 @@ GAUSSIAN_TABLE_SHA = "f1c8a269861a97b011130161fb28e0cffc7754c83975fea55ee54df34a
 LAPLACE_TABLE_SHA = "70bcf516753d68fa0e06b39f70e46bf15b569282dbee6ca70cc5f56c1b0ae60a"
 GOLDEN_CATEGORICAL_SHA = "6b0a17cd83a2a5d848d21fff4ddfc96773afa0bb93ef91092e23333c54ffe38d"
 GOLDEN_SCALE_SHA = "9de93f4064b3fd7691c78bc86beadce5fde13f776ad2c0ebb5afc086f3dcda27"
+GOLDEN_SCALE_GAMMA_SHA = "1d2d2c7f386f9af5ba27581bb9ce3acf613014823093ac1b668d6150822b9380"
 GOLDEN_PACK_SHA = "b702a4db3d5a0d0a41cd73a63d92294f32af1e7e185ffc4a3ee2693539481a12"
 
 fast = settings(max_examples=60, deadline=None)
@@ -80,8 +82,8 @@ def test_alphabet_one_costs_nothing():
 
 @fast
 @given(seed=st.integers(0, 2**32 - 1), family=st.sampled_from(["gaussian", "laplace"]),
-       n=st.sampled_from([0, 1, 2, 50, 1000]), outliers=st.floats(0, 0.2))
-def test_scale_coder_round_trip(seed, family, n, outliers):
+       n=st.sampled_from([0, 1, 2, 50, 1000]), outliers=st.floats(0, 0.2), escapes=st.sampled_from(ESCAPE_FORMATS))
+def test_scale_coder_round_trip(seed, family, n, outliers, escapes):
     rng = np.random.default_rng(seed)
     coder = CODERS[family]
     idx = rng.integers(0, len(SCALES), n)
@@ -90,9 +92,35 @@ def test_scale_coder_round_trip(seed, family, n, outliers):
     wild = rng.random(n) < outliers  # escapes, up to the int32 limits
     values[wild] = rng.integers(-(2**31), 2**31, wild.sum())
     values = np.clip(values, -(2**31), 2**31 - 1).astype(np.int32)
-    out = coder.decode(coder.encode(values, means, idx), means, idx)
+    out = coder.decode(coder.encode(values, means, idx, escapes), means, idx)
     assert out.dtype == np.int32
     np.testing.assert_array_equal(out, values)
+
+
+def test_gamma_escapes_layout():
+    # mean 0 at scale 0 (radius 1): 3 is escaped with excess 2, -2 with excess 1
+    means, idx = np.zeros(2), np.zeros(2, np.int64)
+    data = GAUSSIAN.encode(np.array([3, -2]), means, idx)
+    words = int.from_bytes(data[:4], "little")
+    assert words >> 31 == 1  # the header's top bit: gamma escapes
+    # excess 2: "0" "10", sign "0"; excess 1: "1", sign "1"; zero-padded: 0b01001100
+    assert data[4 + 4 * (words & 0x7FFFFFFF):] == bytes([0b01001100])
+    legacy = GAUSSIAN.encode(np.array([3, -2]), means, idx, "i32")
+    assert legacy[4 + 4 * int.from_bytes(legacy[:4], "little"):] == np.array([3, -2], "<i4").tobytes()
+    for payload in (data, legacy):
+        np.testing.assert_array_equal(GAUSSIAN.decode(payload, means, idx), [3, -2])
+
+
+def test_gamma_escapes_cost_what_cross_entropy_says():
+    rng = np.random.default_rng(7)
+    means, idx = rng.normal(0, 5, 5000), rng.integers(0, 64, 5000)
+    values = np.rint(means + 4 * rng.standard_t(2, 5000) * SCALES[idx]).astype(np.int32)  # heavy tails
+    sizes = {}
+    for escapes in ESCAPE_FORMATS:
+        data = GAUSSIAN.encode(values, means, idx, escapes)
+        sizes[escapes] = len(data)
+        assert GAUSSIAN.cross_entropy_bits(values, means, idx, escapes) / 8 == pytest.approx(len(data), rel=0.02, abs=16)
+    assert sizes["gamma"] < sizes["i32"]
 
 
 def test_scale_coder_keeps_shape_and_escapes():
@@ -210,19 +238,20 @@ def _golden_categorical() -> bytes:
     return encode_categorical(symbols, table, contexts)
 
 
-def _golden_scale() -> bytes:
+def _golden_scale(escapes: str) -> bytes:
     r = _lcg(5000, 21)
     idx = (r % np.uint64(64)).astype(np.int64)
     means = ((r >> np.uint64(8)) % np.uint64(2001)).astype(np.float64) / 10.0 - 100.0
     noise = ((r >> np.uint64(20)) % np.uint64(201)).astype(np.float64) / 50.0 - 2.0
     values = np.rint(means + noise * SCALES[idx]).astype(np.int32)
     values[::997] = 10**6  # a few escapes
-    return GAUSSIAN.encode(values, means, idx)
+    return GAUSSIAN.encode(values, means, idx, escapes)
 
 
 @pytest.mark.parametrize("make, pinned", [
     (_golden_categorical, GOLDEN_CATEGORICAL_SHA),
-    (_golden_scale, GOLDEN_SCALE_SHA),
+    (lambda: _golden_scale("i32"), GOLDEN_SCALE_SHA),  # what nc wrote before gamma escapes: still decodes
+    (lambda: _golden_scale("gamma"), GOLDEN_SCALE_GAMMA_SHA),
     (lambda: pack_bits((_lcg(999, 31) % np.uint64(2**11)).astype(np.int64), 11), GOLDEN_PACK_SHA),
 ])
 def test_golden_bitstream(make, pinned):
@@ -243,13 +272,16 @@ SC_IDX = np.arange(400) % 64
 SC_MEANS = np.linspace(-50, 50, 400)
 SC_VALUES = np.rint(SC_MEANS + np.sin(np.arange(400)) * 3 * SCALES[SC_IDX]).astype(np.int32)
 SC_VALUES[::50] = -(10**7)
+SC_VALUES[7::50] += 5
 SC_DATA = GAUSSIAN.encode(SC_VALUES, SC_MEANS, SC_IDX)
+SC_DATA_I32 = GAUSSIAN.encode(SC_VALUES, SC_MEANS, SC_IDX, "i32")
 
 
 def _decoders():
     return {
         "categorical": (CAT_DATA, lambda d: decode_categorical(d, CAT_TABLE, 400, CAT_CTX)),
         "scale": (SC_DATA, lambda d: GAUSSIAN.decode(d, SC_MEANS, SC_IDX)),
+        "scale_i32": (SC_DATA_I32, lambda d: GAUSSIAN.decode(d, SC_MEANS, SC_IDX)),
         "unpack": (pack_bits(np.arange(400) % 128, 7), lambda d: unpack_bits(d, 7, 400)),
         "table": (CAT_TABLE.to_bytes(), FrequencyTable.from_bytes),
     }

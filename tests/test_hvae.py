@@ -15,6 +15,7 @@ from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
 from nc.models.weights import save_weights
 from nc.train.image import batch, export_tables, grid_crops, load_crops, rd_loss
 from image_codec_checks import decode_on_one_and_two_threads, photo
+from latent_checks import check_version_1_files_still_decode
 
 TINY = dict(channels=16, latent=16, hyper=8)
 
@@ -156,6 +157,11 @@ def test_a_tile_is_analysed_and_synthesised_as_the_whole_image_would_be(codec):
 def test_decoding_is_identical_on_one_and_two_threads(codec):
     one, two = decode_on_one_and_two_threads(nc.encode(photo(96, 128), codec="image/hvae", quality=5))
     assert np.array_equal(one, two)
+
+
+def test_files_from_before_gamma_escapes_still_decode(codec, monkeypatch):
+    check_version_1_files_still_decode(codec, lambda: nc.encode(photo(96, 128), codec="image/hvae", quality=6),
+                                       monkeypatch)
 
 
 def test_rgba_is_refused_with_a_reason(codec):

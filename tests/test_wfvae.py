@@ -16,6 +16,7 @@ from nc.models.wfvae import VideoWFVAE, WfvaeConfig, haar3d, ihaar3d
 from nc.train.image import export_tables
 from nc.train.video import rd_loss
 from conftest import SAMPLES, panning_clip as clip
+from latent_checks import check_version_1_files_still_decode
 from video_codec_checks import (check_every_gop_is_a_seek_point, check_pieces_give_the_same_file,
                                 check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets)
@@ -115,6 +116,11 @@ def test_quality_and_bitrate_control_the_size(codec):
     payload = code_packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
     assert 0.8 * sizes[1] <= len(payload) <= sizes[1]
     assert len(code_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
+
+
+def test_files_from_before_gamma_escapes_still_decode(codec, monkeypatch):
+    check_version_1_files_still_decode(codec, lambda: nc.encode(clip(12, 48, 64), fps=25, codec="video/wfvae", quality=6),
+                                       monkeypatch)
 
 
 def test_damaged_payloads_are_clean_errors(codec):

@@ -19,11 +19,17 @@ Byte layouts (integers little-endian unless stated):
 * Categorical payload (`encode_categorical`): only the ANS coder's u32 words.
   Symbols are coded in context order (context 0's symbols in input order, then
   context 1's, ...). Empty when nothing costs bits (no symbols, or alphabet 1).
-* Scale-table payload (`ScaleTableCoder.encode`): u32 n_words; n_words u32 ANS
-  words coding one symbol per value, grouped by scale index like contexts; then
-  one i32 per escaped value (input order), holding the value itself. The symbol
-  for value x is r + R_s with r = x - rint(mean) if |r| <= R_s, else the escape
-  symbol 2*R_s + 1.
+* Scale-table payload (`ScaleTableCoder.encode`): u32 header, its low 31 bits
+  n_words and its top bit the escape format; n_words u32 ANS words coding one
+  symbol per value, grouped by scale index like contexts; then the escaped values
+  (input order). The symbol for value x is r + R_s with r = x - rint(mean) if
+  |r| <= R_s, else the escape symbol 2*R_s + 1. Escape formats:
+  - top bit 0 ("i32", what nc wrote before 2026-11-27): one i32 per escaped
+    value, holding the value itself;
+  - top bit 1 ("gamma"): per escaped value the Elias-gamma code of n = |r| - R_s
+    (>= 1: floor(log2 n) zero bits, then n in binary, MSB first) and a sign bit
+    (1: r < 0), all concatenated MSB first; the last byte zero-padded. An escape
+    takes 2 bits where its excess is 1 (the most common case) instead of 32.
 * Bit-packed payload (`pack_bits`): each symbol in `bits` bits, most significant
   bit first, concatenated; bytes filled MSB first; the last byte is zero-padded,
   so the length is exactly ceil(count * bits / 8).
@@ -57,6 +63,8 @@ MAX_RADIUS = 256  # residual range [-R_s, R_s] is capped at 256: at most 514 sym
 # so the escape symbol gets about its floor of 1/2**16.
 _TAIL_K = {"gaussian": 5.0, "laplace": 10.0}
 _CHUNK = 2**18  # bit-packing works in chunks to bound the 32x bit expansion
+ESCAPE_FORMATS = ("i32", "gamma")  # a scale-table payload's header bit 31 = the index here
+_GAMMA_FLAG = 1 << 31
 
 
 # --- validation helpers -----------------------------------------------------------
@@ -375,26 +383,40 @@ class ScaleTableCoder:
         escaped = np.abs(r) > radius
         return x, idx, np.where(escaped, 2 * radius + 1, r + radius), escaped
 
-    def cross_entropy_bits(self, values, means, scale_indices) -> float:
-        """Ideal code length: table bits per symbol plus 32 raw bits per escape."""
-        _, idx, sym, escaped = self._symbols(values, means, scale_indices)
-        return float(self._bits[idx, sym].sum() + 32 * np.count_nonzero(escaped))
+    def cross_entropy_bits(self, values, means, scale_indices, escapes: str = "gamma") -> float:
+        """Ideal code length: table bits per symbol plus each escape's bits in the `escapes` format."""
+        x, idx, sym, escaped = self._symbols(values, means, scale_indices)
+        if escapes == "i32":
+            extra = 32 * np.count_nonzero(escaped)
+        else:
+            centre, _ = self._side(means, scale_indices)
+            extra = _gamma_bits(np.abs(x - centre)[escaped] - self.radii[idx][escaped]).sum()
+        return float(self._bits[idx, sym].sum() + extra)
 
-    def encode(self, values, means, scale_indices) -> bytes:
-        """Code int32-range `values` (any shape, flattened in C order); see module docstring."""
+    def encode(self, values, means, scale_indices, escapes: str = "gamma") -> bytes:
+        """Code int32-range `values` (any shape, flattened in C order); see module docstring.
+        `escapes`: how escaped values are stored ("gamma"; "i32" writes the older payloads)."""
+        if escapes not in ESCAPE_FORMATS:
+            raise ValueError(f"escapes must be one of {ESCAPE_FORMATS}")
         x, idx, sym, escaped = self._symbols(values, means, scale_indices)
         order, runs = _plan(idx, x.size, len(SCALES))
         ordered = sym[order]
         words = _ans_encode([(self.tables[k].model(0), ordered[a:b]) for k, a, b in runs])
-        return struct.pack("<I", len(words) // 4) + words + x[escaped].astype("<i4").tobytes()
+        if escapes == "i32":
+            return struct.pack("<I", len(words) // 4) + words + x[escaped].astype("<i4").tobytes()
+        r = x[escaped] - self._side(means, scale_indices)[0][escaped]
+        tail = _gamma_pack(np.abs(r) - self.radii[idx][escaped], r < 0)
+        return struct.pack("<I", _GAMMA_FLAG | len(words) // 4) + words + tail
 
     def decode(self, data, means, scale_indices) -> np.ndarray:
-        """Inverse of `encode`: int32 values shaped like `means`. Bad data raises FormatError."""
+        """Inverse of `encode` (either escape format): int32 values shaped like `means`. Bad data
+        raises FormatError."""
         centre, idx = self._side(means, scale_indices)
         data = bytes(data)
         if len(data) < 4:
             raise FormatError("scale-table payload shorter than its 4-byte header")
-        end = 4 + 4 * struct.unpack_from("<I", data)[0]
+        header = struct.unpack_from("<I", data)[0]
+        end = 4 + 4 * (header & ~_GAMMA_FLAG)
         if end > len(data):
             raise FormatError("scale-table payload shorter than its ANS words")
         order, runs = _plan(idx, idx.size, len(SCALES))
@@ -403,13 +425,72 @@ class ScaleTableCoder:
         sym = _unsort(ordered, order).astype(np.int64)
         radius = self.radii[idx]
         escaped = sym == 2 * radius + 1
-        if len(data) - end != 4 * np.count_nonzero(escaped):
-            raise FormatError("scale-table escape values do not match the escape count")
         x = sym - radius + centre
-        x[escaped] = np.frombuffer(data, "<i4", offset=end)
+        if header & _GAMMA_FLAG:
+            excess, negative = _gamma_unpack(data[end:], int(np.count_nonzero(escaped)))
+            magnitude = radius[escaped] + excess
+            x[escaped] = centre[escaped] + np.where(negative, -magnitude, magnitude)
+        else:
+            if len(data) - end != 4 * np.count_nonzero(escaped):
+                raise FormatError("scale-table escape values do not match the escape count")
+            x[escaped] = np.frombuffer(data, "<i4", offset=end)
         if x.size and (x.min() < -(2**31) or x.max() >= 2**31):
             raise FormatError("decoded value outside int32 range")
         return x.astype(np.int32).reshape(np.shape(means))
+
+
+# --- Elias-gamma escapes (a scale-table payload's "gamma" format) -----------------
+
+_GAMMA_MAX_ZEROS = 32  # an escape's excess is below 2^33 (int32 values, int32 centres)
+
+
+def _gamma_bits(excess: np.ndarray) -> np.ndarray:
+    """Bits of each escape's code: Elias gamma of its excess (>= 1) and a sign bit."""
+    return 2 * _bit_length(excess)
+
+
+def _bit_length(n: np.ndarray) -> np.ndarray:
+    """floor(log2 n) + 1 of positive int64s, exactly (float log2 can round up just below a power of two)."""
+    n = np.asarray(n, np.int64)
+    out = np.zeros(n.shape, np.int64)
+    for shift in range(_GAMMA_MAX_ZEROS, -1, -1):
+        out = np.where((out == 0) & (n >> shift > 0), shift + 1, out)
+    return out
+
+
+def _gamma_pack(excess: np.ndarray, negative: np.ndarray) -> bytes:
+    """Each (excess >= 1, sign) as its Elias-gamma code and a sign bit, MSB first, zero-padded."""
+    length = _bit_length(excess)  # bits of n in binary; the code starts with length - 1 zeros
+    width = 2 * length
+    starts = np.concatenate([[0], np.cumsum(width)[:-1]]).astype(np.int64)
+    bits = np.zeros(int(width.sum()), np.uint8)
+    for k in range(int(length.max(initial=0))):  # bit k of n (0: least significant), where n has it
+        has = length > k
+        bits[(starts + 2 * length - 2 - k)[has]] = (excess[has] >> k) & 1
+    bits[starts + width - 1] = negative
+    return np.packbits(bits).tobytes()
+
+
+def _gamma_unpack(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(excess int64, negative bool) of `count` codes that fill `data` to its zero padding;
+    FormatError for any other data."""
+    if len(data) * 8 < 2 * count or len(data) > (2 * _GAMMA_MAX_ZEROS + 2) * count // 8 + 1:
+        raise FormatError("scale-table escape values do not match the escape count")
+    # the bits as the text "0101...": str.find and int(text, 2) parse each code in C
+    bits = (np.unpackbits(np.frombuffer(data, np.uint8)) + ord("0")).tobytes().decode("ascii")
+    excess, negative = np.empty(count, np.int64), np.empty(count, bool)
+    pos = 0
+    for i in range(count):
+        one = bits.find("1", pos)  # the code's leading 1, after `zeros` zeros
+        zeros = one - pos
+        if one < 0 or zeros > _GAMMA_MAX_ZEROS or one + zeros + 1 >= len(bits):
+            raise FormatError("scale-table escape code runs past its data")
+        excess[i] = int(bits[one:one + zeros + 1], 2)
+        negative[i] = bits[one + zeros + 1] == "1"
+        pos = one + zeros + 2
+    if len(bits) - pos >= 8 or "1" in bits[pos:]:
+        raise FormatError("scale-table escape values do not match the escape count")
+    return excess, negative
 
 
 # --- raw bit-packing --------------------------------------------------------------

@@ -35,7 +35,8 @@ Packet payload (one packet per image):
                   Z_MARGIN cells of the tile (docs/FORMAT.md; the encoder chooses
                   s = rint(y G / 2^16 - M / 2^8), but any integers decode)
 
-Track params: {}.
+Track params: {}. Bitstream version 2: escapes in the scale-table payloads are Elias-gamma
+coded (nc/bitstream/entropy.py); version 1 files (raw i32 escapes) decode too.
 """
 from __future__ import annotations
 
@@ -212,6 +213,7 @@ class HvaeDecoder(Decoder):
 
 class HvaeCodec(LearnedImageCodec):
     codec_id, quality = "image/hvae", QUALITY
+    bitstream_version = 2  # 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); reads 1 too
     model_class, encoder_class, decoder_class = HvaeModel, HvaeEncoder, HvaeDecoder
 
     def __init__(self, weights: Path = WEIGHTS):

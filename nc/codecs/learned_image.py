@@ -22,6 +22,7 @@ class LearnedImageCodec(Codec):
     (`model_class(path)`) and code (`encoder_class(model, facts, rate)`, `decoder_class(model, facts)`)."""
 
     codec_id = ""
+    bitstream_version = 1  # the track header's codec_version: raised when the payload changes
     quality: RateRange
     model_class: type
     encoder_class: type[Encoder]
@@ -34,7 +35,8 @@ class LearnedImageCodec(Codec):
             raise PluginError(f"{self.codec_id} has no weights at {weights}")
         self.weights = weights
         self.descriptor = CodecDescriptor(
-            id=self.codec_id, version=1, modality="image", summary=summary, ranges=(self.quality, BPP),
+            id=self.codec_id, version=self.bitstream_version, modality="image", summary=summary,
+            ranges=(self.quality, BPP),
             default=default, streaming=False, deterministic=True, weights_sha256=sha256_of(weights), rank=rank)
 
     @cached_property

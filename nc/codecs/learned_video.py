@@ -125,6 +125,7 @@ class LearnedVideoCodec(Codec):
     (`model_class(path)`) and code (`encoder_class(model, facts, rate)`; packets decode with `GopDecoder`)."""
 
     codec_id = ""
+    bitstream_version = 1  # the track header's codec_version: raised when the payload changes
     quality: RateRange
     model_class: type
     encoder_class: type[Encoder]
@@ -136,7 +137,8 @@ class LearnedVideoCodec(Codec):
             raise PluginError(f"{self.codec_id} has no weights at {weights}")
         self.weights = weights
         self.descriptor = CodecDescriptor(
-            id=self.codec_id, version=1, modality="video", summary=summary, ranges=(self.quality, BPS),
+            id=self.codec_id, version=self.bitstream_version, modality="video", summary=summary,
+            ranges=(self.quality, BPS),
             default=default, streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=rank)
 
     @cached_property

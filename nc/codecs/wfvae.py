@@ -34,7 +34,8 @@ Packet payload:
                   indices and means from the integer hyper-synthesis of z and of the previous latent
                   frame's y_hat in fixed point (zeros for the GOP's first), docs/FORMAT.md
 
-Track params: {}.
+Track params: {}. Bitstream version 2: escapes in the scale-table payloads are Elias-gamma
+coded (nc/bitstream/entropy.py); version 1 files (raw i32 escapes) decode too.
 """
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ class WfvaeEncoder(GopEncoder):
 
 class WfvaeCodec(LearnedVideoCodec):
     codec_id, quality = "video/wfvae", QUALITY
+    bitstream_version = 2  # 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); reads 1 too
     model_class, encoder_class = WfvaeModel, WfvaeEncoder
 
     def __init__(self, weights: Path = WEIGHTS):
