@@ -123,6 +123,50 @@ def test_gamma_escapes_cost_what_cross_entropy_says():
     assert sizes["gamma"] < sizes["i32"]
 
 
+@pytest.mark.parametrize("escapes", ESCAPE_FORMATS)
+def test_scale_coder_codes_the_extreme_escapes(escapes):
+    # |r| up to 2^32 - 1: the largest gamma excess (31 leading zeros)
+    means = np.array([2**31 - 1.6, -(2**31) + 1.6, 0.5, 1.5, -0.5, 0.0])
+    idx = np.array([0, 0, 63, 0, 0, 17])
+    values = np.array([-(2**31), 2**31 - 1, 2**31 - 1, -(2**31), 3, -5], np.int32)
+    for family, coder in CODERS.items():
+        data = coder.encode(values, means, idx, escapes)
+        np.testing.assert_array_equal(coder.decode(data, means, idx), values, err_msg=family)
+
+
+def _gamma_with_padding_bit(tail: bytes) -> bytes:
+    """SC_DATA's gamma tail with its first padding bit set (or a byte 0x80 more when the codes fill
+    its last byte): where the codes end follows from their lengths, 2 bit_length(excess) each."""
+    r = np.abs(SC_VALUES.astype(np.int64) - np.rint(SC_MEANS).astype(np.int64)) - GAUSSIAN.radii[SC_IDX]
+    used = sum(2 * int(n).bit_length() for n in r[r > 0])
+    if used % 8 == 0:
+        return tail + b"\x80"
+    bits = np.unpackbits(np.frombuffer(tail, np.uint8))
+    bits[used] = 1
+    return np.packbits(bits).tobytes()
+
+
+def _gamma_payload(tail: bytes) -> bytes:
+    """SC_DATA's header and ANS words with another gamma tail."""
+    return SC_DATA[:4 + 4 * (int.from_bytes(SC_DATA[:4], "little") & 0x7FFFFFFF)] + tail
+
+
+@pytest.mark.parametrize("damage", ["padding bit", "extra zero byte", "32 zeros", "no tail", "i32 tail"])
+def test_malformed_gamma_escapes_raise_format_error(damage):
+    words = 4 + 4 * (int.from_bytes(SC_DATA[:4], "little") & 0x7FFFFFFF)
+    tail = SC_DATA[words:]
+    bad = {"padding bit": SC_DATA[:words] + _gamma_with_padding_bit(tail),
+           "extra zero byte": SC_DATA + b"\x00",
+           "32 zeros": _gamma_payload(bytes(4) + b"\xff" * len(tail)),
+           "no tail": _gamma_payload(b""),
+           "i32 tail": _gamma_payload(SC_DATA_I32[4 + 4 * int.from_bytes(SC_DATA_I32[:4], "little"):])}[damage]
+    with pytest.raises(FormatError):
+        GAUSSIAN.decode(bad, SC_MEANS, SC_IDX)
+    with pytest.raises(FormatError):  # and an i32 payload whose header claims gamma escapes
+        GAUSSIAN.decode((int.from_bytes(SC_DATA_I32[:4], "little") | 2**31).to_bytes(4, "little") + SC_DATA_I32[4:],
+                        SC_MEANS, SC_IDX)
+
+
 def test_scale_coder_keeps_shape_and_escapes():
     means = np.array([[0.4, -3.6], [1e6, 2.5]])
     idx = np.array([[0, 63], [10, 0]])
@@ -328,7 +372,7 @@ def test_bad_counts_and_headers_raise_format_error():
     with pytest.raises(FormatError):
         FrequencyTable.from_bytes(bytes([1, 0, 0, 0, 2, 0, 0, 0]) + bytes(8))  # zero frequency
     with pytest.raises(FormatError):
-        GAUSSIAN.decode(b"\xff\xff\xff\xff", SC_MEANS, SC_IDX)  # header claims 16 GiB of words
+        GAUSSIAN.decode(b"\xff\xff\xff\xff", SC_MEANS, SC_IDX)  # gamma escapes after 8 GiB of words
 
 
 def test_encoders_reject_bad_input():

@@ -336,7 +336,7 @@ class ScaleTableCoder:
     """Integer latents coded with a quantised Gaussian/Laplace chosen from SCALES.
 
     Each value x has a float mean and a scale index (see `scale_index`); the coded
-    residual is x - rint(mean). Residuals beyond R_s escape and are stored raw.
+    residual is x - rint(mean). Residuals beyond R_s escape and follow the ANS words (module docstring).
     """
 
     def __init__(self, family: str = "gaussian"):
@@ -385,6 +385,8 @@ class ScaleTableCoder:
 
     def cross_entropy_bits(self, values, means, scale_indices, escapes: str = "gamma") -> float:
         """Ideal code length: table bits per symbol plus each escape's bits in the `escapes` format."""
+        if escapes not in ESCAPE_FORMATS:
+            raise ValueError(f"escapes must be one of {ESCAPE_FORMATS}")
         x, idx, sym, escaped = self._symbols(values, means, scale_indices)
         if escapes == "i32":
             extra = 32 * np.count_nonzero(escaped)
@@ -406,6 +408,8 @@ class ScaleTableCoder:
             return struct.pack("<I", len(words) // 4) + words + x[escaped].astype("<i4").tobytes()
         r = x[escaped] - self._side(means, scale_indices)[0][escaped]
         tail = _gamma_pack(np.abs(r) - self.radii[idx][escaped], r < 0)
+        if len(words) // 4 >= _GAMMA_FLAG:  # 8 GiB of words: the count would spill into the flag
+            raise ValueError("too many symbols for one scale-table payload")
         return struct.pack("<I", _GAMMA_FLAG | len(words) // 4) + words + tail
 
     def decode(self, data, means, scale_indices) -> np.ndarray:
@@ -441,7 +445,7 @@ class ScaleTableCoder:
 
 # --- Elias-gamma escapes (a scale-table payload's "gamma" format) -----------------
 
-_GAMMA_MAX_ZEROS = 32  # an escape's excess is below 2^33 (int32 values, int32 centres)
+_GAMMA_MAX_ZEROS = 31  # an escape's excess |x - centre| - R_s is below 2^32 (int32 values and centres, R_s >= 1)
 
 
 def _gamma_bits(excess: np.ndarray) -> np.ndarray:
@@ -450,7 +454,8 @@ def _gamma_bits(excess: np.ndarray) -> np.ndarray:
 
 
 def _bit_length(n: np.ndarray) -> np.ndarray:
-    """floor(log2 n) + 1 of positive int64s, exactly (float log2 can round up just below a power of two)."""
+    """floor(log2 n) + 1 of int64s 1 <= n < 2^(_GAMMA_MAX_ZEROS + 1), exactly (float log2 can round up just
+    below a power of two)."""
     n = np.asarray(n, np.int64)
     out = np.zeros(n.shape, np.int64)
     for shift in range(_GAMMA_MAX_ZEROS, -1, -1):
@@ -474,7 +479,7 @@ def _gamma_pack(excess: np.ndarray, negative: np.ndarray) -> bytes:
 def _gamma_unpack(data: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(excess int64, negative bool) of `count` codes that fill `data` to its zero padding;
     FormatError for any other data."""
-    if len(data) * 8 < 2 * count or len(data) > (2 * _GAMMA_MAX_ZEROS + 2) * count // 8 + 1:
+    if len(data) * 8 < 2 * count or len(data) > -(-(2 * _GAMMA_MAX_ZEROS + 2) * count // 8):
         raise FormatError("scale-table escape values do not match the escape count")
     # the bits as the text "0101...": str.find and int(text, 2) parse each code in C
     bits = (np.unpackbits(np.frombuffer(data, np.uint8)) + ord("0")).tobytes().decode("ascii")
