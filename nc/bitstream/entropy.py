@@ -381,18 +381,17 @@ class ScaleTableCoder:
         radius = self.radii[idx]
         r = x - centre
         escaped = np.abs(r) > radius
-        return x, idx, np.where(escaped, 2 * radius + 1, r + radius), escaped
+        return x, idx, np.where(escaped, 2 * radius + 1, r + radius), escaped, r
 
     def cross_entropy_bits(self, values, means, scale_indices, escapes: str = "gamma") -> float:
         """Ideal code length: table bits per symbol plus each escape's bits in the `escapes` format."""
         if escapes not in ESCAPE_FORMATS:
             raise ValueError(f"escapes must be one of {ESCAPE_FORMATS}")
-        x, idx, sym, escaped = self._symbols(values, means, scale_indices)
+        _, idx, sym, escaped, r = self._symbols(values, means, scale_indices)
         if escapes == "i32":
             extra = 32 * np.count_nonzero(escaped)
         else:
-            centre, _ = self._side(means, scale_indices)
-            extra = _gamma_bits(np.abs(x - centre)[escaped] - self.radii[idx][escaped]).sum()
+            extra = _gamma_bits(np.abs(r[escaped]) - self.radii[idx[escaped]]).sum()
         return float(self._bits[idx, sym].sum() + extra)
 
     def encode(self, values, means, scale_indices, escapes: str = "gamma") -> bytes:
@@ -400,14 +399,14 @@ class ScaleTableCoder:
         `escapes`: how escaped values are stored ("gamma"; "i32" writes the older payloads)."""
         if escapes not in ESCAPE_FORMATS:
             raise ValueError(f"escapes must be one of {ESCAPE_FORMATS}")
-        x, idx, sym, escaped = self._symbols(values, means, scale_indices)
+        x, idx, sym, escaped, r = self._symbols(values, means, scale_indices)
         order, runs = _plan(idx, x.size, len(SCALES))
         ordered = sym[order]
         words = _ans_encode([(self.tables[k].model(0), ordered[a:b]) for k, a, b in runs])
         if escapes == "i32":
             return struct.pack("<I", len(words) // 4) + words + x[escaped].astype("<i4").tobytes()
-        r = x[escaped] - self._side(means, scale_indices)[0][escaped]
-        tail = _gamma_pack(np.abs(r) - self.radii[idx][escaped], r < 0)
+        r = r[escaped]
+        tail = _gamma_pack(np.abs(r) - self.radii[idx[escaped]], r < 0)
         if len(words) // 4 >= _GAMMA_FLAG:  # 8 GiB of words: the count would spill into the flag
             raise ValueError("too many symbols for one scale-table payload")
         return struct.pack("<I", _GAMMA_FLAG | len(words) // 4) + words + tail
