@@ -453,13 +453,9 @@ def _gamma_bits(excess: np.ndarray) -> np.ndarray:
 
 
 def _bit_length(n: np.ndarray) -> np.ndarray:
-    """floor(log2 n) + 1 of int64s 1 <= n < 2^(_GAMMA_MAX_ZEROS + 1), exactly (float log2 can round up just
-    below a power of two)."""
-    n = np.asarray(n, np.int64)
-    out = np.zeros(n.shape, np.int64)
-    for shift in range(_GAMMA_MAX_ZEROS, -1, -1):
-        out = np.where((out == 0) & (n >> shift > 0), shift + 1, out)
-    return out
+    """floor(log2 n) + 1 of integers 1 <= n < 2^53, exactly: such n are exact in float64, whose binary
+    exponent (frexp: n = m 2^e, 1/2 <= m < 1) is that length (float log2 can round up below a power of 2)."""
+    return np.frexp(np.asarray(n, np.float64))[1].astype(np.int64)
 
 
 def _gamma_pack(excess: np.ndarray, negative: np.ndarray) -> bytes:
