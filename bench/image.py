@@ -45,7 +45,7 @@ QUALITY_SWEEPS = {
     "image/jpeg": (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95),
     "image/webp": (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98),
     "image/avif": (10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95),
-    "image/hvae": (1, 2, 3, 4, 5, 6, 7, 8),  # its whole range, 1-8
+    "image/hvae": (0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8),  # its whole range: 0-1 extrapolated, 1-8 trained
     "image/vqgan": (1, 2, 3, 4),  # its codebooks, 1-4
 }
 # The extreme-rate codec and its lowest setting: the classical codecs are also measured at its file sizes

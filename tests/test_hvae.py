@@ -10,7 +10,7 @@ import nc
 from nc.codecs import hvae as hvae_codec
 from nc.codecs.hvae import HvaeCodec
 from nc.codecs.hyperprior import log_scale_thresholds
-from nc.models.hvae import HvaeConfig, ImageHVAE
+from nc.models.hvae import LEVELS_BELOW, HvaeConfig, ImageHVAE
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
 from nc.models.weights import save_weights
 from nc.train.image import batch, export_tables, grid_crops, load_crops, rd_loss
@@ -25,7 +25,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     model = ImageHVAE(HvaeConfig(**TINY))
     path = tmp_path_factory.mktemp("hvae") / "tiny.safetensors"
-    save_weights(path, model, export_tables(model), {"config": model.cfg.to_dict()})
+    save_weights(path, model, export_tables(model, LEVELS_BELOW), {"config": model.cfg.to_dict()})
     return path
 
 
@@ -106,14 +106,75 @@ def _payload(codec, x, **rate):
 
 def test_quality_and_bpp_control_the_size(codec):
     x = photo(128, 192)
-    sizes = [len(_payload(codec, x, quality=q)) for q in (1, 4.5, 8)]
-    assert sizes[0] < sizes[1] < sizes[2]
+    sizes = [len(_payload(codec, x, quality=q)) for q in (0, 4.5, 8)]
+    assert sizes[0] < len(_payload(codec, x, quality=1)) < sizes[1] < sizes[2]
     pixels = 128 * 192
     for target in (8 * sizes[1] / pixels, 8 * (sizes[0] + sizes[2]) / 2 / pixels):
         payload = _payload(codec, x, bitrate=f"{target:.5f}bpp")
         assert sizes[0] <= len(payload) <= target * pixels / 8
-        assert len(payload) > 0.8 * target * pixels / 8  # the search lands near the target, not at q1
+        assert len(payload) > 0.8 * target * pixels / 8  # the search lands near the target, not at q0
     assert len(_payload(codec, x, bitrate="0.01bpp")) == sizes[0]  # unreachable: the smallest file
+
+
+def test_levels_below_the_trained_range_extend_the_tables_and_keep_the_trained_rows():
+    torch.manual_seed(1)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    trained, extended = export_tables(model), export_tables(model, 1)
+    assert int(trained["gain.levels_below"][0]) == 0 and int(extended["gain.levels_below"][0]) == 1
+    for key in ("gain.log", "gain.value"):
+        assert extended[key].shape == (16 + trained[key].shape[0], 16)
+        assert torch.equal(extended[key][16:], trained[key])
+    # along the first level's slope, per channel: the step from quality 0 to 1 is the one from 1 to 2
+    log = extended["gain.log"].long()
+    assert (log[16] - log[0] - (log[32] - log[16])).abs().max() <= 1
+    with pytest.raises(ValueError):
+        export_tables(model, 5)
+
+
+def test_weights_without_the_extra_level_refuse_qualities_below_1(tmp_path):
+    from nc.errors import PluginError, UsageError
+    from nc.media.facts import ImageFacts
+
+    torch.manual_seed(0)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    save_weights(tmp_path / "w.safetensors", model, export_tables(model), {"config": model.cfg.to_dict()})
+    codec, facts = HvaeCodec(tmp_path / "w.safetensors"), ImageFacts(64, 64, "RGB")
+    assert codec.encoder(facts, codec.descriptor.resolve(quality=1)).encode(photo(64, 64))
+    with pytest.raises(UsageError, match="below these weights' lowest, 1"):
+        codec.encoder(facts, codec.descriptor.resolve(quality=0.5)).encode(photo(64, 64))
+    tables = export_tables(model)
+    tables["gain.levels_below"] = torch.tensor([1], dtype=torch.int32)  # says 1, holds 0
+    save_weights(tmp_path / "bad.safetensors", model, tables, {"config": model.cfg.to_dict()})
+    with pytest.raises(PluginError, match="tables do not match"):
+        HvaeCodec(tmp_path / "bad.safetensors").model  # the weights load on first use
+
+
+def test_extending_old_weights_keeps_their_files_bytes(tmp_path, monkeypatch):
+    """scripts/extend_gain_tables.py: the shipped weights were extended this way."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from nc.media.facts import ImageFacts
+
+    torch.manual_seed(0)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    old, new = tmp_path / "old.safetensors", tmp_path / "new.safetensors"
+    save_weights(old, model, export_tables(model), {"config": model.cfg.to_dict()})
+    script = Path(__file__).resolve().parent.parent / "scripts" / "extend_gain_tables.py"
+    subprocess.run([sys.executable, str(script), str(old), str(new)], check=True, capture_output=True)
+    x, facts = photo(64, 96), ImageFacts(96, 64, "RGB")
+
+    def payload(path, quality):
+        codec = HvaeCodec(path)
+        return codec.encoder(facts, codec.descriptor.resolve(quality=quality)).encode(x)[0].payload
+
+    for quality in (1, 3.5, 8):  # the same bytes but the step field, which now counts from quality 0
+        a, b = payload(old, quality), payload(new, quality)
+        assert int.from_bytes(b[:2], "little") == int.from_bytes(a[:2], "little") + 16 and a[2:] == b[2:]
+    assert len(payload(new, 0)) < len(payload(new, 1))
+    assert subprocess.run([sys.executable, str(script), str(new), str(tmp_path / "again.safetensors")],
+                          capture_output=True).returncode != 0  # already extended
 
 
 def test_large_images_are_coded_in_tiles(codec, monkeypatch):
@@ -248,3 +309,5 @@ def test_shipped_weights_decode_identically_on_one_and_two_threads(monkeypatch):
     monkeypatch.setitem(registry().codecs, "image/hvae", HvaeCodec(hvae_codec.SHIPPED_WEIGHTS))
     one, two = decode_on_one_and_two_threads(nc.encode(photo(192, 256), codec="image/hvae", quality=4))
     assert np.array_equal(one, two)
+    shipped = registry().codecs["image/hvae"]
+    assert shipped.model.coder.levels_below == LEVELS_BELOW  # quality 0 is in the tables

@@ -1,11 +1,13 @@
 """image/hvae: learned image compression with a hierarchical VAE (nc/models/hvae.py), one model for every rate.
 
-Rates: `--quality 1..8` (continuous; 1 is the smallest file) or `--bitrate
+Rates: `--quality 0..8` (continuous; 0 is the smallest file) or `--bitrate
 0.4bpp`, a size target for the payload (the container adds a few hundred bytes,
 as for image/jpeg's targets): the quality step is binary-searched for the largest
-step whose payload fits (quality 1's payload when none does) (the latents are computed once; only their coding is
-repeated). Modes L (coded as grey RGB) and RGB; RGBA is refused (its alpha would
-be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
+step whose payload fits (quality 0's payload when none does); the latents are
+computed once, only their coding is repeated. Qualities 1-8 are the trained
+levels; 0-1 extrapolates their gains one level down (`nc.models.hyperprior.extend_below`),
+which the shipped weights' tables hold. Modes L (coded as grey RGB) and RGB; RGBA
+is refused (its alpha would be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
 padded (edge pixels repeated) to a multiple of 64 and coded with its own hyper
 latent, so the networks' memory is bounded by one tile plus its margins. The
 encoder keeps every tile's y (float32, 2.5 bytes per pixel with the shipped
@@ -23,7 +25,8 @@ pixels, and runs on one thread so that they do not depend on the thread count
 Packet payload (one packet per image):
 
     offset  size  field
-    0       2     step: u16 LE, the quality step (quality = 1 + step / 16), <= 16 (Q - 1)
+    0       2     step: u16 LE, the row of the weights' gain tables, < their rows (quality = 1 -
+                  levels_below + step / 16; the shipped weights: quality = step / 16, step <= 128)
     then, per tile in raster order (tiles of TILE pixels, the last row/column smaller):
             4     z bytes: u32 LE
             ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
@@ -61,7 +64,7 @@ TILE = 1024  # pixels per tile side: a multiple of 64
 MARGIN = 64  # pixels of the neighbouring tiles a tile's analysis and synthesis see: a multiple of 64,
 # wider than either network's reach, so tiles show no seams (tests/test_hvae.py checks the reach)
 Z_MARGIN = 2  # hyper-latent cells (64 pixels each) of the neighbours the integer hyper-synthesis sees
-QUALITY = RateRange("quality", 1, 8)
+QUALITY = RateRange("quality", 0, 8)  # 1-8 trained, 0-1 extrapolated (the weights must hold it)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
 
@@ -161,7 +164,7 @@ class HvaeEncoder(Encoder):
         latents = [(y, self.m.hyper_side(z_all, *tile)) for y, tile in zip(ys, grid)]
         z_parts = [self.m.coder.code_z(z) for z in zs]
         if self.rate.unit == "quality":
-            step = round((self.rate.value - 1) * 16)  # 1..8 -> 0..112
+            step = self.m.coder.step_of(self.rate.value)
             return [Packet(self._payload(step, latents, z_parts), 0, 1)]
         budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
         payload = largest_that_fits(lambda step: self._payload(step, latents, z_parts), self.m.steps, budget)
@@ -218,7 +221,7 @@ class HvaeCodec(LearnedImageCodec):
 
     def __init__(self, weights: Path = WEIGHTS):
         super().__init__(weights, summary="neural, hierarchical VAE (mean-scale hyperprior), one model for "
-                                          "qualities 1-8 or a bpp target; modes L and RGB",
+                                          "qualities 0-8 (0-1 extrapolated) or a bpp target; modes L and RGB",
                          default=RatePoint("q4", 4.0, "quality"),
                          # below the classical image codecs (JPEG 10): the shipped weights do not beat JPEG
                          # yet (nc/codecs/weights/image_hvae.md), so nc never picks it unless asked to

@@ -6,6 +6,8 @@ tables come from the weights file (written by nc.train.image.export_tables):
     int_h_s.*       the integer hyper-synthesis (nc.models.hyperprior.IntegerHyperSynthesis)
     gain.log        (steps, latent) int32: log gain per quality step, ACT_BITS fractional bits
     gain.value      (steps, latent) int32: gain per quality step, GAIN_BITS fractional bits
+    gain.levels_below  (1,) int32, optional (0 if absent): extrapolated quality levels below the
+                    trained ones at the table's start (steps = 16 (qualities - 1 + levels_below) + 1)
     z.scale_index   (hyper,) int32: the scale index of each hyper channel
 
 Payloads are nc/bitstream/entropy.ScaleTableCoder("gaussian") ones:
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nc.errors import CorruptChunkError, FormatError, PluginError
+from nc.errors import CorruptChunkError, FormatError, PluginError, UsageError
 
 
 def log_scale_thresholds(act_bits: int) -> np.ndarray:
@@ -40,13 +42,15 @@ class LatentCoder:
         import torch
 
         from nc.bitstream.entropy import ScaleTableCoder
-        from nc.models.hyperprior import ACT_BITS, STEPS_PER_QUALITY, IntegerHyperSynthesis
+        from nc.models.hyperprior import ACT_BITS, MAX_LEVELS_BELOW, STEPS_PER_QUALITY, IntegerHyperSynthesis
 
         try:
             self.int_h_s = IntegerHyperSynthesis.from_tensors(extra)
             self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
             self.gain_value = extra["gain.value"].numpy().astype(np.int64)
             self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
+            below = extra.get("gain.levels_below")
+            self.levels_below = 0 if below is None else int(below.reshape(-1)[0])
             probe = torch.zeros(1, cfg.latent, 4, 4, dtype=torch.float64) if context else None
             mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64), probe)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
@@ -54,13 +58,26 @@ class LatentCoder:
         steps = self.gain_log.shape[0]
         if (mean.shape != (1, cfg.latent, 4, 4) or log_scale.shape != mean.shape
                 or self.gain_log.shape != (steps, cfg.latent) or self.gain_value.shape != (steps, cfg.latent)
-                or steps != STEPS_PER_QUALITY * (cfg.qualities - 1) + 1 or self.z_index.shape != (cfg.hyper,)
+                or not 0 <= self.levels_below <= MAX_LEVELS_BELOW
+                or steps != STEPS_PER_QUALITY * (cfg.qualities - 1 + self.levels_below) + 1
+                or self.z_index.shape != (cfg.hyper,)
                 or (self.gain_value <= 0).any() or self.z_index.min() < 0 or self.z_index.max() >= 64):
             raise PluginError(f"{path}: {codec_id} tables do not match the network's config")
         self.cfg, self.steps, self.torch, self.codec_id = cfg, steps, torch, codec_id
         self.act_bits = ACT_BITS
         self.thresholds = log_scale_thresholds(ACT_BITS)
         self.coder = ScaleTableCoder("gaussian")
+
+    def step_of(self, quality: float) -> int:
+        """The table row of `quality` on the codecs' scale (the trained levels are qualities 1, 2, ...,
+        16 steps each; extrapolated levels lie below 1); UsageError for a quality below the table."""
+        from nc.models.hyperprior import STEPS_PER_QUALITY
+
+        step = round((quality - 1 + self.levels_below) * STEPS_PER_QUALITY)
+        if step < 0:
+            raise UsageError(f"{self.codec_id}: quality {quality:g} is below these weights' lowest, "
+                             f"{1 - self.levels_below}")
+        return min(step, self.steps - 1)
 
     def hyper_side(self, z: np.ndarray, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Integer hyper-synthesis of z (and a context prior's `context`, from `fixed_point`):

@@ -23,7 +23,8 @@ count. The network's caches live in the shared model, so one model codes one GOP
 Packet payload:
 
     offset  size  field
-    0       2     step: u16 LE, the quality step (quality = 1 + step / 16), <= 16 (Q - 1)
+    0       2     step: u16 LE, the row of the weights' gain tables (quality = 1 - levels_below + step / 16;
+                  the shipped weights: levels_below 0), < their rows
     2       1     n: u8, latent frames in this packet, ceil(frames / 4), 1..GOP / 4
     then, per latent frame in time order:
             4     z bytes: u32 LE
@@ -134,7 +135,7 @@ class WfvaeEncoder(GopEncoder):
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         latents = self.m.analyse(frames)
         if self.rate.unit == "quality":
-            return self.m.code(latents, round((self.rate.value - 1) * 16))  # 1..8 -> 0..112
+            return self.m.code(latents, self.m.coder.step_of(self.rate.value))
         budget = self.rate.value * duration / float(self.facts.fps) / 8
         return largest_that_fits(lambda step: self.m.code(latents, step), self.m.steps, budget)
 

@@ -19,6 +19,11 @@ from nc.models.hyperprior import GainedHyperprior, down, up
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
 
+# Quality levels the exported gain tables add below the trained ones: image/hvae's quality 0-1
+# (nc/codecs/hvae.py), extrapolated along the first level's slope (nc.models.hyperprior.extend_below)
+LEVELS_BELOW = 1
+
+
 @dataclass(frozen=True)
 class HvaeConfig:
     # the shipped network; the integer hyper-synthesis's fan-in bound (2^11) allows

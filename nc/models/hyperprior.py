@@ -15,6 +15,9 @@ One model, every rate (gain units, Cui et al. 2021): quality q in [0, Q - 1] pic
 a per-channel gain g(q) (log-linear between Q learned gain vectors); the encoder
 codes round(y * g - mu * g), so a larger gain spends more bits. Training draws q
 uniformly and weighs distortion by lambda(q), log-linear between the config's `lambdas`.
+The exported tables may also hold levels below q = 0, the gains extrapolated along the
+first level's slope (`extend_below`): image/hvae's quality 0-1, smaller files than any
+trained level at a smoothly falling quality.
 
 Decodable everywhere: h_s, the only network whose output the entropy coder
 depends on, also runs as an integer network (`IntegerHyperSynthesis`): weights
@@ -33,7 +36,8 @@ from torch import nn
 from torch.nn import functional as F
 
 SCALE_MIN = 0.11  # the entropy coder's smallest scale (nc/bitstream/entropy.SCALES)
-STEPS_PER_QUALITY = 16  # the coder's quality grid: q = step / 16, step in [0, 16 (Q - 1)]
+STEPS_PER_QUALITY = 16  # the coder's quality grid: q = step / 16 - levels_below, step in [0, 16 (Q - 1 + levels_below)]
+MAX_LEVELS_BELOW = 4  # extrapolated quality levels a weights file may add below its trained range
 
 
 def down(cin: int, cout: int) -> nn.Conv2d:
@@ -235,16 +239,31 @@ class IntegerHyperSynthesis:
         return mean, log_scale
 
 
-def gain_tables(model: "GainedHyperprior") -> dict[str, torch.Tensor]:
-    """Integer gains for every quality step (q = step / STEPS_PER_QUALITY): `gain.log` (log gain with
-    ACT_BITS fractional bits) and `gain.value` (gain with GAIN_BITS fractional bits), int32
-    (steps, latent). Computed once at export, so coder and decoder look them up, never compute them."""
+def gain_tables(model: "GainedHyperprior", levels_below: int = 0) -> dict[str, torch.Tensor]:
+    """Integer gains for every quality step (q = step / STEPS_PER_QUALITY - levels_below): `gain.log`
+    (log gain with ACT_BITS fractional bits) and `gain.value` (gain with GAIN_BITS fractional bits), int32
+    (steps, latent), and `gain.levels_below`. Computed once at export, so coder and decoder look them up,
+    never compute them. levels_below: extra levels below the lowest trained one (`extend_below`)."""
     steps = STEPS_PER_QUALITY * (model.cfg.qualities - 1) + 1
     q = torch.arange(steps, dtype=torch.float64) / STEPS_PER_QUALITY
     with torch.no_grad():
         log_gain = model.log_gain(q.float()).double()
-    log_int = torch.round(log_gain * 2.0**ACT_BITS)
+    return extend_below(torch.round(log_gain * 2.0**ACT_BITS), levels_below)
+
+
+def extend_below(log_int: torch.Tensor, levels: int) -> dict[str, torch.Tensor]:
+    """Gain tables from the integer log gains of the trained range (rows q = 0, 1/16, ...), with
+    `levels` quality levels added below it, log-linear along the first trained level's slope.
+    The transforms never saw those gains, but gain units extrapolate smoothly a level or so
+    (image/hvae's model card measures it); the trained rows are kept bit for bit."""
+    if not 0 <= levels <= MAX_LEVELS_BELOW:
+        raise ValueError(f"levels below the trained range must be 0-{MAX_LEVELS_BELOW}, not {levels}")
+    log_int = log_int.to(torch.float64)
+    k = torch.arange(-STEPS_PER_QUALITY * levels, 0, dtype=torch.float64)[:, None]
+    slope = log_int[STEPS_PER_QUALITY] - log_int[0]  # per level
+    log_int = torch.cat([torch.round(log_int[0] + k * slope / STEPS_PER_QUALITY), log_int])
     value = torch.round(torch.exp(log_int / 2.0**ACT_BITS) * 2.0**GAIN_BITS)
     if value.max() >= 2**31 or value.min() < 1:  # gains within [2^-16, 2^15): far beyond what training gives
         raise ValueError("gains outside what the integer tables hold")
-    return {"gain.log": log_int.to(torch.int32), "gain.value": value.to(torch.int32)}
+    return {"gain.log": log_int.to(torch.int32), "gain.value": value.to(torch.int32),
+            "gain.levels_below": torch.tensor([levels], dtype=torch.int32)}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nc.models.hvae import HvaeConfig, ImageHVAE
+from nc.models.hvae import LEVELS_BELOW, HvaeConfig, ImageHVAE
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis, gain_tables
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
 from nc.train.common import learning_rate, log_line
@@ -95,14 +95,15 @@ def rd_loss(model: ImageHVAE, x: torch.Tensor, q: torch.Tensor) -> dict:
             "psnr": (10 * torch.log10(1 / mse.clamp(min=1e-10))).mean()}
 
 
-def export_tables(model: ImageHVAE) -> dict[str, torch.Tensor]:
-    """The integer tensors image/hvae decodes with (nc/codecs/hvae.py)."""
+def export_tables(model: ImageHVAE, levels_below: int = 0) -> dict[str, torch.Tensor]:
+    """The integer tensors image/hvae (and video/wfvae) decode with (nc/codecs/hyperprior.py);
+    levels_below: extrapolated quality levels below the trained ones (`gain_tables`)."""
     from nc.codecs.hyperprior import log_scale_thresholds
 
     thresholds = log_scale_thresholds(ACT_BITS)
     z_log = torch.round(model.z_log_scale.detach().double() * 2.0**ACT_BITS).numpy().astype(np.int64)
     z_index = np.minimum(np.searchsorted(thresholds, z_log, side="left"), len(thresholds) - 1)
-    return {**IntegerHyperSynthesis.from_float(model.h_s).tensors(), **gain_tables(model),
+    return {**IntegerHyperSynthesis.from_float(model.h_s).tensors(), **gain_tables(model, levels_below),
             "z.scale_index": torch.from_numpy(z_index.astype(np.int32))}
 
 
@@ -207,7 +208,7 @@ def train(args) -> None:
     meta = {"config": cfg.to_dict(), "codec": "image/hvae", "steps": run.step,
             "train_minutes": round(seconds / 60, 1), "device": str(run.device),
             "batch": args.batch, "crop": args.crop}
-    save_weights(run.out / "weights.safetensors", model.cpu().float(), export_tables(model), meta)
+    save_weights(run.out / "weights.safetensors", model.cpu().float(), export_tables(model, LEVELS_BELOW), meta)
     log_line(run.out, "wrote weights.safetensors: " + json.dumps(meta))
 
 
