@@ -6,7 +6,8 @@ For each length, a fresh process writes that many seconds of generated 480p vide
 (a textured scene panning 3 pixels a frame, made frame by frame, never held whole) through
 `nc.open(path, "wb")` one second at a time, then reads it back through `nc.open(path, "rb")`
 chunk by chunk, discarding what it decodes. It reports the process's peak resident memory
-(ru_maxrss) after each half and the frames per second. If memory is bounded, the peaks do not
+(ru_maxrss) after each half, the resident memory after each minute of video (VmRSS) both ways,
+and the frames per second. If memory is bounded, the peaks do not
 depend on the length. Writes bench/results/video_memory.md.
 """
 from __future__ import annotations
@@ -38,20 +39,32 @@ scene = np.kron(rng.integers(0, 256, (height // 8 + 1, (width + 3 * frames) // 8
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+def rss_mib():  # resident now (the peak only ever rises; this shows whether memory is given back)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+every = 60 * fps  # a sample of the resident memory after each minute of video, both ways
+encode_rss, decode_rss = [], []
+
 base = peak_mib()
 t0 = time.time()
 with nc.open(path, "wb", codec=codec, quality=4, width=width, height=height, fps=fps) as w:
     for start in range(0, frames, fps):
         w.write(np.stack([scene[:height, 3 * t:3 * t + width] for t in range(start, min(frames, start + fps))]))
+        if (start + fps) % every == 0:
+            encode_rss.append(round(rss_mib()))
 t1 = time.time()
 after_encode = peak_mib()
 count = 0
 with nc.open(path, "rb") as r:
     for _, piece in r:
         count += len(piece)
+        if count // every > len(decode_rss):
+            decode_rss.append(round(rss_mib()))
 t2 = time.time()
 print(json.dumps({"frames": frames, "decoded": count, "base_mib": base, "encode_peak_mib": after_encode,
-                  "decode_peak_mib": peak_mib(), "enc_fps": frames / (t1 - t0), "dec_fps": count / (t2 - t1)}))
+                  "decode_peak_mib": peak_mib(), "enc_fps": frames / (t1 - t0), "dec_fps": count / (t2 - t1),
+                  "encode_rss_mib": encode_rss, "decode_rss_mib": decode_rss}))
 """
 
 
@@ -84,6 +97,10 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['seconds']:g} | {r['frames']} | {r['file_mib']:.2f} | {r['base_mib']:.0f} | "
                      f"{r['encode_peak_mib']:.0f} | {r['decode_peak_mib']:.0f} | {r['enc_fps']:.2f} | {r['dec_fps']:.2f} |")
+    for r in rows:
+        if r["encode_rss_mib"]:
+            lines += ["", f"{r['seconds']:g} s, resident MiB after each minute of video: encoding "
+                      + ", ".join(map(str, r["encode_rss_mib"])) + "; decoding " + ", ".join(map(str, r["decode_rss_mib"]))]
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "video_memory.md" if args.codec == "video/wfvae" else f"video_memory_{args.codec.split('/')[1]}.md"
     (RESULTS / name).write_text("\n".join(lines) + "\n")
