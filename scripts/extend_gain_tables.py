@@ -33,8 +33,9 @@ def main() -> None:
     trained = tensors["gain.log"]
     tables = extend_below(trained, args.levels)
     rows = trained.shape[0]
-    assert torch.equal(tables["gain.log"][-rows:], trained)
-    assert torch.equal(tables["gain.value"][-rows:], tensors["gain.value"]), "gain.value does not follow gain.log"
+    if not (torch.equal(tables["gain.log"][-rows:], trained)
+            and torch.equal(tables["gain.value"][-rows:], tensors["gain.value"])):
+        raise SystemExit(f"{args.weights_in}: its gain.value does not follow its gain.log; re-export the tables")
     tensors.update(tables)
     save_file(tensors, args.weights_out, metadata=metadata)
     print(f"{args.weights_out}: {tables['gain.log'].shape[0]} gain rows ({args.levels} level(s) below the trained "

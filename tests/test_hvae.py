@@ -12,7 +12,7 @@ from nc.codecs.hvae import HvaeCodec
 from nc.codecs.hyperprior import log_scale_thresholds
 from nc.models.hvae import LEVELS_BELOW, HvaeConfig, ImageHVAE
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
-from nc.models.weights import save_weights
+from nc.models.weights import load_weights, save_weights
 from nc.train.image import batch, export_tables, grid_crops, load_crops, rd_loss
 from image_codec_checks import decode_on_one_and_two_threads, photo
 from latent_checks import check_version_1_files_still_decode
@@ -124,9 +124,10 @@ def test_levels_below_the_trained_range_extend_the_tables_and_keep_the_trained_r
     for key in ("gain.log", "gain.value"):
         assert extended[key].shape == (16 + trained[key].shape[0], 16)
         assert torch.equal(extended[key][16:], trained[key])
-    # along the first level's slope, per channel: the step from quality 0 to 1 is the one from 1 to 2
-    log = extended["gain.log"].long()
-    assert (log[16] - log[0] - (log[32] - log[16])).abs().max() <= 1
+    # every extrapolated row on the first level's line, per channel (rounded to the table's integers)
+    log = extended["gain.log"].double()
+    k = torch.arange(-16, 0, dtype=torch.float64)[:, None] / 16
+    assert (log[:16] - (log[16] + k * (log[32] - log[16]))).abs().max() <= 0.5
     with pytest.raises(ValueError):
         export_tables(model, 5)
 
@@ -142,14 +143,37 @@ def test_weights_without_the_extra_level_refuse_qualities_below_1(tmp_path):
     assert codec.encoder(facts, codec.descriptor.resolve(quality=1)).encode(photo(64, 64))
     with pytest.raises(UsageError, match="below these weights' lowest, 1"):
         codec.encoder(facts, codec.descriptor.resolve(quality=0.5)).encode(photo(64, 64))
-    tables = export_tables(model)
-    tables["gain.levels_below"] = torch.tensor([1], dtype=torch.int32)  # says 1, holds 0
+    with pytest.raises(UsageError):  # not silently rounded up to quality 1
+        codec.encoder(facts, codec.descriptor.resolve(quality=0.99)).encode(photo(64, 64))
+
+
+@pytest.mark.parametrize("levels_below, extended_by", [
+    (torch.tensor([1], dtype=torch.int32), 0),  # says 1, holds 0
+    (torch.tensor([0], dtype=torch.int32), 1),  # says 0, holds 1
+    (torch.tensor([-1], dtype=torch.int32), 0),
+    (torch.tensor([5], dtype=torch.int32), 0),
+    (None, 1),  # rows for a level below, but no tensor saying so
+    (torch.tensor([1.0]), 1),  # float
+    (torch.tensor([float("inf")]), 1),
+    (torch.tensor(1, dtype=torch.int32), 1),  # a scalar, not (1,)
+    (torch.tensor([1, 1], dtype=torch.int32), 1),
+    (torch.zeros(0, dtype=torch.int32), 1),
+])
+def test_weights_whose_levels_below_do_not_fit_their_tables_are_refused(tmp_path, levels_below, extended_by):
+    from nc.errors import PluginError
+
+    torch.manual_seed(0)
+    model = ImageHVAE(HvaeConfig(**TINY))
+    tables = export_tables(model, extended_by)
+    del tables["gain.levels_below"]
+    if levels_below is not None:
+        tables["gain.levels_below"] = levels_below
     save_weights(tmp_path / "bad.safetensors", model, tables, {"config": model.cfg.to_dict()})
-    with pytest.raises(PluginError, match="tables do not match"):
+    with pytest.raises(PluginError, match="image/hvae"):
         HvaeCodec(tmp_path / "bad.safetensors").model  # the weights load on first use
 
 
-def test_extending_old_weights_keeps_their_files_bytes(tmp_path, monkeypatch):
+def test_extending_old_weights_keeps_their_files_bytes(tmp_path):
     """scripts/extend_gain_tables.py: the shipped weights were extended this way."""
     import subprocess
     import sys
@@ -163,6 +187,10 @@ def test_extending_old_weights_keeps_their_files_bytes(tmp_path, monkeypatch):
     save_weights(old, model, export_tables(model), {"config": model.cfg.to_dict()})
     script = Path(__file__).resolve().parent.parent / "scripts" / "extend_gain_tables.py"
     subprocess.run([sys.executable, str(script), str(old), str(new)], check=True, capture_output=True)
+    (a, a_extra, a_meta), (b, b_extra, b_meta) = load_weights(old), load_weights(new)
+    assert a_meta == b_meta and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert {k for k in a_extra if not k.startswith("gain.")} == {k for k in b_extra if not k.startswith("gain.")}
+    assert all(torch.equal(a_extra[k], b_extra[k]) for k in a_extra if not k.startswith("gain."))
     x, facts = photo(64, 96), ImageFacts(96, 64, "RGB")
 
     def payload(path, quality):
@@ -239,9 +267,14 @@ def test_damaged_payloads_are_clean_errors(codec):
     payload = enc.encode(photo(60, 80))[0].payload
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
-    for bad in (payload[:1], payload[:5], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:]):
+    for bad in (payload[:1], payload[:5], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
+                (16 * 8 + 1).to_bytes(2, "little") + payload[2:]):  # one row past quality 8
         with pytest.raises(nc.NCError):
             dec.decode(Packet(bad, 0, 1))
+    for quality, step in ((0, 0), (8, 16 * 8)):  # the tables' first and last rows
+        payload = codec.encoder(facts, codec.descriptor.resolve(quality=quality)).encode(photo(60, 80))[0].payload
+        assert int.from_bytes(payload[:2], "little") == step
+        assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
 
 
 def test_training_loss_falls_on_one_batch():
@@ -310,4 +343,7 @@ def test_shipped_weights_decode_identically_on_one_and_two_threads(monkeypatch):
     one, two = decode_on_one_and_two_threads(nc.encode(photo(192, 256), codec="image/hvae", quality=4))
     assert np.array_equal(one, two)
     shipped = registry().codecs["image/hvae"]
-    assert shipped.model.coder.levels_below == LEVELS_BELOW  # quality 0 is in the tables
+    assert shipped.model.coder.levels_below == LEVELS_BELOW == 1 - hvae_codec.QUALITY.low
+    x = photo(192, 256)
+    lowest, trained = nc.encode(x, codec="image/hvae", quality=0), nc.encode(x, codec="image/hvae", quality=1)
+    assert len(lowest) < len(trained) and nc.decode(lowest).data.shape == x.shape

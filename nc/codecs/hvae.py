@@ -64,7 +64,8 @@ TILE = 1024  # pixels per tile side: a multiple of 64
 MARGIN = 64  # pixels of the neighbouring tiles a tile's analysis and synthesis see: a multiple of 64,
 # wider than either network's reach, so tiles show no seams (tests/test_hvae.py checks the reach)
 Z_MARGIN = 2  # hyper-latent cells (64 pixels each) of the neighbours the integer hyper-synthesis sees
-QUALITY = RateRange("quality", 0, 8)  # 1-8 trained, 0-1 extrapolated (the weights must hold it)
+# 1-8 trained, 0-1 extrapolated: 0 is 1 - nc.models.hvae.LEVELS_BELOW (not imported: it would load torch)
+QUALITY = RateRange("quality", 0, 8)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
 

@@ -34,6 +34,17 @@ def log_scale_thresholds(act_bits: int) -> np.ndarray:
     return np.floor(exact).astype(np.int64)
 
 
+def _levels_below(tensor) -> int:
+    """`gain.levels_below` of a weights file: absent is 0; else it must be int32 of shape (1,)."""
+    import torch
+
+    if tensor is None:
+        return 0
+    if tensor.dtype != torch.int32 or tuple(tensor.shape) != (1,):
+        raise ValueError(f"gain.levels_below must be int32 of shape (1,), not {tensor.dtype} {tuple(tensor.shape)}")
+    return int(tensor[0])
+
+
 class LatentCoder:
     """The integer tables of one set of weights, and the coding of y and z with them."""
 
@@ -49,8 +60,7 @@ class LatentCoder:
             self.gain_log = extra["gain.log"].numpy().astype(np.int64)  # (steps, latent)
             self.gain_value = extra["gain.value"].numpy().astype(np.int64)
             self.z_index = extra["z.scale_index"].numpy().astype(np.int64)  # (hyper,)
-            below = extra.get("gain.levels_below")
-            self.levels_below = 0 if below is None else int(below.reshape(-1)[0])
+            self.levels_below = _levels_below(extra.get("gain.levels_below"))
             probe = torch.zeros(1, cfg.latent, 4, 4, dtype=torch.float64) if context else None
             mean, log_scale = self.int_h_s(torch.zeros(1, cfg.hyper, 1, 1, dtype=torch.float64), probe)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
@@ -73,11 +83,10 @@ class LatentCoder:
         16 steps each; extrapolated levels lie below 1); UsageError for a quality below the table."""
         from nc.models.hyperprior import STEPS_PER_QUALITY
 
-        step = round((quality - 1 + self.levels_below) * STEPS_PER_QUALITY)
-        if step < 0:
+        if quality < 1 - self.levels_below:
             raise UsageError(f"{self.codec_id}: quality {quality:g} is below these weights' lowest, "
                              f"{1 - self.levels_below}")
-        return min(step, self.steps - 1)
+        return min(round((quality - 1 + self.levels_below) * STEPS_PER_QUALITY), self.steps - 1)
 
     def hyper_side(self, z: np.ndarray, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Integer hyper-synthesis of z (and a context prior's `context`, from `fixed_point`):
