@@ -11,7 +11,7 @@ from nc.codecs import hvae as hvae_codec
 from nc.codecs.hvae import HvaeCodec
 from nc.codecs.hyperprior import log_scale_thresholds
 from nc.models.hvae import LEVELS_BELOW, HvaeConfig, ImageHVAE
-from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
+from nc.models.hyperprior import ACT_BITS, ACT_LIMIT, FAN_IN_LIMIT, WEIGHT_LIMIT, IntegerHyperSynthesis
 from nc.models.weights import load_weights, save_weights
 from nc.train.image import batch, export_tables, grid_crops, load_crops, rd_loss
 from image_codec_checks import decode_on_one_and_two_threads, photo
@@ -66,6 +66,42 @@ def test_integer_hyper_synthesis_is_exact_on_any_thread_count():
     # the same network from its stored int32 tensors gives the same integers
     again = IntegerHyperSynthesis.from_tensors(net.tensors())(z)
     assert all(torch.equal(a, b) for a, b in zip(one, again))
+
+
+def test_a_layer_at_the_fan_in_limit_sums_exactly():
+    """The premise of the integer network: float64 convolutions of integers within the limits are exact.
+    The bound: a sum of FAN_IN_LIMIT products, the bias and the rounding offset stays below 2^53.
+    Then a check at the limit: odd products near the limits, the first half positive, the second
+    negative, so that a sequential sum nears 2^51; the exact sum comes from int64."""
+    assert FAN_IN_LIMIT * ACT_LIMIT * WEIGHT_LIMIT + 2**31 + 2**29 < 2**53
+    rng = np.random.default_rng(4)
+    a = ACT_LIMIT - 2 * rng.integers(0, 512, FAN_IN_LIMIT) - 1  # odd, within 2^22
+    w = WEIGHT_LIMIT - 2 * rng.integers(0, 4, FAN_IN_LIMIT) - 1  # odd, within 2^11
+    w[FAN_IN_LIMIT // 2:] *= -1
+    exact = int(np.dot(a.astype(np.int64), w.astype(np.int64)))
+    weight = torch.from_numpy(w).view(1, FAN_IN_LIMIT, 1, 1)
+    IntegerHyperSynthesis([("conv", weight, torch.zeros(1, dtype=torch.float64), 0)])  # accepted
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = torch.nn.functional.conv2d(torch.from_numpy(a).view(1, -1, 1, 1), weight)
+            assert int(out.item()) == exact
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_layer_over_the_fan_in_limit_is_refused():
+    weight = torch.ones(1, FAN_IN_LIMIT + 1, 1, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="exactness"):
+        IntegerHyperSynthesis([("conv", weight, torch.zeros(1, dtype=torch.float64), 0)])
+    with pytest.raises(ValueError, match="fan-in"):
+        HvaeConfig(channels=192, latent=FAN_IN_LIMIT // 9)
+
+
+def test_compressai_sized_networks_are_within_the_bounds():
+    """The 2^11 fan-in bound of earlier versions stopped y at 160 channels; 192 / 320 now fits."""
+    HvaeConfig(channels=192, latent=320, hyper=192)
 
 
 def test_the_default_network_exports_within_the_exactness_bounds():

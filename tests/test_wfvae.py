@@ -140,7 +140,8 @@ def test_damaged_payloads_are_clean_errors(codec):
 
 def test_a_config_beyond_the_integer_networks_bounds_is_refused():
     with pytest.raises(ValueError, match="fan-in"):
-        WfvaeConfig(latent=128, channels=192)
+        WfvaeConfig(latent=30000, channels=192)
+    WfvaeConfig(latent=128, channels=192)  # over the 2^11 bound of earlier versions, exact under 2^19
 
 
 def test_other_weights_are_refused(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nc.models.hyperprior import GainedHyperprior, down, up
+from nc.models.hyperprior import GainedHyperprior, check_integer_fan_in, down, up
 
 # CompressAI's MSE lambdas for its 8 qualities (distortion = lambda * 255^2 * MSE of [0, 1] pixels)
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
@@ -26,8 +26,7 @@ LEVELS_BELOW = 1
 
 @dataclass(frozen=True)
 class HvaeConfig:
-    # the shipped network; the integer hyper-synthesis's fan-in bound (2^11) allows
-    # (channels + 2 latent) / 2 * 9 <= 2048, so 128 / 160 is about as wide as it goes
+    # the shipped network (CompressAI's high-rate models use 192 / 320)
     channels: int = 128  # N: transform width
     latent: int = 160  # M: channels of y
     hyper: int = 64  # channels of z
@@ -37,6 +36,7 @@ class HvaeConfig:
         object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
         if len(self.lambdas) < 2 or any(b <= a for a, b in zip(self.lambdas, self.lambdas[1:])):
             raise ValueError(f"lambdas must be at least 2 increasing values, not {self.lambdas}")
+        check_integer_fan_in(self.latent, self.hyper, self.channels)
 
     @property
     def qualities(self) -> int:

@@ -142,13 +142,26 @@ def _gaussian_bits(value: torch.Tensor, mean: torch.Tensor, log_scale: torch.Ten
 ACT_BITS = 8  # fractional bits of the integer network's activations
 ACT_LIMIT = 2.0**22  # activations are clamped to +-2^22 (values +-16384)
 WEIGHT_LIMIT = 2.0**11  # integer weights of a layer lie within +-2^11
+# inputs per output of a layer: with the two limits above every product is below 2^33 and every
+# partial sum below 2^19 * 2^33 + 2^31 (the bias) < 2^53, so float64 adds them exactly
+FAN_IN_LIMIT = 2**19
 GAIN_BITS = 16  # fractional bits of the integer gains
+
+
+def check_integer_fan_in(latent: int, hyper: int, channels: int, context: bool = False) -> None:
+    """Refuses, with a ValueError naming the sizes, an h_s whose integer version would not be exact
+    (a layer's fan-in over FAN_IN_LIMIT), so a config fails when it is built, not at export."""
+    mid = (channels + 2 * latent) // 2
+    fan_in = max(hyper * 9, channels * 9, (mid + (latent if context else 0)) * 9)
+    if fan_in > FAN_IN_LIMIT:
+        raise ValueError(f"latent {latent}, hyper {hyper} and channels {channels} give the hyper-synthesis "
+                         f"a fan-in of {fan_in}, over the integer network's {FAN_IN_LIMIT}")
 
 
 class IntegerHyperSynthesis:
     """h_s in integer arithmetic (Balle et al. 2019, "Integer networks"), run as float64 convolutions
-    of integer-valued tensors. Bound: |activation| <= 2^22, |weight| <= 2^11, fan-in <= 2^11 (asserted),
-    so every partial sum is an integer below 2^44 < 2^53 and exact whatever the summation order.
+    of integer-valued tensors. Bound: |activation| <= 2^22, |weight| <= 2^11, fan-in <= 2^19 (asserted),
+    so every partial sum is an integer below 2^52 + 2^31 < 2^53 and exact whatever the summation order.
 
     The fan-in of a 5x5 stride-2 transposed conv ("up") is in_channels x 3 x 3: each output pixel
     meets ceil(5/2)^2 input pixels. |bias| < 2^31 (int32 storage) adds less than 2^31 to a sum.
@@ -167,7 +180,7 @@ class IntegerHyperSynthesis:
             if kind == "up" and tuple(w.shape[2:]) != (5, 5):
                 raise ValueError("integer hyper-synthesis up layers are 5x5")
             fan_in = w[0].numel() if kind == "conv" else w.shape[0] * 9
-            if (fan_in > 2**11 or w.abs().max() > WEIGHT_LIMIT or b.abs().max() >= 2**31
+            if (fan_in > FAN_IN_LIMIT or w.abs().max() > WEIGHT_LIMIT or b.abs().max() >= 2**31
                     or not 0 <= shift <= 30):
                 raise ValueError("integer hyper-synthesis layer outside its exactness bounds")
         self.layers = layers

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nc.models.hyperprior import GainedHyperprior
+from nc.models.hyperprior import GainedHyperprior, check_integer_fan_in
 
 # distortion = lambda * 255^2 * MSE per pixel, rate in bits per pixel of every frame: video needs
 # fewer bits per frame than a still, so the scale starts one step below CompressAI's image lambdas
@@ -43,7 +43,7 @@ ALIGN = 64  # the hyper latent is at 1/64 of the side
 @dataclass(frozen=True)
 class WfvaeConfig:
     widths: tuple = (32, 64, 128)  # backbone channels at 1/2, 1/4 and 1/8 of the side
-    latent: int = 80  # channels of y (with the context prior, h_s's last fan-in (mid + latent) 9 stays <= 2^11)
+    latent: int = 80  # channels of y
     hyper: int = 64  # channels of z
     channels: int = 96  # width of the hyper networks
     lambdas: tuple = LAMBDAS
@@ -55,10 +55,7 @@ class WfvaeConfig:
             raise ValueError(f"widths must be 3 channel counts, not {self.widths}")
         if len(self.lambdas) < 2 or any(b <= a for a, b in zip(self.lambdas, self.lambdas[1:])):
             raise ValueError(f"lambdas must be at least 2 increasing values, not {self.lambdas}")
-        fan_in = ((self.channels + 2 * self.latent) // 2 + self.latent) * 9
-        if fan_in > 2**11:  # the integer hyper-synthesis is exact only below this (nc/models/hyperprior.py)
-            raise ValueError(f"channels {self.channels} and latent {self.latent} give the context prior's last layer "
-                             f"a fan-in of {fan_in}, over the integer network's 2048")
+        check_integer_fan_in(self.latent, self.hyper, self.channels, context=True)
 
     @property
     def qualities(self) -> int:
