@@ -142,8 +142,9 @@ def _gaussian_bits(value: torch.Tensor, mean: torch.Tensor, log_scale: torch.Ten
 ACT_BITS = 8  # fractional bits of the integer network's activations
 ACT_LIMIT = 2.0**22  # activations are clamped to +-2^22 (values +-16384)
 WEIGHT_LIMIT = 2.0**11  # integer weights of a layer lie within +-2^11
-# inputs per output of a layer: with the two limits above every product is below 2^33 and every
-# partial sum below 2^19 * 2^33 + 2^31 (the bias) < 2^53, so float64 adds them exactly
+# inputs per output of a layer: with the two limits above every product is at most 2^33 and every
+# partial sum, with the bias (< 2^31) and the rounding offset (<= 2^29), below 2^52 + 2^32 < 2^53,
+# so float64 adds them exactly
 FAN_IN_LIMIT = 2**19
 GAIN_BITS = 16  # fractional bits of the integer gains
 
@@ -161,7 +162,7 @@ def check_integer_fan_in(latent: int, hyper: int, channels: int, context: bool =
 class IntegerHyperSynthesis:
     """h_s in integer arithmetic (Balle et al. 2019, "Integer networks"), run as float64 convolutions
     of integer-valued tensors. Bound: |activation| <= 2^22, |weight| <= 2^11, fan-in <= 2^19 (asserted),
-    so every partial sum is an integer below 2^52 + 2^31 < 2^53 and exact whatever the summation order.
+    so every partial sum is an integer below 2^52 + 2^32 < 2^53 and exact whatever the summation order.
 
     The fan-in of a 5x5 stride-2 transposed conv ("up") is in_channels x 3 x 3: each output pixel
     meets ceil(5/2)^2 input pixels. |bias| < 2^31 (int32 storage) adds less than 2^31 to a sum.
