@@ -48,12 +48,17 @@ def up(cin: int, cout: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1)
 
 
+def hyper_mid_width(latent: int, channels: int) -> int:
+    """Channels between h_s's second up layer and its last convolution: halfway to 2 * latent."""
+    return (channels + 2 * latent) // 2
+
+
 class HyperSynthesis(nn.Sequential):
     """h_s: z (hyper, H/64) -> mean and log-scale of y (2 * latent, H/16); ReLU between layers,
     which the integer version reproduces exactly."""
 
     def __init__(self, latent: int, hyper: int, channels: int):
-        mid = (channels + 2 * latent) // 2
+        mid = hyper_mid_width(latent, channels)
         super().__init__(up(hyper, channels), nn.ReLU(), up(channels, mid), nn.ReLU(),
                          nn.Conv2d(mid, 2 * latent, 3, padding=1))
 
@@ -65,7 +70,7 @@ class ContextHyperSynthesis(nn.Module):
 
     def __init__(self, latent: int, hyper: int, channels: int):
         super().__init__()
-        mid = (channels + 2 * latent) // 2
+        mid = hyper_mid_width(latent, channels)
         self.body = nn.Sequential(up(hyper, channels), nn.ReLU(), up(channels, mid), nn.ReLU())
         self.head = nn.Conv2d(mid + latent, 2 * latent, 3, padding=1)
 
@@ -152,7 +157,7 @@ GAIN_BITS = 16  # fractional bits of the integer gains
 def check_integer_fan_in(latent: int, hyper: int, channels: int, context: bool = False) -> None:
     """Refuses, with a ValueError naming the sizes, an h_s whose integer version would not be exact
     (a layer's fan-in over FAN_IN_LIMIT), so a config fails when it is built, not at export."""
-    mid = (channels + 2 * latent) // 2
+    mid = hyper_mid_width(latent, channels)
     fan_in = max(hyper * 9, channels * 9, (mid + (latent if context else 0)) * 9)
     if fan_in > FAN_IN_LIMIT:
         raise ValueError(f"latent {latent}, hyper {hyper} and channels {channels} give the hyper-synthesis "
