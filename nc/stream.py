@@ -302,10 +302,19 @@ class Reader:
             if not self.ignore_errors:
                 raise CorruptChunkError(message, chunk.number) from e
             self.damage.append(message)
+            yield from self._emit(state, self._held_back(state))
             state.decoder.reset()
             return
         state.next_start = chunk.start + chunk.duration
         yield from self._emit(state, out)
+
+    def _held_back(self, state: _TrackState) -> np.ndarray | None:
+        """The output of earlier, good chunks that a decoder still holds after one failed; None if it
+        cannot give it (the failure is already reported)."""
+        try:
+            return state.decoder.flush()
+        except Exception:
+            return None
 
     def _fill_gap(self, state: _TrackState, start: int) -> Iterator[tuple[int, np.ndarray]]:
         """Chunks went missing before `start`: end the decoder's output there, pad the gap, reset."""

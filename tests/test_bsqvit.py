@@ -14,8 +14,9 @@ from nc.models.bsqvit import BsqVitConfig, VideoBsqVit, patchify, unpatchify
 from nc.models.weights import save_weights
 from nc.train.bsqvit import fit_priors, recon_loss
 from conftest import SAMPLES, panning_clip as clip, run_nc
-from video_codec_checks import (check_every_gop_is_a_seek_point, check_pieces_give_the_same_file,
-                                check_trainer_writes_weights_the_codec_loads_and_resumes,
+from video_codec_checks import (check_damaged_payloads_are_clean_errors, check_every_gop_is_a_seek_point,
+                                check_good_gops_survive_a_bad_one, check_more_decode_workers_give_the_same_frames,
+                                check_pieces_give_the_same_file, check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets)
 
 TINY = dict(width=32, heads=2, depth=1, mlp=2)
@@ -134,19 +135,18 @@ def test_quality_and_bitrate_control_the_size(codec):
 
 
 def test_damaged_payloads_are_clean_errors(codec):
-    from nc.codecs.base import Packet
-
-    facts, packets = code_packets(codec, clip(10, 40, 56), quality=3)
-    dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
-    payload = packets[0].payload
-    assert dec.decode(Packet(payload, 0, 10)).shape == (10, 40, 56, 3)
     # (the header alone is not among them: an empty ANS stream is valid and decodes to the likeliest codes)
-    for bad in (payload[:1], payload[:-4], payload[:-1], payload + b"\0\0\0\0", b"\x00" + payload[1:],
-                b"\x11" + payload[1:], payload[:1] + b"\x09" + payload[2:]):
-        with pytest.raises(nc.NCError):
-            dec.decode(Packet(bad, 0, 10))
-    with pytest.raises(nc.NCError):
-        dec.decode(Packet(payload, 0, 20))  # more frames than the packet holds
+    check_damaged_payloads_are_clean_errors(codec, lambda payload: (
+        payload[:1], payload[:-4], payload[:-1], payload + b"\0\0\0\0", b"\x00" + payload[1:],
+        b"\x11" + payload[1:], payload[:1] + b"\x09" + payload[2:]))
+
+
+def test_more_decode_workers_give_the_same_frames(codec):
+    check_more_decode_workers_give_the_same_frames(codec, GOP)
+
+
+def test_good_gops_survive_a_bad_one_between_them(codec, monkeypatch):
+    check_good_gops_survive_a_bad_one(codec, GOP, monkeypatch)
 
 
 def test_other_weights_are_refused(tmp_path):

@@ -17,9 +17,10 @@ from nc.train.image import export_tables
 from nc.train.video import rd_loss
 from conftest import SAMPLES, panning_clip as clip
 from latent_checks import check_version_1_files_still_decode
-from video_codec_checks import (check_every_gop_is_a_seek_point, check_pieces_give_the_same_file,
-                                check_trainer_writes_weights_the_codec_loads_and_resumes,
-                                check_video_with_sound_through_the_cli, code_packets)
+from video_codec_checks import (check_damaged_payloads_are_clean_errors, check_every_gop_is_a_seek_point,
+                                check_good_gops_survive_a_bad_one, check_more_decode_workers_give_the_same_frames,
+                                check_pieces_give_the_same_file, check_trainer_writes_weights_the_codec_loads_and_resumes,
+                                check_video_with_sound_through_the_cli, code_packets, decode_packets)
 
 TINY = dict(widths=(8, 16, 16), latent=16, hyper=8, channels=16)
 
@@ -124,18 +125,17 @@ def test_files_from_before_gamma_escapes_still_decode(codec, monkeypatch):
 
 
 def test_damaged_payloads_are_clean_errors(codec):
-    from nc.codecs.base import Packet
+    check_damaged_payloads_are_clean_errors(codec, lambda payload: (
+        payload[:2], payload[:7], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
+        payload[:2] + b"\x09" + payload[3:]))
 
-    facts, packets = code_packets(codec, clip(10, 40, 56), quality=3)
-    dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
-    payload = packets[0].payload
-    assert dec.decode(Packet(payload, 0, 10)).shape == (10, 40, 56, 3)
-    for bad in (payload[:2], payload[:7], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
-                payload[:2] + b"\x09" + payload[3:]):
-        with pytest.raises(nc.NCError):
-            dec.decode(Packet(bad, 0, 10))
-    with pytest.raises(nc.NCError):
-        dec.decode(Packet(payload, 0, 20))  # more frames than the packet holds
+
+def test_more_decode_workers_give_the_same_frames(codec):
+    check_more_decode_workers_give_the_same_frames(codec, GOP)
+
+
+def test_good_gops_survive_a_bad_one_between_them(codec, monkeypatch):
+    check_good_gops_survive_a_bad_one(codec, GOP, monkeypatch)
 
 
 def test_a_config_beyond_the_integer_networks_bounds_is_refused():
@@ -197,7 +197,7 @@ def test_shipped_weights_round_trip_at_every_quality(shipped):
     sizes = []
     for q in (1, 4, 8):
         facts, packets = code_packets(shipped, x, quality=q)
-        y = shipped.decoder(facts, shipped.descriptor.resolve(quality=q), {}).decode(packets[0])
+        y = decode_packets(shipped, facts, packets, quality=q)
         assert y.shape == x.shape
         assert 10 * np.log10(255**2 / np.mean((y.astype(float) - x) ** 2)) > 18
         sizes.append(len(packets[0].payload))

@@ -1,9 +1,11 @@
 """Checks the learned video codecs' tests share: writing frames in pieces through nc.open, a codec's
-packets, GOPs as seek points, and a video with sound through the CLI."""
+packets, GOPs as seek points, damaged payloads, parallel decoding, and a video with sound through
+the CLI."""
 import io
 import json
 
 import numpy as np
+import pytest
 
 import nc
 from conftest import SAMPLES, panning_clip, run_nc
@@ -50,6 +52,12 @@ def code_packets(codec, x: np.ndarray, **rate):
     return facts, [*enc.encode(x), *enc.flush()]
 
 
+def decode_packets(codec, facts, packets, **rate) -> np.ndarray:
+    """The frames of `packets` through a decoder of `codec` (which may hold some back until flush)."""
+    dec = codec.decoder(facts, codec.descriptor.resolve(**rate), {})
+    return np.concatenate([dec.decode(p) for p in packets] + [dec.flush()])
+
+
 def check_video_with_sound_through_the_cli(codec_id: str, tmp_path, *rate) -> None:
     import av
 
@@ -78,4 +86,59 @@ def check_trainer_writes_weights_the_codec_loads_and_resumes(train_main, codec_c
     assert "resumed from step 2" in log and '"step": 4' in log
     codec = codec_class(tmp_path / "run" / "weights.safetensors")
     facts, packets = code_packets(codec, panning_clip(12, 64, 64), quality=2)
-    assert codec.decoder(facts, codec.descriptor.resolve(quality=2), {}).decode(packets[0]).shape == (12, 64, 64, 3)
+    assert decode_packets(codec, facts, packets, quality=2).shape == (12, 64, 64, 3)
+
+
+def check_damaged_payloads_are_clean_errors(codec, damaged) -> None:
+    """Every payload in damaged(good payload) fails with an NCError; so does a good one said to hold
+    more frames than it does."""
+    from nc.codecs.base import Packet
+
+    facts, packets = code_packets(codec, panning_clip(10, 40, 56), quality=3)
+    dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
+    payload = packets[0].payload
+    assert np.concatenate([dec.decode(Packet(payload, 0, 10)), dec.flush()]).shape == (10, 40, 56, 3)
+    for bad in damaged(payload):
+        with pytest.raises(nc.NCError):
+            dec.decode(Packet(bad, 0, 10))
+    with pytest.raises(nc.NCError):
+        dec.decode(Packet(payload, 0, 20))  # more frames than the packet holds
+
+
+def check_more_decode_workers_give_the_same_frames(codec, gop: int) -> None:
+    """GOPs synthesized on 1, 2 or 3 threads at once: the same frames, in order, each GOP once."""
+    from nc.codecs.learned_video import GopDecoder
+
+    facts, packets = code_packets(codec, panning_clip(3 * gop + 5, 40, 56), quality=4)
+    outputs = []
+    for workers in (1, 2, 3):
+        dec = GopDecoder(codec.model, facts, workers)
+        outputs.append(np.concatenate([dec.decode(p) for p in packets] + [dec.flush()]))
+    assert outputs[0].shape == (3 * gop + 5, 40, 56, 3)
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(other, outputs[0])
+
+
+def check_good_gops_survive_a_bad_one(codec, gop: int, monkeypatch) -> None:
+    """With ignore_errors, a GOP whose payload fails (its CRC intact) costs its own frames only: the
+    GOPs before it, which a parallel decoder still holds when it fails, and after it come out as they
+    are, and its place holds the last good frame."""
+    x = panning_clip(3 * gop, 40, 56)
+    data = nc.encode(x, fps=25, codec=codec.descriptor.id, quality=4)
+    clean = nc.open(io.BytesIO(data), "rb").read()
+    read, calls = codec.model.read, []
+
+    def fail_the_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise nc.errors.CorruptChunkError("damaged on purpose")
+        return read(*args)
+
+    monkeypatch.setattr(codec.model, "read", fail_the_second)
+    reader = nc.open(io.BytesIO(data), "rb", ignore_errors=True)
+    damaged = reader.read()
+    assert len(calls) == 3 and len(reader.damage) == 2, reader.damage
+    assert reader.damage[0].startswith("chunk 1 (track 0) could not be decoded: damaged on purpose")
+    np.testing.assert_array_equal(damaged[:gop], clean[:gop])
+    np.testing.assert_array_equal(damaged[gop:2 * gop], np.repeat(clean[gop - 1:gop], gop, axis=0))
+    np.testing.assert_array_equal(damaged[2 * gop:], clean[2 * gop:])

@@ -140,9 +140,10 @@ class BsqVitModel(GopModel):
             raise CorruptChunkError(f"video/bsqvit packet: {e}") from None
         return codes, groups
 
-    def pixels(self, codes: np.ndarray, groups: int, height: int, width: int) -> np.ndarray:
-        """Sub-codes (n, rows, columns, groups) -> uint8 frames (4 n, height, width, 3), reading `groups`."""
-        torch, frames = self.torch, []
+    def pixels(self, latents: tuple[np.ndarray, int], height: int, width: int) -> np.ndarray:
+        """`read`'s (sub-codes (n, rows, columns, groups), groups to use) -> uint8 frames (4 n, height,
+        width, 3)."""
+        (codes, groups), torch, frames = latents, self.torch, []
         bits = (codes[..., None] >> np.arange(GROUP - 1, -1, -1)) & 1
         bits = bits.reshape(*codes.shape[:3], -1).astype(np.uint8)
         with self.fresh_network() as net, one_thread(torch):
@@ -150,11 +151,6 @@ class BsqVitModel(GopModel):
                 x = net.decode(torch.from_numpy(bits[t:t + 1]), groups * GROUP)[0].clamp(0, 1)
                 frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
         return np.concatenate(frames)
-
-    def decode(self, payload: bytes, height: int, width: int, duration: int) -> np.ndarray:
-        """A GOP's payload -> uint8 (duration, height, width, 3)."""
-        codes, groups = self.read(payload, height, width, duration)
-        return self.pixels(codes, groups, height, width)[:duration]
 
 
 def _groups(rate: RatePoint) -> int:
@@ -238,4 +234,4 @@ class BsqVitCodec(LearnedVideoCodec):
         VideoFacts(width, height, 25, 1).validate()
         full = np.zeros((*codes.shape[:3], QUALITY.high), np.int64)
         full[..., :codes.shape[3]] = codes
-        return self.model.pixels(full, codes.shape[3], height, width)
+        return self.model.pixels((full, codes.shape[3]), height, width)

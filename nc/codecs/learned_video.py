@@ -7,12 +7,16 @@ payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit p
 one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
 repeating the last one to a multiple of the network's frames per latent frame. Frames are copied
 as they arrive (a caller may refill one buffer), so the encoder holds at most one GOP.
-`GopDecoder` decodes each packet alone. `GopModel` holds a network whose causal caches serve one GOP
-at a time; `LearnedVideoCodec` is the codec shell (one weights file, a quality or a bitrate).
+`GopDecoder` decodes each packet alone, several GOPs at once on as many threads. `GopModel` lends
+networks, each with causal caches for one GOP; `LearnedVideoCodec` is the codec shell (one weights
+file, a quality or a bitrate).
 """
 from __future__ import annotations
 
+import copy
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +29,9 @@ from nc.errors import PluginError, UsageError
 from nc.media.facts import VideoFacts
 
 BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload, per second of its frames
+#: GOPs a decoder synthesizes at once (at most, and at most torch's thread count): each holds a
+#: network and a GOP of frames, so this bounds memory as well as threads
+MAX_DECODE_WORKERS = 4
 
 
 def largest_that_fits(code: Callable[[int], bytes], steps: int, budget: float) -> bytes:
@@ -89,35 +96,85 @@ class GopEncoder(Encoder):
 
 
 class GopDecoder(Decoder):
-    """Stateless between packets: every GOP is decoded alone by `model.decode(payload, height, width,
-    duration)`, which restarts the network's caches."""
+    """Stateless between packets: every GOP decodes alone, `model.read` (entropy decoding, which
+    checks the payload) then `model.pixels` (the float synthesis).
 
-    def __init__(self, model, facts: VideoFacts):
-        self.m, self.facts = model, facts
+    With workers > 1 the syntheses of consecutive GOPs run at once, one thread each. A synthesis
+    runs on one thread whatever the worker count, so the pixels are the same as with one worker.
+    `read` stays on the caller's thread, so a damaged packet fails at its own chunk and the GOPs
+    before it are still handed out (by `flush`). Output lags by up to workers - 1 GOPs.
+    """
+
+    def __init__(self, model, facts: VideoFacts, workers: int = 1):
+        self.m, self.facts, self.workers = model, facts, workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="nc-gop") if workers > 1 else None
+        self.pending: deque = deque()  # futures of the GOPs being synthesized, in order
 
     def decode(self, packet: Packet) -> np.ndarray:
-        return self.m.decode(packet.payload, self.facts.height, self.facts.width, packet.duration)
+        latents = self.m.read(packet.payload, self.facts.height, self.facts.width, packet.duration)
+        if self.pool is None:
+            return self._pixels(latents, packet.duration)
+        self.pending.append(self.pool.submit(self._pixels, latents, packet.duration))
+        return self._take(len(self.pending) - self.workers + 1)
+
+    def flush(self) -> np.ndarray:
+        return self._take(len(self.pending))
+
+    def reset(self) -> None:
+        for future in self.pending:
+            future.cancel()  # a synthesis already running finishes on its own network; its frames are dropped
+        self.pending.clear()
+
+    def _pixels(self, latents, duration: int) -> np.ndarray:
+        return self.m.pixels(latents, self.facts.height, self.facts.width)[:duration]
+
+    def _take(self, count: int) -> np.ndarray:
+        """The frames of the `count` oldest pending GOPs (all dropped if one failed: later frames must
+        not take its place)."""
+        out = [np.zeros((0, self.facts.height, self.facts.width, 3), np.uint8)]
+        try:
+            for _ in range(max(0, count)):
+                out.append(self.pending[0].result())
+                self.pending.popleft()
+        except BaseException:
+            self.reset()
+            raise
+        return np.concatenate(out)
 
 
 class GopModel:
-    """A loaded video network (`self.net`, with `streaming(on)`) whose causal caches hold one GOP's
-    state, so one GOP at a time uses it (a lock)."""
+    """Loaded video weights, and networks (each with `streaming(on)`) whose causal caches hold one
+    GOP's state: `fresh_network` lends one to a GOP, copying `net` (kept unused, so it is never copied
+    mid-call) when all are busy, so GOPs can be coded on several threads at once. Subclasses add
+    `read(payload, height, width, duration)` -> latents and `pixels(latents, height, width)` -> uint8
+    frames for `GopDecoder`."""
 
     def __init__(self, net):
         import torch
 
         self.net, self.torch = net, torch
         self.lock = threading.Lock()
+        self.idle: list = []  # copies of net not lent out
 
     @contextmanager
     def fresh_network(self):
-        """The network with empty caches, for one GOP, under inference mode."""
-        with self.lock, self.torch.inference_mode():
-            self.net.streaming(True)
-            try:
-                yield self.net
-            finally:
-                self.net.streaming(False)
+        """A network with empty caches, for one GOP, under inference mode."""
+        with self.lock:
+            net = self.idle.pop() if self.idle else copy.deepcopy(self.net)  # weights and all: a few MB
+        try:
+            with self.torch.inference_mode():
+                net.streaming(True)
+                try:
+                    yield net
+                finally:
+                    net.streaming(False)
+        finally:
+            with self.lock:
+                self.idle.append(net)
+
+    def decode(self, payload: bytes, height: int, width: int, duration: int) -> np.ndarray:
+        """A GOP's payload -> uint8 (duration, height, width, 3), on this thread."""
+        return self.pixels(self.read(payload, height, width, duration), height, width)[:duration]
 
 
 class LearnedVideoCodec(Codec):
@@ -154,4 +211,5 @@ class LearnedVideoCodec(Codec):
 
     def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
         self.check(facts)
-        return GopDecoder(self.model, facts)
+        workers = min(MAX_DECODE_WORKERS, self.model.torch.get_num_threads())
+        return GopDecoder(self.model, facts, workers)

@@ -18,7 +18,8 @@ feeding frames in any pieces gives the same bytes as feeding the whole clip.
 Deterministic as image/hvae is: everything that shapes the bitstream (the integer hyper-synthesis,
 its context input, the gain tables) is integer or correctly rounded IEEE arithmetic. The float
 synthesis shapes pixels only, and runs on one thread so that they do not depend on the thread
-count. The network's caches live in the shared model, so one model codes one GOP at a time (a lock).
+count; a decoder synthesizes up to 4 GOPs at once, each on its own thread and its own copy of the
+network (learned_video.GopDecoder), which leaves the pixels as they are.
 
 Packet payload:
 
@@ -99,9 +100,9 @@ class WfvaeModel(GopModel):
             parts += [struct.pack("<I", len(z_data)), z_data, struct.pack("<I", len(y_data)), y_data]
         return b"".join(parts)
 
-    def decode(self, payload: bytes, height: int, width: int, duration: int) -> np.ndarray:
-        """A GOP's payload -> uint8 (duration, height, width, 3)."""
-        torch, coder = self.torch, self.coder
+    def read(self, payload: bytes, height: int, width: int, duration: int) -> list[np.ndarray]:
+        """A GOP's payload -> its latent frames' y_hat, float64 (latent, H64/16, W64/16) each; checks it."""
+        coder = self.coder
         if len(payload) < HEADER.size:
             raise CorruptChunkError("video/wfvae payload shorter than its header")
         step, n = HEADER.unpack_from(payload)
@@ -117,14 +118,17 @@ class WfvaeModel(GopModel):
             context = coder.fixed_point(y_hats[-1])
         if pos != len(payload):
             raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
-        frames = []
+        return y_hats
+
+    def pixels(self, y_hats: list[np.ndarray], height: int, width: int) -> np.ndarray:
+        """Latent frames -> uint8 (4 per latent frame, height, width, 3)."""
+        torch, frames, per_window = self.torch, [], WINDOW // self.time
         with self.fresh_network() as net, one_thread(torch):
-            per_window = WINDOW // self.time
-            for k in range(0, n, per_window):
+            for k in range(0, len(y_hats), per_window):
                 y = torch.from_numpy(np.stack(y_hats[k:k + per_window], 1))[None].float()
                 x = net.synthesis(y)[0].clamp(0, 1)  # (3, t, h64, w64)
                 frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
-        return np.concatenate(frames)[:duration]
+        return np.concatenate(frames)
 
 
 class WfvaeEncoder(GopEncoder):
