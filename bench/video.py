@@ -142,7 +142,7 @@ def write_report(rows: list[dict], bd: dict, neural: list[str], args, seconds: f
     lines = ["# Video benchmark", "",
              f"`{' '.join(['python bench/video.py', *args])}`: {len(names)} clips never used in training, "
              f"{seconds / 60:.1f} min on this machine ({os.cpu_count()} CPUs, torch threads {threads}; "
-             "neural decoders synthesize on one thread). kbps counts the whole .ncb file over the clip's duration. "
+             "neural decoders synthesize each GOP on one thread, up to one GOP per thread at once). kbps counts the whole .ncb file over the clip's duration. "
              "PSNR is the mean over frames; MS-SSIM is on every "
              f"{MS_SSIM_EVERY}th frame (RGB mean). x264 and x265: preset medium. "
              "Matched rows are x264/x265 in ABR mode asked for the neural codec's payload bitrate (ABR targets the "

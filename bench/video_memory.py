@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--seconds", default="8,24")
     p.add_argument("--size", default="854x480")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", help="results file name in bench/results (default: video_memory[_CODEC].md)")
     args = p.parse_args()
     width, height = map(int, args.size.split("x"))
     rows = []
@@ -102,7 +103,7 @@ def main() -> None:
             lines += ["", f"{r['seconds']:g} s, resident MiB after each minute of video: encoding "
                       + ", ".join(map(str, r["encode_rss_mib"])) + "; decoding " + ", ".join(map(str, r["decode_rss_mib"]))]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "video_memory.md" if args.codec == "video/wfvae" else f"video_memory_{args.codec.split('/')[1]}.md"
+    name = args.out or ("video_memory.md" if args.codec == "video/wfvae" else f"video_memory_{args.codec.split('/')[1]}.md")
     (RESULTS / name).write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / name}")
 

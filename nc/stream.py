@@ -302,18 +302,22 @@ class Reader:
             if not self.ignore_errors:
                 raise CorruptChunkError(message, chunk.number) from e
             self.damage.append(message)
-            yield from self._emit(state, self._held_back(state))
+            yield from self._emit(state, self._flushed(state))  # earlier chunks' output it still holds
             state.decoder.reset()
             return
         state.next_start = chunk.start + chunk.duration
         yield from self._emit(state, out)
 
-    def _held_back(self, state: _TrackState) -> np.ndarray | None:
-        """The output of earlier, good chunks that a decoder still holds after one failed; None if it
-        cannot give it (the failure is already reported)."""
+    def _flushed(self, state: _TrackState) -> np.ndarray | None:
+        """What the decoder still holds back from the chunks it decoded. A decoder that fails here is
+        damage like a chunk that fails (reported, or raised without ignore_errors); then it gives nothing."""
         try:
             return state.decoder.flush()
-        except Exception:
+        except Exception as e:
+            message = f"track {state.info.index}: output held back by its decoder was lost: {one_line(e)}"
+            if not self.ignore_errors:
+                raise CorruptChunkError(message) from e
+            self.damage.append(message)
             return None
 
     def _fill_gap(self, state: _TrackState, start: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -323,7 +327,7 @@ class Reader:
         if not self.ignore_errors:
             raise CorruptChunkError(message + " (decode with --ignore-errors to recover the rest)")
         self.damage.append(message)
-        yield from self._emit(state, state.decoder.flush(), limit=start)
+        yield from self._emit(state, self._flushed(state), limit=start)
         yield from self._pad_to(state, start)
         state.decoder.reset()
         state.discard = max(0, state.emitted - start)  # output already given for [start, emitted)
@@ -334,7 +338,7 @@ class Reader:
             if state.decoder is None or state.info.modality == "image":
                 continue
             end = totals[state.info.index][0] if totals else state.next_start
-            yield from self._emit(state, state.decoder.flush(), limit=end)
+            yield from self._emit(state, self._flushed(state), limit=end)
             yield from self._pad_to(state, end)
         if totals:
             self.refresh_lengths()

@@ -90,12 +90,13 @@ def check_trainer_writes_weights_the_codec_loads_and_resumes(train_main, codec_c
 
 
 def check_damaged_payloads_are_clean_errors(codec, damaged) -> None:
-    """Every payload in damaged(good payload) fails with an NCError; so does a good one said to hold
-    more frames than it does."""
+    """Every payload in damaged(good payload) fails with an NCError, in `decode` itself although the
+    decoder synthesizes two GOPs at once; so does a good one said to hold more frames than it does."""
     from nc.codecs.base import Packet
+    from nc.codecs.learned_video import GopDecoder
 
     facts, packets = code_packets(codec, panning_clip(10, 40, 56), quality=3)
-    dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
+    dec = GopDecoder(codec.model, facts, workers=2)
     payload = packets[0].payload
     assert np.concatenate([dec.decode(Packet(payload, 0, 10)), dec.flush()]).shape == (10, 40, 56, 3)
     for bad in damaged(payload):
@@ -117,12 +118,25 @@ def check_more_decode_workers_give_the_same_frames(codec, gop: int) -> None:
     assert outputs[0].shape == (3 * gop + 5, 40, 56, 3)
     for other in outputs[1:]:
         np.testing.assert_array_equal(other, outputs[0])
+    assert threads_of_a_new_thread() == codec.model.torch.get_num_threads()  # the workers' one thread did not leak
+
+
+def threads_of_a_new_thread() -> int:
+    import threading
+
+    import torch
+
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
 
 
 def check_good_gops_survive_a_bad_one(codec, gop: int, monkeypatch) -> None:
     """With ignore_errors, a GOP whose payload fails (its CRC intact) costs its own frames only: the
-    GOPs before it, which a parallel decoder still holds when it fails, and after it come out as they
-    are, and its place holds the last good frame."""
+    GOPs before it, which a decoder synthesizing two at once still holds when it fails, and after it
+    come out as they are, and its place holds the last good frame."""
     x = panning_clip(3 * gop, 40, 56)
     data = nc.encode(x, fps=25, codec=codec.descriptor.id, quality=4)
     clean = nc.open(io.BytesIO(data), "rb").read()
@@ -135,8 +149,10 @@ def check_good_gops_survive_a_bad_one(codec, gop: int, monkeypatch) -> None:
         return read(*args)
 
     monkeypatch.setattr(codec.model, "read", fail_the_second)
+    monkeypatch.setattr(codec.model, "decode_workers", lambda: 2)  # whatever this machine's thread count
     reader = nc.open(io.BytesIO(data), "rb", ignore_errors=True)
     damaged = reader.read()
+    assert reader._states[0].decoder.workers == 2
     assert len(calls) == 3 and len(reader.damage) == 2, reader.damage
     assert reader.damage[0].startswith("chunk 1 (track 0) could not be decoded: damaged on purpose")
     np.testing.assert_array_equal(damaged[:gop], clean[:gop])

@@ -201,7 +201,8 @@ class Decoder(ABC):
         """Media for this packet (possibly lagging; see the class docstring)."""
 
     def flush(self) -> np.ndarray | None:
-        """Media still held back. Called at the end of the stream and before a reset."""
+        """Media still held back. Called at the end of the stream and before a reset, also after
+        `decode` raised: then it returns only the output of the packets decoded before."""
         return None
 
     def reset(self) -> None:

@@ -25,12 +25,12 @@ from typing import Callable
 import numpy as np
 
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
-from nc.errors import PluginError, UsageError
+from nc.errors import PluginError, UsageError, one_line
 from nc.media.facts import VideoFacts
 
 BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload, per second of its frames
-#: GOPs a decoder synthesizes at once (at most, and at most torch's thread count): each holds a
-#: network and a GOP of frames, so this bounds memory as well as threads
+#: GOPs synthesized at once, by all decoders of one model (and by one decoder at most torch's thread
+#: count): each holds a network and a GOP of frames, so this bounds memory as well as threads
 MAX_DECODE_WORKERS = 4
 
 
@@ -96,56 +96,70 @@ class GopEncoder(Encoder):
 
 
 class GopDecoder(Decoder):
-    """Stateless between packets: every GOP decodes alone, `model.read` (entropy decoding, which
-    checks the payload) then `model.pixels` (the float synthesis).
+    """Every GOP decodes alone: `model.read` (entropy decoding, which checks the payload), then
+    `model.pixels` (the float synthesis).
 
-    With workers > 1 the syntheses of consecutive GOPs run at once, one thread each. A synthesis
-    runs on one thread whatever the worker count, so the pixels are the same as with one worker.
-    `read` stays on the caller's thread, so a damaged packet fails at its own chunk and the GOPs
-    before it are still handed out (by `flush`). Output lags by up to workers - 1 GOPs.
+    With workers > 1 the syntheses of up to `workers` consecutive GOPs run at once on the model's
+    pool, one thread each. A synthesis runs on one thread whatever the worker count, so the pixels
+    are those of one worker. `read` stays on the caller's thread, so a damaged packet fails at its
+    own chunk and the GOPs before it are still handed out (by `flush`, which the reader calls
+    before `reset`). Output lags by up to workers - 1 GOPs.
     """
 
-    def __init__(self, model, facts: VideoFacts, workers: int = 1):
-        self.m, self.facts, self.workers = model, facts, workers
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="nc-gop") if workers > 1 else None
-        self.pending: deque = deque()  # futures of the GOPs being synthesized, in order
+    def __init__(self, model: "GopModel", facts: VideoFacts, workers: int | None = None):
+        self.m, self.facts = model, facts
+        self.workers = workers or model.decode_workers()
+        self.threads = model.torch.get_num_threads()  # the caller's (see _synthesize)
+        self.pending: deque = deque()  # (first frame, future) of the GOPs being synthesized, in order
 
     def decode(self, packet: Packet) -> np.ndarray:
         latents = self.m.read(packet.payload, self.facts.height, self.facts.width, packet.duration)
-        if self.pool is None:
+        if self.workers == 1:
             return self._pixels(latents, packet.duration)
-        self.pending.append(self.pool.submit(self._pixels, latents, packet.duration))
+        future = self.m.pool.submit(self._synthesize, latents, packet.duration)
+        self.pending.append((packet.start, future))
         return self._take(len(self.pending) - self.workers + 1)
 
     def flush(self) -> np.ndarray:
         return self._take(len(self.pending))
 
     def reset(self) -> None:
-        for future in self.pending:
+        for _, future in self.pending:
             future.cancel()  # a synthesis already running finishes on its own network; its frames are dropped
         self.pending.clear()
 
     def _pixels(self, latents, duration: int) -> np.ndarray:
         return self.m.pixels(latents, self.facts.height, self.facts.width)[:duration]
 
-    def _take(self, count: int) -> np.ndarray:
-        """The frames of the `count` oldest pending GOPs (all dropped if one failed: later frames must
-        not take its place)."""
-        out = [np.zeros((0, self.facts.height, self.facts.width, 3), np.uint8)]
+    def _synthesize(self, latents, duration: int) -> np.ndarray:
+        """_pixels on a pool thread. Its one_thread sets this thread's torch threads to 1 and back,
+        and torch.set_num_threads also sets the count that threads starting torch later take:
+        set that back to the caller's count, or it could be left at 1."""
         try:
-            for _ in range(max(0, count)):
-                out.append(self.pending[0].result())
-                self.pending.popleft()
-        except BaseException:
-            self.reset()
-            raise
+            return self._pixels(latents, duration)
+        finally:
+            self.m.torch.set_num_threads(self.threads)
+
+    def _take(self, count: int) -> np.ndarray:
+        """The frames of the `count` oldest pending GOPs. If one failed, every pending GOP is dropped
+        (the reader pads the gap from the last frame it handed out) and the error names the GOP."""
+        out = [np.zeros((0, self.facts.height, self.facts.width, 3), np.uint8)]
+        for _ in range(max(0, count)):
+            start, future = self.pending[0]
+            try:
+                out.append(future.result())
+            except Exception as e:
+                self.reset()
+                raise RuntimeError(f"the GOP at frame {start} could not be synthesized: {one_line(e)}") from e
+            self.pending.popleft()
         return np.concatenate(out)
 
 
 class GopModel:
     """Loaded video weights, and networks (each with `streaming(on)`) whose causal caches hold one
     GOP's state: `fresh_network` lends one to a GOP, copying `net` (kept unused, so it is never copied
-    mid-call) when all are busy, so GOPs can be coded on several threads at once. Subclasses add
+    mid-call) when all are busy, so GOPs can be coded on several threads at once. Decoders share one
+    pool of MAX_DECODE_WORKERS threads, which bounds the networks and GOPs in flight. Subclasses add
     `read(payload, height, width, duration)` -> latents and `pixels(latents, height, width)` -> uint8
     frames for `GopDecoder`."""
 
@@ -155,6 +169,14 @@ class GopModel:
         self.net, self.torch = net, torch
         self.lock = threading.Lock()
         self.idle: list = []  # copies of net not lent out
+
+    def decode_workers(self) -> int:
+        """GOPs a decoder synthesizes at once: as many as torch's threads, at most MAX_DECODE_WORKERS."""
+        return max(1, min(MAX_DECODE_WORKERS, self.torch.get_num_threads()))
+
+    @cached_property
+    def pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(MAX_DECODE_WORKERS, thread_name_prefix="nc-gop")
 
     @contextmanager
     def fresh_network(self):
@@ -171,10 +193,6 @@ class GopModel:
         finally:
             with self.lock:
                 self.idle.append(net)
-
-    def decode(self, payload: bytes, height: int, width: int, duration: int) -> np.ndarray:
-        """A GOP's payload -> uint8 (duration, height, width, 3), on this thread."""
-        return self.pixels(self.read(payload, height, width, duration), height, width)[:duration]
 
 
 class LearnedVideoCodec(Codec):
@@ -211,5 +229,4 @@ class LearnedVideoCodec(Codec):
 
     def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
         self.check(facts)
-        workers = min(MAX_DECODE_WORKERS, self.model.torch.get_num_threads())
-        return GopDecoder(self.model, facts, workers)
+        return GopDecoder(self.model, facts)
