@@ -11,7 +11,8 @@ is coded with a static frequency table chosen by its context: the same token's s
 back (what stays still repeats) and its sub-code g - 1 (bits are not independent). The tables are
 counted on the training clips after training and shipped as integers in the weights file, so encoder
 and decoder agree on every machine. The bits themselves come from the encoder alone, and the decoder
-reads them exactly; the float synthesis shapes pixels only and runs on one thread (several GOPs at once, learned_video.GopDecoder).
+reads them exactly; the float synthesis shapes pixels only and runs on one thread per GOP (several
+GOPs at once, learned_video.GopDecoder).
 
 Frames are edge-padded to multiples of 32 (cropped back on decode), so any size codes; frame rates are
 the track's. Packets: one per GOP of GOP frames (the last one shorter), each decodable alone, so every
