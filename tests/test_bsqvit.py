@@ -15,8 +15,8 @@ from nc.models.weights import save_weights
 from nc.train.bsqvit import fit_priors, recon_loss
 from conftest import SAMPLES, panning_clip as clip, run_nc
 from video_codec_checks import (check_damaged_payloads_are_clean_errors, check_every_gop_is_a_seek_point,
-                                check_good_gops_survive_a_bad_one, check_more_decode_workers_give_the_same_frames,
-                                check_pieces_give_the_same_file, check_trainer_writes_weights_the_codec_loads_and_resumes,
+                                check_parallel_decoding, check_pieces_give_the_same_file,
+                                check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets)
 
 TINY = dict(width=32, heads=2, depth=1, mlp=2)
@@ -141,12 +141,8 @@ def test_damaged_payloads_are_clean_errors(codec):
         b"\x11" + payload[1:], payload[:1] + b"\x09" + payload[2:]))
 
 
-def test_more_decode_workers_give_the_same_frames(codec):
-    check_more_decode_workers_give_the_same_frames(codec, GOP)
-
-
-def test_good_gops_survive_a_bad_one_between_them(codec, monkeypatch):
-    check_good_gops_survive_a_bad_one(codec, GOP, monkeypatch)
+def test_gops_decode_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):
+    check_parallel_decoding(codec, GOP, monkeypatch)
 
 
 def test_other_weights_are_refused(tmp_path):

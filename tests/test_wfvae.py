@@ -18,8 +18,8 @@ from nc.train.video import rd_loss
 from conftest import SAMPLES, panning_clip as clip
 from latent_checks import check_version_1_files_still_decode
 from video_codec_checks import (check_damaged_payloads_are_clean_errors, check_every_gop_is_a_seek_point,
-                                check_good_gops_survive_a_bad_one, check_more_decode_workers_give_the_same_frames,
-                                check_pieces_give_the_same_file, check_trainer_writes_weights_the_codec_loads_and_resumes,
+                                check_parallel_decoding, check_pieces_give_the_same_file,
+                                check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets, decode_packets)
 
 TINY = dict(widths=(8, 16, 16), latent=16, hyper=8, channels=16)
@@ -130,12 +130,8 @@ def test_damaged_payloads_are_clean_errors(codec):
         payload[:2] + b"\x09" + payload[3:]))
 
 
-def test_more_decode_workers_give_the_same_frames(codec):
-    check_more_decode_workers_give_the_same_frames(codec, GOP)
-
-
-def test_good_gops_survive_a_bad_one_between_them(codec, monkeypatch):
-    check_good_gops_survive_a_bad_one(codec, GOP, monkeypatch)
+def test_gops_decode_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):
+    check_parallel_decoding(codec, GOP, monkeypatch)
 
 
 def test_a_config_beyond_the_integer_networks_bounds_is_refused():

@@ -106,6 +106,14 @@ def check_damaged_payloads_are_clean_errors(codec, damaged) -> None:
         dec.decode(Packet(payload, 0, 20))  # more frames than the packet holds
 
 
+def check_parallel_decoding(codec, gop: int, monkeypatch) -> None:
+    """GOPs synthesized several at once (nc/codecs/learned_video.py GopDecoder): the frames of one at a
+    time, at most PARALLEL_DECODE_PIXELS in flight, and a damaged GOP costs only its own frames."""
+    check_more_decode_workers_give_the_same_frames(codec, gop)
+    check_large_frames_decode_one_gop_at_a_time(codec)
+    check_good_gops_survive_a_bad_one(codec, gop, monkeypatch)
+
+
 def check_more_decode_workers_give_the_same_frames(codec, gop: int) -> None:
     """GOPs synthesized on 1, 2 or 3 threads at once: the same frames, in order, each GOP once."""
     from nc.codecs.learned_video import GopDecoder
@@ -119,6 +127,22 @@ def check_more_decode_workers_give_the_same_frames(codec, gop: int) -> None:
     for other in outputs[1:]:
         np.testing.assert_array_equal(other, outputs[0])
     assert threads_of_a_new_thread() == codec.model.torch.get_num_threads()  # the workers' one thread did not leak
+
+
+def check_large_frames_decode_one_gop_at_a_time(codec) -> None:
+    """However many threads torch has, a decoder holds GOPs in flight only up to PARALLEL_DECODE_PIXELS
+    of frame area (each synthesis holds its activations)."""
+    from nc.codecs import learned_video
+    from nc.media.facts import VideoFacts
+
+    torch = codec.model.torch
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)
+        workers = [codec.model.decode_workers(VideoFacts(w, h, 25, 1)) for w, h in ((320, 240), (854, 480), (1280, 720))]
+    finally:
+        torch.set_num_threads(threads)
+    assert workers == [learned_video.MAX_DECODE_WORKERS, 2, 1]
 
 
 def threads_of_a_new_thread() -> int:
@@ -149,7 +173,7 @@ def check_good_gops_survive_a_bad_one(codec, gop: int, monkeypatch) -> None:
         return read(*args)
 
     monkeypatch.setattr(codec.model, "read", fail_the_second)
-    monkeypatch.setattr(codec.model, "decode_workers", lambda: 2)  # whatever this machine's thread count
+    monkeypatch.setattr(codec.model, "decode_workers", lambda facts: 2)  # whatever this machine's thread count
     reader = nc.open(io.BytesIO(data), "rb", ignore_errors=True)
     damaged = reader.read()
     assert reader._states[0].decoder.workers == 2

@@ -32,6 +32,10 @@ BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload,
 #: GOPs synthesized at once, by all decoders of one model (and by one decoder at most torch's thread
 #: count): each holds a network and a GOP of frames, so this bounds memory as well as threads
 MAX_DECODE_WORKERS = 4
+#: frame area one decoder's GOPs in flight may add up to: a video/wfvae synthesis holds about 1 GB of
+#: activations at 854x480 (bench/results/video_memory_parallel_decode.md), so 480p decodes two GOPs at
+#: once, 240p four, and 720p and up one at a time
+PARALLEL_DECODE_PIXELS = 2 * 854 * 480
 
 
 def largest_that_fits(code: Callable[[int], bytes], steps: int, budget: float) -> bytes:
@@ -108,7 +112,7 @@ class GopDecoder(Decoder):
 
     def __init__(self, model: "GopModel", facts: VideoFacts, workers: int | None = None):
         self.m, self.facts = model, facts
-        self.workers = workers or model.decode_workers()
+        self.workers = workers or model.decode_workers(facts)
         self.threads = model.torch.get_num_threads()  # the caller's (see _synthesize)
         self.pending: deque = deque()  # (first frame, future) of the GOPs being synthesized, in order
 
@@ -170,9 +174,11 @@ class GopModel:
         self.lock = threading.Lock()
         self.idle: list = []  # copies of net not lent out
 
-    def decode_workers(self) -> int:
-        """GOPs a decoder synthesizes at once: as many as torch's threads, at most MAX_DECODE_WORKERS."""
-        return max(1, min(MAX_DECODE_WORKERS, self.torch.get_num_threads()))
+    def decode_workers(self, facts: VideoFacts) -> int:
+        """GOPs a decoder of these frames synthesizes at once: as many as torch's threads, at most
+        MAX_DECODE_WORKERS, and as many as PARALLEL_DECODE_PIXELS holds (at least one)."""
+        by_area = PARALLEL_DECODE_PIXELS // (facts.width * facts.height)
+        return max(1, min(MAX_DECODE_WORKERS, self.torch.get_num_threads(), by_area))
 
     @cached_property
     def pool(self) -> ThreadPoolExecutor:

@@ -18,8 +18,8 @@ feeding frames in any pieces gives the same bytes as feeding the whole clip.
 Deterministic as image/hvae is: everything that shapes the bitstream (the integer hyper-synthesis,
 its context input, the gain tables) is integer or correctly rounded IEEE arithmetic. The float
 synthesis shapes pixels only, and runs on one thread so that they do not depend on the thread
-count. A decoder synthesizes as many GOPs at once as torch has threads (at most
-learned_video.MAX_DECODE_WORKERS), each on one thread and its own copy of the network, so the
+count. A decoder synthesizes as many GOPs at once as torch has threads (fewer for large frames:
+learned_video.GopModel.decode_workers), each on one thread and its own copy of the network, so the
 pixels are the same whatever the thread count.
 
 Packet payload:
