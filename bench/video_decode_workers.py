@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/video_decode_workers.py [--data /work/data/video] [--frames 128] [--repeats 3]
 
-A decoder synthesizes up to min(4, torch threads) GOPs at once, each on one thread
-(nc/codecs/learned_video.py GopDecoder), so the pixels do not depend on the thread count. This
+A decoder synthesizes several GOPs at once (as many as torch has threads, fewer for large frames:
+nc/codecs/learned_video.py GopModel.decode_workers), each on one thread, so the pixels do not depend
+on the thread count. This
 script checks that they do not, and measures the gain: every clip is encoded once (quality 4),
 then decoded through nc.decode with 1 worker and with 2, alternating, `--repeats` times each; the
 best time of each counts (the machine is shared and noisy; both are measured in the same run).
@@ -41,7 +42,7 @@ def ping_pong(x: np.ndarray, frames: int) -> np.ndarray:
 
 
 def decode_seconds(data: bytes, workers: int) -> tuple[float, np.ndarray]:
-    learned_video.MAX_DECODE_WORKERS = workers  # the decoder takes min(this, torch threads)
+    learned_video.MAX_DECODE_WORKERS = workers  # decoders take at most this many
     t = time.perf_counter()
     frames = nc.decode(data).data
     return time.perf_counter() - t, frames
