@@ -115,3 +115,43 @@ def test_one_hour_streams_with_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert total == 3600 * 16000
     assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB"  # the hour itself is 230 MiB as float32
+
+
+def test_a_failed_chunk_costs_only_its_own_samples_when_the_decoder_lags(tone, monkeypatch):
+    """A decoder that holds one packet back: when chunk 3's payload fails (its CRC intact), the reader
+    still hands out chunk 2, which the decoder held (it flushes before the reset), and pads chunk 3 only."""
+    from nc.codecs.base import Decoder
+    from nc.plugins import registry
+
+    data = nc.encode(tone, **TOY)
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    clean = nc.decode(data).data
+    toy = registry().get(TOY["codec"])
+    make_decoder, calls = toy.decoder, []
+
+    class OneBehind(Decoder):
+        def __init__(self, inner):
+            self.inner, self.held = inner, None
+
+        def decode(self, packet):
+            calls.append(packet.start)
+            if len(calls) == 4:
+                raise ValueError("damaged on purpose")
+            out, self.held = self.held, self.inner.decode(packet)
+            return out
+
+        def flush(self):
+            out, self.held = self.held, None
+            return out
+
+        def reset(self):
+            self.held = None
+            self.inner.reset()
+
+    monkeypatch.setattr(toy, "decoder", lambda *args: OneBehind(make_decoder(*args)))
+    decoded = nc.decode(data, ignore_errors=True)
+    assert calls[3] == chunks[3].start and decoded.data.shape == tone.shape
+    lost = slice(chunks[3].start, chunks[3].start + chunks[3].duration)
+    assert np.all(decoded.data[lost] == 0)
+    np.testing.assert_array_equal(decoded.data[:lost.start], clean[:lost.start])
+    np.testing.assert_array_equal(decoded.data[lost.stop:], clean[lost.stop:])
