@@ -4,10 +4,10 @@
 
 A decoder synthesizes several GOPs at once (as many as torch has threads, fewer for large frames:
 nc/codecs/learned_video.py GopModel.decode_workers), each on one thread, so the pixels do not depend
-on the thread count. This
-script checks that they do not, and measures the gain: every clip is encoded once (quality 4),
-then decoded through nc.decode with 1 worker and with 2, alternating, `--repeats` times each; the
-best time of each counts (the machine is shared and noisy; both are measured in the same run).
+on the thread count. This script checks that they do not, and measures the gain: every clip is
+encoded once (quality 4), then decoded through nc.decode with 1 worker and with 2, alternating,
+`--repeats` times each; the best time of each counts (the machine is shared and noisy; both are
+measured in the same run).
 
 Clips: the evaluation clips of DATA (scripts/build_video_set.py; 48 frames each), played forward
 and back until --frames frames (several GOPs); without --data, samples/clip.mp4.

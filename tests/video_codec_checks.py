@@ -53,8 +53,12 @@ def code_packets(codec, x: np.ndarray, **rate):
 
 
 def decode_packets(codec, facts, packets, **rate) -> np.ndarray:
-    """The frames of `packets` through a decoder of `codec` (which may hold some back until flush)."""
-    dec = codec.decoder(facts, codec.descriptor.resolve(**rate), {})
+    """The frames of `packets` through a decoder of `codec`."""
+    return run_decoder(codec.decoder(facts, codec.descriptor.resolve(**rate), {}), packets)
+
+
+def run_decoder(dec, packets) -> np.ndarray:
+    """Every frame `dec` gives for `packets`, with those it holds back until flush."""
     return np.concatenate([dec.decode(p) for p in packets] + [dec.flush()])
 
 
@@ -98,7 +102,7 @@ def check_damaged_payloads_are_clean_errors(codec, damaged) -> None:
     facts, packets = code_packets(codec, panning_clip(10, 40, 56), quality=3)
     dec = GopDecoder(codec.model, facts, workers=2)
     payload = packets[0].payload
-    assert np.concatenate([dec.decode(Packet(payload, 0, 10)), dec.flush()]).shape == (10, 40, 56, 3)
+    assert run_decoder(dec, [Packet(payload, 0, 10)]).shape == (10, 40, 56, 3)
     for bad in damaged(payload):
         with pytest.raises(nc.NCError):
             dec.decode(Packet(bad, 0, 10))
@@ -121,8 +125,7 @@ def check_more_decode_workers_give_the_same_frames(codec, gop: int) -> None:
     facts, packets = code_packets(codec, panning_clip(3 * gop + 5, 40, 56), quality=4)
     outputs = []
     for workers in (1, 2, 3):
-        dec = GopDecoder(codec.model, facts, workers)
-        outputs.append(np.concatenate([dec.decode(p) for p in packets] + [dec.flush()]))
+        outputs.append(run_decoder(GopDecoder(codec.model, facts, workers), packets))
     assert outputs[0].shape == (3 * gop + 5, 40, 56, 3)
     for other in outputs[1:]:
         np.testing.assert_array_equal(other, outputs[0])
