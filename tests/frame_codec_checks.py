@@ -74,3 +74,44 @@ def _magnitude_one_pass(net, latent):
     log_mag = net.sub_frame_magnitudes(torch.nn.functional.pad(latent, (context, 0)))[:, 2 * context + 1:]
     retriever = PhaseRetriever(1, 2 * net.cfg.hop, net.cfg.hop // 2)
     return torch.cat([retriever.push(log_mag.exp()), retriever.flush()], dim=1)[0].numpy()
+
+
+def check_failed_chunk_keeps_what_the_decoder_held(codec, monkeypatch, point="6k"):
+    """Chunk 2 of four (5 s each) fails to decode, CRC intact (ignore_errors). The decoder still holds
+    the end of chunk 1 (the reader flushes it before the reset): that end is chunk 1's sound, not the
+    silence that only chunk 2 gets, and the file keeps its length. Only the wave head loses a hop
+    before the gap: the next packet's first frame would have made it."""
+    from nc.plugins import registry
+
+    codec_id, cfg = codec.descriptor.id, codec.model.cfg
+    monkeypatch.setitem(registry().codecs, codec_id, codec)
+    x = noise(16.0, cfg.sample_rate)
+    data = nc.encode(x, codec=codec_id, bitrate=point, sample_rate=cfg.sample_rate, channels=1)
+    clean = nc.decode(data).data
+    make_decoder, calls = codec.decoder, []
+
+    def failing_third(*args):
+        dec = make_decoder(*args)
+        decode = dec.decode
+
+        def decode_or_fail(packet):
+            calls.append(packet.start)
+            if len(calls) == 3:
+                raise ValueError("damaged on purpose")
+            return decode(packet)
+
+        dec.decode = decode_or_fail
+        return dec
+
+    monkeypatch.setattr(codec, "decoder", failing_third)
+    decoded = nc.decode(data, ignore_errors=True)
+    lost = slice(10 * cfg.sample_rate, 15 * cfg.sample_rate)
+    assert calls[2] == lost.start and decoded.data.shape == x.shape
+    assert np.all(decoded.data[lost] == 0) and np.isfinite(decoded.data).all()
+    before = decoded.data[:lost.start, 0]
+    silent_end = lost.start - 1 - np.flatnonzero(before)[-1]
+    assert silent_end == (cfg.hop if cfg.head == "wave" else 0)
+    held = slice(lost.start - cfg.sample_rate // 2, lost.start)  # the magnitude head's phase retrieval ends
+    np.testing.assert_allclose(decoded.data[:held.start], clean[:held.start], atol=1e-4)  # differently there
+    assert np.sqrt(np.mean(decoded.data[held] ** 2)) > 0.5 * np.sqrt(np.mean(clean[held] ** 2))
+    assert any("chunk 2" in d for d in decoded.damage)

@@ -10,7 +10,7 @@ from nc.codecs.base import Packet
 from nc.codecs.rvq import RvqCodec
 from nc.media.facts import AudioFacts
 from frame_codec_checks import (check_chunked_encoding_gives_the_same_packets, check_container_round_trip_restores_length,
-                                check_stream_decode_matches_one_pass, encode_in_pieces, noise)
+                                check_failed_chunk_keeps_what_the_decoder_held, check_stream_decode_matches_one_pass, encode_in_pieces, noise)
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import save_weights
 
@@ -27,10 +27,6 @@ def codec(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("rvq") / "tiny.safetensors"
     save_weights(path, net, {"prior.counts": counts}, {"config": net.cfg.to_dict()})
     return RvqCodec(path)
-
-
-
-
 
 
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2)])
@@ -54,6 +50,10 @@ def test_rate_points_use_their_stage_count_and_stay_under_budget(codec, point, s
 
 def test_decoder_output_is_aligned_and_windowing_matches_whole_decode(codec):
     check_stream_decode_matches_one_pass(codec)
+
+
+def test_a_failed_chunk_costs_only_its_own_samples(codec, monkeypatch):
+    check_failed_chunk_keeps_what_the_decoder_held(codec, monkeypatch)
 
 
 def test_corrupt_payload_is_a_clean_error(codec):

@@ -269,6 +269,9 @@ class FrameDecoder(Decoder):
         out = self._drain(final=True)
         if self.m.cfg.head == "magnitude":  # the samples the last frames' windows still cover
             out = np.concatenate([out, self.resampler.process(np.ascontiguousarray(self.retriever.flush().numpy().T))])
+        elif self.skip == 0:  # the last frame's overlap-add tail (polar; zeros for wave): the hop the
+            # next packet's first frame would complete, which faded out beats silence before a gap
+            out = np.concatenate([out, self.resampler.process(np.ascontiguousarray(self.half.T))])
         tail = self.resampler.flush()
         self.reset()
         return np.concatenate([out, tail])
