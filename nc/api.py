@@ -49,6 +49,7 @@ def encode(media, codec: str | None = None, bitrate=None, quality=None, **facts)
     """
     out = io.BytesIO()
     if isinstance(media, (str, os.PathLike)):
+        _no_facts_for_a_file(facts)
         encode_file(os.fspath(media), out, codec=codec, bitrate=bitrate, quality=quality)
         return out.getvalue()
     shape = np.shape(media)
@@ -59,6 +60,11 @@ def encode(media, codec: str | None = None, bitrate=None, quality=None, **facts)
     with Writer(out, [TrackSpec(spec_facts, codec, bitrate, quality)]) as w:
         w.write(media)
     return out.getvalue()
+
+
+def _no_facts_for_a_file(facts: dict) -> None:
+    if facts:  # a file says what it holds; a name given here is a typo or a wrong expectation
+        raise UsageError(f"unknown arguments for a file: {', '.join(sorted(facts))} (a file's facts come from the file)")
 
 
 def _image_facts(shape: tuple) -> ImageFacts:
@@ -126,6 +132,8 @@ def decode_file(source, out_path: str, fmt: str | None = None, ignore_errors: bo
                         bar.update(main.facts.seconds(len(block)))
             if main.modality == "image" and not sink.written[0]:
                 raise CorruptChunkError("the image could not be decoded")
+            if reader.damage and not any(sink.written):  # an empty file is no recovery
+                raise CorruptChunkError(f"nothing could be decoded: {reader.damage[0]}")
         except BaseException:
             sink.abort()
             raise
@@ -172,6 +180,7 @@ def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts)
     modalities = getattr(c, "token_modalities", (c.descriptor.modality,))  # video/bsqvit: video and images
     rate = c.descriptor.resolve(bitrate, quality)
     if isinstance(media, (str, os.PathLike)):
+        _no_facts_for_a_file(facts)
         with local_path(os.fspath(media)) as local:
             source = open_media(local)
             first = source.facts[0]
@@ -192,5 +201,8 @@ def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts)
 
 def detokenize(codes, codec: str = "audio/rvq", sample_rate: int = 16000) -> np.ndarray:
     """Media from codes made by `tokens`: audio (samples, channels) float32, or an image
-    uint8 (16 rows, 16 columns, 3) (the padding of the original size is not in the tokens)."""
-    return _token_codec(codec).detokenize(codes, sample_rate)
+    uint8 (16 x rows, 16 x columns, 3) (the padding of the original size is not in the tokens)."""
+    c = _token_codec(codec)
+    if np.size(codes) == 0:
+        raise UsageError(f"no tokens to make media of: the array has shape {np.shape(codes)}")
+    return c.detokenize(codes, sample_rate)

@@ -191,6 +191,7 @@ class _TrackState:
     from_offset: int = 0  # ignore this track's chunks before this file offset (after a seek)
     last_frame: np.ndarray | None = None
     failed: str | None = None  # why this track cannot be decoded (with ignore_errors)
+    unfilled: tuple[int, int] | None = None  # (position, length) of the last gap too long to fill
 
 
 @dataclass
@@ -208,6 +209,7 @@ class Reader:
         self._states = [_TrackState(t) for t in self.tracks]
         self._start_offset, self._start_number = None, 0
         self._fill_budget = float(MAX_FILL_SECONDS)
+        self._closed = False
 
     @property
     def created_by(self) -> str:
@@ -223,6 +225,8 @@ class Reader:
         self.tracks = [_track_info(i, h, self._container.totals) for i, h in enumerate(self._container.tracks)]
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self._closed:
+            raise UsageError("this reader is closed")
         for item in self._container.chunks(self._start_offset, self._start_number):
             if isinstance(item, Damage):
                 self._note_damage(item)
@@ -236,6 +240,9 @@ class Reader:
 
     def seek(self, seconds: float) -> None:
         """Make the next iteration start at this time (every track), through the file's index."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(seconds):
+            raise UsageError(f"seek takes a finite number of seconds, not {seconds!r}")
         index = self._container.index
         if index is None:
             raise UsageError("this file has no index to seek with (it may be truncated or a stream)")
@@ -255,6 +262,7 @@ class Reader:
             state.next_start = start
             state.emitted = max(start, target)  # the next sample handed out is the target's
             state.discard = state.emitted - start
+            state.unfilled = None
             if state.decoder is not None:
                 state.decoder.reset()
             if i is not None:
@@ -263,6 +271,7 @@ class Reader:
         self._start_offset = int(index["offset"][first]) if first < len(index) else self._container.data_at
 
     def close(self) -> None:
+        self._closed = True
         if self.close_in:
             self.source.close()
 
@@ -293,6 +302,13 @@ class Reader:
                 state.failed = str(e)
                 self.damage.append(f"track {chunk.track} skipped: {e}")
                 return
+        if state.info.length is not None and chunk.start >= state.info.length:
+            self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
+                                     f"starts at {chunk.start}, past the track's end ({state.info.length}): "
+                                     f"misplaced, skipped"))
+            return
+        if state.unfilled and state.unfilled[0] <= chunk.start < state.next_start:
+            self._undo_unfilled_gap(state, chunk)
         try:
             if chunk.start != state.next_start:
                 yield from self._fill_gap(state, chunk.start)
@@ -331,6 +347,18 @@ class Reader:
         yield from self._pad_to(state, start)
         state.decoder.reset()
         state.discard = max(0, state.emitted - start)  # output already given for [start, emitted)
+
+    def _undo_unfilled_gap(self, state: _TrackState, chunk: Chunk) -> None:
+        """A chunk goes back into the gap too long to fill that opened before: the jump was one chunk
+        with a wrong position (its output was handed out where the gap began), not lost media. Take
+        the gap out of the track's positions, so that the chunks after it are not dropped as output
+        already given."""
+        at, length = state.unfilled
+        state.unfilled = None
+        state.emitted -= length
+        state.next_start -= length
+        self.damage.append(f"track {state.info.index}: chunk {chunk.number} goes back to {chunk.start}, so the "
+                           f"jump to {at + length} before it was a misplaced chunk; decoding goes on from {at}")
 
     def _finish(self) -> Iterator[tuple[int, np.ndarray]]:
         totals = self._container.totals
@@ -375,6 +403,7 @@ class Reader:
         if seconds > self._fill_budget:
             self.damage.append(f"track {state.info.index}: a gap of {seconds:.0f} s was not filled "
                                f"(at most {MAX_FILL_SECONDS} s are filled per file)")
+            state.unfilled = (state.emitted, gap)
             state.emitted = end
             return
         self._fill_budget -= seconds
@@ -414,7 +443,10 @@ def _make_decoder(info: TrackInfo) -> Decoder:
     if info.weights_sha256 != d.weights_sha256:
         raise WeightsMismatchError(f"track {info.index} was encoded with {d.id} weights {info.weights_sha256[:12] or 'none'}, "
                                    f"but the installed weights are {d.weights_sha256[:12] or 'none'}")
-    return codec.decoder(info.facts, info.rate, info.params)
+    try:
+        return codec.decoder(info.facts, info.rate, info.params)
+    except UsageError as e:  # what a codec refuses to be asked for, here read from the file
+        raise FormatError(f"track {info.index} cannot be decoded: {e}") from None
 
 
 def join_pieces(info: TrackInfo, pieces: list[np.ndarray]) -> np.ndarray:
@@ -458,7 +490,7 @@ def open(target, mode: str = "rb", *, codec: str | None = None, bitrate=None, qu
     except BaseException:
         if owned:
             f.close()
-            if mode == "wb":
+            if mode == "wb" and os.path.isfile(target):  # not a device or FIFO it was pointed at
                 os.unlink(target)
         raise
 
@@ -497,6 +529,8 @@ def _open_binary(target, mode: str) -> tuple[BinaryIO, bool]:
         return (sys.stdin.buffer if mode == "rb" else sys.stdout.buffer), False
     if hasattr(target, "read" if mode == "rb" else "write"):
         return target, False
+    if not isinstance(target, (str, os.PathLike)):  # an int would open that file descriptor
+        raise UsageError(f"open a path, '-' or a binary file object, not {type(target).__name__}")
     try:
         return builtins.open(target, mode), True  # this module's `open` is nc.open
     except OSError as e:

@@ -52,3 +52,16 @@ def panning_clip(frames: int, height: int, width: int, seed: int = 0):
     scene = rng.integers(0, 256, (height // 4 + 1, (width + 2 * frames) // 4 + 1, 3)).astype(np.uint8)
     scene = np.kron(scene, np.ones((4, 4, 1), np.uint8))
     return np.stack([scene[:height, 2 * t:2 * t + width] for t in range(frames)])
+
+
+def recrc_field(data: bytes, chunk_offset: int, field_at: int, value: int, size: int) -> bytes:
+    """Overwrite a field inside one chunk's body and fix the chunk's CRC, so the damage is 'valid'."""
+    import struct
+    import zlib
+
+    b = bytearray(data)
+    (length,) = struct.unpack_from("<I", b, chunk_offset)
+    b[chunk_offset + 8 + field_at: chunk_offset + 8 + field_at + size] = value.to_bytes(size, "little")
+    crc_at = chunk_offset + 8 + length
+    b[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(bytes(b[chunk_offset + 4:crc_at])))
+    return bytes(b)

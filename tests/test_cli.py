@@ -83,7 +83,7 @@ def test_info_human_and_chunks(tmp_path):
     (["encode", "missing.wav", "x.ncb"], 1, "missing.wav: no such file"),
     (["encode", "README_NOT_MEDIA", "x.ncb"], 1, "not a supported audio, image or video file"),
     (["encode", "SPEECH", "x.ncb", "--codec", "audio/nope"], 1, "codec 'audio/nope' is not installed"),
-    (["encode", "SPEECH", "x.ncb", "--codec", "image/jpeg"], 2, "image/jpeg is a image codec; the input is audio"),
+    (["encode", "SPEECH", "x.ncb", "--codec", "image/jpeg"], 2, "image/jpeg is an image codec; the input is audio"),
     (["encode", "SPEECH", "x.ncb", "--codec", "audio/opus", "--bitrate", "2k"], 2, "accepts 5k to 510k"),
     (["encode", "SPEECH", "x.ncb", "--bitrate", "lots"], 2, "cannot read bitrate"),
     (["decode", "SPEECH", "x.wav"], 1, "not an .ncb file"),
@@ -193,3 +193,74 @@ def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path):
 def test_soundtrack_options_on_plain_audio_are_refused(tmp_path):
     _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "x.ncb", "--audio-bitrate", "6k"), 2,
                    "soundtrack")
+
+
+def test_outputs_get_the_umask_mode_or_keep_the_replaced_files(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
+        _ok(run_nc("decode", tmp_path / "s.ncb", tmp_path / "s.wav"))
+        _ok(run_nc("tokens", SAMPLES / "speech.wav", "-o", tmp_path / "codes"))  # np.save's name: codes.npy
+        for name in ("s.ncb", "s.wav", "codes.npy"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+        (tmp_path / "s.ncb").chmod(0o640)
+        _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
+        assert (tmp_path / "s.ncb").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_outputs_go_through_links_and_into_fifos(tmp_path):
+    """A symlink stays and its target gets the file; a named pipe gets the bytes and stays a pipe (as a
+    device such as /dev/null does)."""
+    import os
+    import stat
+    import threading
+
+    (tmp_path / "link.ncb").symlink_to(tmp_path / "target.ncb")
+    _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "link.ncb", "--codec", "audio/opus"))
+    assert (tmp_path / "link.ncb").is_symlink() and (tmp_path / "target.ncb").read_bytes().startswith(b"\x89NCB")
+    os.mkfifo(tmp_path / "pipe")
+    received = []
+    reader = threading.Thread(target=lambda: received.append((tmp_path / "pipe").read_bytes()))
+    reader.start()
+    _ok(run_nc("decode", tmp_path / "target.ncb", tmp_path / "pipe", "--format", "wav"))
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode) and received[0].startswith(b"RIFF")
+
+
+def test_outputs_that_cannot_be_written_fail_in_one_line(tmp_path):
+    (tmp_path / "adir").mkdir()
+    _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "adir"), 1, "it is a directory")
+    _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
+    _fails_cleanly(run_nc("decode", tmp_path / "s.ncb", tmp_path / "adir" / "x" / "o.wav"), 1, "no such directory")
+    (tmp_path / "s.wav").write_bytes((tmp_path / "s.ncb").read_bytes())  # an .ncb by another name
+    _fails_cleanly(run_nc("decode", tmp_path / "s.wav", tmp_path / "s.wav"), 2, "would overwrite the input")
+    assert (tmp_path / "s.wav").read_bytes() == (tmp_path / "s.ncb").read_bytes()
+
+
+def test_image_files_that_are_not_images_or_are_cut(tmp_path):
+    (tmp_path / "text.png").write_text("hello")
+    _fails_cleanly(run_nc("encode", tmp_path / "text.png", tmp_path / "x.ncb"), 1, "not a supported")
+    (tmp_path / "cut.png").write_bytes((SAMPLES / "photo.png").read_bytes()[:20000])
+    _fails_cleanly(run_nc("encode", tmp_path / "cut.png", tmp_path / "x.ncb"), 1, "cut.png: the image is truncated")
+    assert not (tmp_path / "x.ncb").exists()
+
+
+def test_ignore_errors_fails_when_nothing_could_be_recovered(tmp_path):
+    data = _opus_file(tmp_path)
+    (tmp_path / "cut.ncb").write_bytes(data[:400])  # inside the first chunk
+    _fails_cleanly(run_nc("decode", "--ignore-errors", tmp_path / "cut.ncb", tmp_path / "o.wav"), 1,
+                   "nothing could be decoded: the file is truncated inside chunk 0")
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_detokenize_refuses_empty_codes_bad_files_and_frame_rates(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((1, 12, 0), np.int16))
+    _fails_cleanly(run_nc("detokenize", tmp_path / "empty.npy", tmp_path / "o.wav"), 2, "no tokens")
+    (tmp_path / "text.npy").write_text("hello")
+    _fails_cleanly(run_nc("detokenize", tmp_path / "text.npy", tmp_path / "o.wav"), 1, "not a .npy file of codes")
+    _fails_cleanly(run_nc("detokenize", tmp_path / "empty.npy", tmp_path / "o.mp4", "--codec", "video/bsqvit",
+                          "--fps", "0"), 2, "--fps takes 1 to 1000")

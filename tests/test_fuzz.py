@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import nc
+from conftest import recrc_field
 from nc.errors import NCError
 
 EXAMPLES = int(os.environ.get("NC_FUZZ_EXAMPLES", "300"))
@@ -71,19 +72,6 @@ def test_random_bytes_after_a_valid_signature(tail):
         pass
 
 
-def _recrc_field(data: bytes, chunk_offset: int, field_at: int, value: int, size: int) -> bytes:
-    """Overwrite a field inside one chunk and fix the chunk's CRC, so the damage is 'valid'."""
-    import struct
-    import zlib
-
-    b = bytearray(data)
-    (length,) = struct.unpack_from("<I", b, chunk_offset)
-    b[chunk_offset + 8 + field_at: chunk_offset + 8 + field_at + size] = value.to_bytes(size, "little")
-    crc_at = chunk_offset + 8 + length
-    b[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(bytes(b[chunk_offset + 4:crc_at])))
-    return bytes(b)
-
-
 # DATA header fields: (offset in body, size): track, flags, seq, start, duration
 _DATA_FIELDS = [(0, 2), (2, 1), (4, 4), (8, 8), (16, 4)]
 
@@ -99,7 +87,7 @@ def test_crc_valid_but_absurd_chunk_headers(chunk, field, value, ignore_errors):
     VALID = VALID or _valid_file()
     offsets = [c.offset for c in ContainerReader(io.BytesIO(VALID)).chunks() if isinstance(c, Chunk)]
     at, size = field
-    data = _recrc_field(VALID, offsets[chunk], at, value % (1 << (8 * size)), size)
+    data = recrc_field(VALID, offsets[chunk], at, value % (1 << (8 * size)), size)
     try:
         decoded = nc.decode(data, ignore_errors=ignore_errors)
     except NCError:

@@ -83,6 +83,31 @@ def test_ignore_errors_decodes_every_other_chunk(tone):
     assert any("chunk 3" in d for d in decoded.damage)
 
 
+@pytest.mark.parametrize("with_end", [True, False], ids=["length known", "cut after the last DATA chunk"])
+def test_a_chunk_with_a_wild_position_costs_at_most_itself(tone, with_end):
+    """Chunk 2 says it starts at 2^62 (CRC intact). Where FINI gives the track's length, it is skipped
+    and its place filled with silence. Without FINI, its samples were already handed out when chunk 3
+    goes back: the jump was a wrong position, and chunks 3 on still decode where they belong."""
+    from conftest import recrc_field
+
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    data = recrc_field(data, chunks[2].offset, 8, 1 << 62, 8)  # DATA body: track, flags, seq, start
+    if not with_end:
+        data = data[:chunks[-1].offset + 8 + 20 + len(chunks[-1].payload) + 4]
+    with pytest.raises(CorruptChunkError):
+        nc.decode(data)
+    decoded = nc.decode(data, ignore_errors=True)
+    assert decoded.data.shape == tone.shape
+    lost = slice(chunks[2].start, chunks[2].start + chunks[2].duration)
+    if with_end:
+        assert np.all(decoded.data[lost] == 0)
+        clean[lost] = 0
+    np.testing.assert_array_equal(decoded.data, clean)
+    assert any("misplaced" in d for d in decoded.damage)
+
+
 def test_truncated_file_gives_every_complete_chunk(tone):
     data = nc.encode(tone, **TOY)
     chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
@@ -155,3 +180,36 @@ def test_a_failed_chunk_costs_only_its_own_samples_when_the_decoder_lags(tone, m
     assert np.all(decoded.data[lost] == 0)
     np.testing.assert_array_equal(decoded.data[:lost.start], clean[:lost.start])
     np.testing.assert_array_equal(decoded.data[lost.stop:], clean[lost.stop:])
+
+
+def test_a_chunk_naming_a_track_the_file_lacks_is_damage(tone):
+    from conftest import recrc_field
+
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    data = recrc_field(data, chunks[2].offset, 0, 7, 2)  # DATA body: track u16 first
+    with pytest.raises(CorruptChunkError, match="chunk 2 .*names track 7"):
+        nc.decode(data)
+    decoded = nc.decode(data, ignore_errors=True)
+    lost = slice(chunks[2].start, chunks[2].start + chunks[2].duration)
+    assert np.all(decoded.data[lost] == 0)
+    clean[lost] = 0
+    np.testing.assert_array_equal(decoded.data, clean)
+
+
+def test_api_misuse_is_a_usage_error(tone, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "t.wav", tone, 16000)
+    with pytest.raises(UsageError, match="unknown arguments for a file: bitrat"):
+        nc.encode(tmp_path / "t.wav", codec="audio/toy-mulaw", bitrat="6k")
+    with pytest.raises(UsageError, match="not int"):
+        nc.decode(5)  # would open file descriptor 5
+    reader = nc.open(io.BytesIO(nc.encode(tone, **TOY)), "rb")
+    for bad in (float("nan"), "1", None):
+        with pytest.raises(UsageError, match="finite number of seconds"):
+            reader.seek(bad)
+    reader.close()
+    with pytest.raises(UsageError, match="closed"):
+        list(reader)

@@ -300,7 +300,8 @@ class ContainerReader:
             at = src.pos
             head = src.peek(CHUNK_HEAD.size)
             if not head:
-                yield Damage(number, at, f"the file is truncated after chunk {number - 1}: no FINI chunk", True)
+                where = f"after chunk {number - 1}" if number else "before its first chunk"
+                yield Damage(number, at, f"the file is truncated {where}: no FINI chunk", True)
                 return
             length, ctype = CHUNK_HEAD.unpack(head) if len(head) == CHUNK_HEAD.size else (0, b"")
             raw = src.peek(FRAMING + length) if length <= MAX_BODY else b""
@@ -408,6 +409,8 @@ def _parse_head(body: bytes) -> tuple[str, list[TrackHeader]]:
     """Strict RFC 8259 JSON (no NaN/Infinity); typed and validated fields; unknown keys ignored."""
     try:
         head = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        if not isinstance(head, dict):
+            raise TypeError(f"a JSON {type(head).__name__}, not an object")
         tracks = [_parse_track(t) for t in head["tracks"]]
         created_by = head.get("created_by", "")
         if not isinstance(created_by, str):
@@ -437,12 +440,13 @@ def _parse_track(t: dict) -> TrackHeader:
     return TrackHeader(codec, version, sha, rate, facts, params)
 
 
-def _parse_data(body: bytes, number: int, at: int, n_tracks: int) -> Chunk:
+def _parse_data(body: bytes, number: int, at: int, n_tracks: int) -> Chunk | Damage:
+    """The chunk, or Damage for a header that cannot be (its CRC checks: a writer's bug or a crafted file)."""
     if len(body) < DATA_HEAD.size:
-        raise FormatError(f"chunk {number} at byte {at} is too short for a DATA header")
+        return Damage(number, at, f"chunk {number} at byte {at} is too short for a DATA header")
     track, flags, _, seq, start, duration = DATA_HEAD.unpack_from(body)
     if track >= n_tracks:
-        raise FormatError(f"chunk {number} at byte {at} names track {track}, but the file has {n_tracks}")
+        return Damage(number, at, f"chunk {number} at byte {at} names track {track}, but the file has {n_tracks}")
     return Chunk(number, at, track, seq, start, duration, bool(flags & KEYFRAME), body[DATA_HEAD.size:])
 
 

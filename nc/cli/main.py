@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 
 import nc
 from nc.errors import NCError, UsageError, one_line
@@ -118,12 +117,16 @@ def _bpp_bitrate(bpp: float) -> str:
     return f"{bpp:.12f}".rstrip("0").rstrip(".") + "bpp"
 
 
-def cmd_encode(args) -> int:
-    from nc.api import encode_file
-
+def _refuse_overwriting_the_input(args) -> None:
     if args.output != "-" and args.input != "-" and os.path.exists(args.output) \
             and os.path.exists(args.input) and os.path.samefile(args.input, args.output):
         raise UsageError("the output would overwrite the input")
+
+
+def cmd_encode(args) -> int:
+    from nc.api import encode_file
+
+    _refuse_overwriting_the_input(args)
     with _output(args.output) as out:
         bitrate = _bpp_bitrate(args.bpp) if args.bpp is not None else args.bitrate
         report = encode_file(args.input, out, codec=args.codec, bitrate=bitrate, quality=args.quality,
@@ -136,21 +139,19 @@ def cmd_encode(args) -> int:
 
 @contextlib.contextmanager
 def _output(path: str):
-    """stdout, or a temporary file beside `path` that replaces it only when everything succeeded."""
+    """stdout (streamed), or an OutputFile for `path` that appears only when everything succeeded."""
     if path == "-":
         yield sys.stdout.buffer
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise NCError(f"cannot write {path}: no such directory {folder}")
-    fd, tmp = tempfile.mkstemp(prefix=".nc-", suffix=".ncb.part", dir=folder)
+    from nc.media.files import OutputFile
+
+    out = OutputFile(path, ".ncb.part")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(out.temp, "wb") as f:
             yield f
-        os.replace(tmp, path)
+        out.commit()
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        out.discard()
 
 
 def cmd_decode(args) -> int:
@@ -158,6 +159,7 @@ def cmd_decode(args) -> int:
 
     if args.output == "-" and not args.format:
         raise UsageError("decoding to stdout needs --format (e.g. wav, png, mkv)")
+    _refuse_overwriting_the_input(args)
     reader = decode_file(args.input, args.output, fmt=args.format, ignore_errors=args.ignore_errors, progress=True)
     for line in reader.damage:
         print(f"nc: warning: {line}", file=sys.stderr)
@@ -191,8 +193,8 @@ def cmd_info(args) -> int:
         facts = ", ".join(f"{k}={v}" for k, v in t["facts"].items() if k != "modality")
         print(f"  track {t['index']}: {t['codec']} v{t['codec_version']} @ {t['rate']} | {facts} | {length}".rstrip(" |"))
     if reader.container.index is None and reader.container.totals is None:
-        print("  note: no index or end-of-stream chunk found: the file is truncated, damaged at its end, "
-              "or being read from a pipe")
+        print("  note: no index at the end of the file: it is truncated, damaged at its end, or read from a "
+              "pipe (--chunks reads every chunk)")
     for c in info.get("chunks", []):
         print("  chunk " + ", ".join(f"{k}={v}" for k, v in c.items() if k != "number") + f"  (#{c['number']})")
     return 0
@@ -231,14 +233,20 @@ def cmd_codecs(args) -> int:
 def cmd_tokens(args) -> int:
     import numpy as np
 
-    codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
+    from nc.media.files import OutputFile
+
+    path = args.output if args.output.endswith(".npy") else args.output + ".npy"  # as np.save names it
+    _refuse_overwriting_the_input(argparse.Namespace(input=args.input, output=path))
+    out = OutputFile(path, ".npy")
     try:
-        np.save(args.output, codes)
-    except OSError as e:
-        raise NCError(f"cannot write {args.output}: {e.strerror}") from None
+        codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
+        np.save(out.temp, codes)
+        out.commit()
+    finally:
+        out.discard()
     axes = {"image": ("stages", "rows", "columns"), "video": ("tubelets", "rows", "columns", "sub-codes")}.get(
         args.codec.split("/")[0], ("channel(s)", "stages", "frames"))
-    print(f"{args.output}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)))
+    print(f"{path}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)))
     return 0
 
 
@@ -248,10 +256,15 @@ def cmd_detokenize(args) -> int:
     from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
     from nc.media.files import IMAGE_EXTS, MediaSink
 
+    if not 1 <= args.fps <= 1000:
+        raise UsageError(f"--fps takes 1 to 1000 frames per second, not {args.fps}")
+    _refuse_overwriting_the_input(args)
     try:
         codes = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise NCError(f"cannot read tokens from {args.input}: {e}") from None
+    except OSError as e:
+        raise NCError(f"cannot read tokens from {args.input}: {e.strerror or 'not a .npy file'}") from None
+    except (ValueError, EOFError):  # numpy's message would suggest unpickling
+        raise NCError(f"cannot read tokens from {args.input}: not a .npy file of codes") from None
     media = nc.detokenize(codes, codec=args.codec, sample_rate=args.sample_rate)
     kind = args.codec.split("/")[0]
     if kind == "video" and os.path.splitext(args.output)[1].lower() in IMAGE_EXTS:

@@ -9,7 +9,9 @@ format sniffers need to seek) or writes stdout.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import stat
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -67,6 +69,8 @@ def open_media(path: str) -> MediaSource:
         order = [_open_soundfile, _open_av]
     elif ext in VIDEO_EXTS:
         order = [_open_av]
+    elif ext in IMAGE_EXTS:  # an image Pillow cannot read is damaged, not a video in disguise
+        order = [lambda p: _open_image(p, damaged_is_an_error=True)]
     for opener in order:
         try:
             source = opener(path)
@@ -77,15 +81,30 @@ def open_media(path: str) -> MediaSource:
     raise MediaError(f"{path}: not a supported audio, image or video file")
 
 
-def _open_image(path: str) -> MediaSource | None:
+def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | None:
+    """The image, or None if Pillow cannot read it (or, with damaged_is_an_error, knows the format but
+    cannot decode it: then a MediaError). The size is checked before the pixels are allocated."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            array = _pixels(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ImageFacts bounds the size
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise MediaError(f"{path}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError):
         return None
+    with im:
+        ImageFacts(im.width, im.height, "RGB").validate()
+        try:
+            im.load()
+            array = _pixels(im)
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            if damaged_is_an_error:
+                raise MediaError(f"{path}: the image is truncated or damaged ({e})") from None
+            return None
     array = array[:, :, None] if array.ndim == 2 else array
     facts = ImageFacts(array.shape[1], array.shape[0], {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]).validate()
     return MediaSource([facts], lambda: iter([(0, array)]), 0.0)
@@ -128,15 +147,17 @@ def _open_av(path: str) -> MediaSource | None:
         with av.open(path) as container:
             video = next(iter(container.streams.video), None)
             audio = next(iter(container.streams.audio), None)
+            if video is not None and not (video.codec_context.width and video.codec_context.height):
+                video = None  # FFmpeg guessed a stream in something that holds no pictures
             if video is None and audio is None:
                 return None
             facts, seconds = [], container.duration / 1e6 if container.duration else None
             if video is not None:
                 rate = Fraction(video.average_rate or video.guessed_rate or 25).limit_denominator(100_000)
                 facts.append(VideoFacts(video.codec_context.width, video.codec_context.height,
-                                        rate.numerator, rate.denominator))
+                                        rate.numerator, rate.denominator).validate())
             if audio is not None:
-                facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels))
+                facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels).validate())
     except (av.FFmpegError, OSError, ValueError):
         return None
     return MediaSource(facts, lambda: _av_blocks(path, video is not None, audio is not None), seconds)
@@ -177,29 +198,91 @@ def _av_blocks(path: str, has_video: bool, has_audio: bool) -> Iterator[tuple[in
 # ---------------------------------------------------------------- writing
 
 
-class MediaSink:
-    """Writes decoded tracks to one output file, chosen by its extension (or `fmt`).
+class OutputFile:
+    """An output that nobody sees half-written: it goes to a temporary file (`temp`), which `commit()`
+    puts where `path` leads and `discard()` drops. A failed job never leaves half a file, nor destroys
+    the one that was there.
 
-    Everything goes to a temporary file beside the target, which replaces the
-    target only on `close()`: a failed decode never leaves half a file, nor
-    destroys a file that was there.
+    Where `path` leads: "-" is stdout; a symlink is followed (the link stays and its target gets the
+    output); a device or FIFO (/dev/null, a named pipe) gets the finished bytes written into it rather
+    than being replaced by a file. A file that replaces another keeps its permission bits; a new one
+    gets what the umask leaves of 0o666, as open() would give it.
     """
+
+    def __init__(self, path: str, suffix: str):
+        self.path = path
+        self.target = None if path == "-" else os.path.realpath(path)
+        try:
+            st = None if self.target is None else os.stat(self.target)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise MediaError(f"cannot write {path}: {e.strerror}") from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise MediaError(f"cannot write {path}: it is a directory")
+        self.replaces = self.target is not None and (st is None or stat.S_ISREG(st.st_mode))
+        folder = os.path.dirname(self.target) if self.replaces else tempfile.gettempdir()
+        if not os.path.isdir(folder):
+            raise MediaError(f"cannot write {path}: no such directory {folder}")
+        try:
+            self.temp = _new_file(folder, suffix, stat.S_IMODE(st.st_mode) if st is not None and self.replaces else None)
+        except OSError as e:
+            raise MediaError(f"cannot write {path}: {e.strerror}") from None
+
+    def commit(self) -> None:
+        try:
+            if self.replaces:
+                os.replace(self.temp, self.target)
+                return
+            with open(self.temp, "rb") as f:
+                if self.target is None:
+                    shutil.copyfileobj(f, sys.stdout.buffer)
+                    sys.stdout.buffer.flush()
+                else:
+                    with open(self.target, "wb") as out:
+                        shutil.copyfileobj(f, out)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise MediaError(f"cannot write {self.path}: {e.strerror}") from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if os.path.lexists(self.temp):
+            os.unlink(self.temp)
+
+
+def _new_file(folder: str, suffix: str, mode: int | None) -> str:
+    """A new empty file in `folder` with a hidden random name: permission bits `mode`, or (None) those
+    a new file gets (0o666 less the umask; mkstemp would give 0o600)."""
+    while True:
+        name = os.path.join(folder, f".nc-{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        return name
+
+
+class MediaSink:
+    """Writes decoded tracks to one output file, chosen by its extension (or `fmt`), through an
+    `OutputFile`: the file appears on `close()`, and `abort()` leaves what was there."""
 
     def __init__(self, path: str, facts: list[MediaFacts], fmt: str | None = None):
         self.path, self.facts = path, facts
-        self._stdout = path == "-"
         ext = "." + fmt.lower().lstrip(".") if fmt else os.path.splitext(path)[1].lower()
-        modalities = [f.modality for f in facts]
-        writer = _writer_for(modalities, ext, path)
-        folder = os.path.dirname(os.path.abspath(path)) if not self._stdout else None
-        if folder is not None and not os.path.isdir(folder):
-            raise MediaError(f"cannot write {path}: no such directory {folder}")
-        fd, self._target = tempfile.mkstemp(prefix=".nc-out-", suffix=ext, dir=folder)
-        os.close(fd)
+        writer = _writer_for([f.modality for f in facts], ext, path)
+        self._out = OutputFile(path, ext)  # the writers pick the format from the temporary file's extension too
         try:
-            self._writer = writer(self._target, facts, ext)
+            self._writer = writer(self._out.temp, facts, ext)
         except BaseException:
-            os.unlink(self._target)
+            self._out.discard()
             raise
         self.written = [0] * len(facts)  # blocks written per track
 
@@ -210,15 +293,10 @@ class MediaSink:
     def close(self) -> None:
         try:
             self._writer.close()
-            if self._stdout:
-                with open(self._target, "rb") as f:
-                    shutil.copyfileobj(f, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
-            else:
-                os.replace(self._target, self.path)
-        finally:
-            if os.path.exists(self._target):
-                os.unlink(self._target)
+        except BaseException:
+            self._out.discard()
+            raise
+        self._out.commit()
 
     def abort(self) -> None:
         try:
@@ -226,7 +304,7 @@ class MediaSink:
         except Exception:  # the decode already failed; its error is the one to report
             pass
         finally:
-            os.unlink(self._target)
+            self._out.discard()
 
 
 def _writer_for(modalities: list[str], ext: str, path: str):

@@ -128,5 +128,6 @@ def find_codec(codec_id: str | None, modality: str, bitrate=None, quality=None) 
         return registry().default(modality, bitrate, quality)
     codec = registry().get(codec_id)
     if codec.descriptor.modality != modality:
-        raise UsageError(f"{codec_id} is a {codec.descriptor.modality} codec; the input is {modality}")
+        kind = codec.descriptor.modality
+        raise UsageError(f"{codec_id} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} codec; the input is {modality}")
     return codec

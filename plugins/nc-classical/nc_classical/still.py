@@ -138,7 +138,7 @@ class StillDecoder(Decoder):
         self.format, self.facts = pillow_format, facts
 
     def decode(self, packet: Packet) -> np.ndarray:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
         f = self.facts
         try:
@@ -148,6 +148,8 @@ class StillDecoder(Decoder):
                                             f"the track says {f.width}x{f.height}")
                 image.load()
                 pixels = np.asarray(image.convert(f.mode))
+        except UnidentifiedImageError:  # (its message names the BytesIO object)
+            raise CorruptChunkError(f"{self.format} image does not decode: not a {self.format} payload") from None
         except (OSError, SyntaxError, ValueError) as e:  # what Pillow raises on damaged files
             raise CorruptChunkError(f"{self.format} image does not decode: {e}") from None
         return pixels[:, :, None] if pixels.ndim == 2 else pixels
