@@ -242,7 +242,8 @@ class Reader:
         """Make the next iteration start at this time (every track), through the file's index."""
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(seconds):
-            raise UsageError(f"seek takes a finite number of seconds, not {seconds!r}")
+            shown = repr(seconds) if isinstance(seconds, (int, float, str)) else type(seconds).__name__
+            raise UsageError(f"seek takes a finite number of seconds, not {shown}"[:200])
         index = self._container.index
         if index is None:
             raise UsageError("this file has no index to seek with (it may be truncated or a stream)")
@@ -302,13 +303,14 @@ class Reader:
                 state.failed = str(e)
                 self.damage.append(f"track {chunk.track} skipped: {e}")
                 return
-        if state.info.length is not None and chunk.start >= state.info.length:
+        if state.info.length is not None and chunk.start + chunk.duration > state.info.length:
             self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
-                                     f"starts at {chunk.start}, past the track's end ({state.info.length}): "
-                                     f"misplaced, skipped"))
+                                     f"ends at {chunk.start + chunk.duration}, past the track's end "
+                                     f"({state.info.length}): misplaced, skipped"))
             return
-        if state.unfilled and state.unfilled[0] <= chunk.start < state.next_start:
-            self._undo_unfilled_gap(state, chunk)
+        unfilled, state.unfilled = state.unfilled, None  # only the chunk after the gap can undo it
+        if unfilled and unfilled[0] <= chunk.start < sum(unfilled):
+            self._undo_unfilled_gap(state, chunk, *unfilled)
         try:
             if chunk.start != state.next_start:
                 yield from self._fill_gap(state, chunk.start)
@@ -348,15 +350,13 @@ class Reader:
         state.decoder.reset()
         state.discard = max(0, state.emitted - start)  # output already given for [start, emitted)
 
-    def _undo_unfilled_gap(self, state: _TrackState, chunk: Chunk) -> None:
-        """A chunk goes back into the gap too long to fill that opened before: the jump was one chunk
-        with a wrong position (its output was handed out where the gap began), not lost media. Take
-        the gap out of the track's positions, so that the chunks after it are not dropped as output
-        already given."""
-        at, length = state.unfilled
-        state.unfilled = None
-        state.emitted -= length
-        state.next_start -= length
+    def _undo_unfilled_gap(self, state: _TrackState, chunk: Chunk, at: int, length: int) -> None:
+        """The chunk after a gap too long to fill goes back into it: the jump was one chunk with a
+        wrong start (its output, if it decoded, was handed out where the gap began), not lost media.
+        Take the gap out of the positions past it, so that the chunks that follow are not dropped as
+        output already given."""
+        state.emitted = at + max(0, state.emitted - at - length)
+        state.next_start = at + max(0, state.next_start - at - length)
         self.damage.append(f"track {state.info.index}: chunk {chunk.number} goes back to {chunk.start}, so the "
                            f"jump to {at + length} before it was a misplaced chunk; decoding goes on from {at}")
 
@@ -490,7 +490,7 @@ def open(target, mode: str = "rb", *, codec: str | None = None, bitrate=None, qu
     except BaseException:
         if owned:
             f.close()
-            if mode == "wb" and os.path.isfile(target):  # not a device or FIFO it was pointed at
+            if mode == "wb" and os.path.isfile(target) and not os.path.islink(target):  # not a device or FIFO
                 os.unlink(target)
         raise
 
@@ -529,7 +529,7 @@ def _open_binary(target, mode: str) -> tuple[BinaryIO, bool]:
         return (sys.stdin.buffer if mode == "rb" else sys.stdout.buffer), False
     if hasattr(target, "read" if mode == "rb" else "write"):
         return target, False
-    if not isinstance(target, (str, os.PathLike)):  # an int would open that file descriptor
+    if not isinstance(target, (str, bytes, os.PathLike)):  # an int would open that file descriptor
         raise UsageError(f"open a path, '-' or a binary file object, not {type(target).__name__}")
     try:
         return builtins.open(target, mode), True  # this module's `open` is nc.open

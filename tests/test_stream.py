@@ -204,8 +204,16 @@ def test_api_misuse_is_a_usage_error(tone, tmp_path):
     sf.write(tmp_path / "t.wav", tone, 16000)
     with pytest.raises(UsageError, match="unknown arguments for a file: bitrat"):
         nc.encode(tmp_path / "t.wav", codec="audio/toy-mulaw", bitrat="6k")
-    with pytest.raises(UsageError, match="not int"):
-        nc.decode(5)  # would open file descriptor 5
+    import os
+
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(UsageError, match="not int"):
+            nc.decode(read_end)  # would read that file descriptor, and close it
+        os.fstat(read_end)  # still open
+    finally:
+        os.close(read_end)
+        os.close(write_end)
     reader = nc.open(io.BytesIO(nc.encode(tone, **TOY)), "rb")
     for bad in (float("nan"), "1", None):
         with pytest.raises(UsageError, match="finite number of seconds"):
@@ -213,3 +221,9 @@ def test_api_misuse_is_a_usage_error(tone, tmp_path):
     reader.close()
     with pytest.raises(UsageError, match="closed"):
         list(reader)
+
+
+@pytest.mark.parametrize("codec", ["audio/toy-mulaw", "audio/rvq"])
+def test_empty_audio_round_trips(codec):
+    decoded = nc.decode(nc.encode(np.zeros((0, 1), np.float32), codec=codec, sample_rate=16000, channels=1))
+    assert decoded.data.shape == (0, 1) and not decoded.damage

@@ -11,8 +11,16 @@ import nc
 from nc.errors import NCError, UsageError, one_line
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with nc's one-line errors (its own prints the usage first)."""
+
+    def error(self, message: str):
+        hint = " (a value starting with '-' goes after '=', e.g. --bitrate=-6k)" if "expected one argument" in message else ""
+        self.exit(2, f"nc: error: {message}{hint}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc", description="Compress audio, images and video into .ncb files.")
+    p = _Parser(prog="nc", description="Compress audio, images and video into .ncb files.")
     p.add_argument("--version", action="version", version=f"nc {nc.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -107,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 def _status(args, text: str) -> None:
     """Reports go to stderr when the payload goes to stdout."""
     if not args.quiet:
-        print(text, file=sys.stderr if args.output == "-" else sys.stdout)
+        from nc.media.files import STDOUT_NAMES
+
+        print(text, file=sys.stderr if args.output in STDOUT_NAMES else sys.stdout)
 
 
 def _bpp_bitrate(bpp: float) -> str:
@@ -118,7 +128,7 @@ def _bpp_bitrate(bpp: float) -> str:
 
 
 def _refuse_overwriting_the_input(args) -> None:
-    if args.output != "-" and args.input != "-" and os.path.exists(args.output) \
+    if args.output != "-" and args.input != "-" and os.path.isfile(args.output) \
             and os.path.exists(args.input) and os.path.samefile(args.input, args.output):
         raise UsageError("the output would overwrite the input")
 
@@ -140,10 +150,11 @@ def cmd_encode(args) -> int:
 @contextlib.contextmanager
 def _output(path: str):
     """stdout (streamed), or an OutputFile for `path` that appears only when everything succeeded."""
-    if path == "-":
+    from nc.media.files import STDOUT_NAMES, OutputFile
+
+    if path in STDOUT_NAMES:
         yield sys.stdout.buffer
         return
-    from nc.media.files import OutputFile
 
     out = OutputFile(path, ".ncb.part")
     try:
@@ -157,7 +168,9 @@ def _output(path: str):
 def cmd_decode(args) -> int:
     from nc.api import decode_file
 
-    if args.output == "-" and not args.format:
+    from nc.media.files import STDOUT_NAMES
+
+    if args.output in STDOUT_NAMES and not args.format:
         raise UsageError("decoding to stdout needs --format (e.g. wav, png, mkv)")
     _refuse_overwriting_the_input(args)
     reader = decode_file(args.input, args.output, fmt=args.format, ignore_errors=args.ignore_errors, progress=True)
@@ -277,7 +290,11 @@ def cmd_detokenize(args) -> int:
     else:
         facts, shown = AudioFacts(args.sample_rate, media.shape[1]), f"{len(media) / args.sample_rate:.2f} s"
     sink = MediaSink(args.output, [facts])
-    sink.write(0, media)
+    try:
+        sink.write(0, media)
+    except BaseException:
+        sink.abort()
+        raise
     sink.close()
     print(f"{args.output}: {shown}")
     return 0

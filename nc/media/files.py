@@ -90,9 +90,9 @@ def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | N
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ImageFacts bounds the size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ImageFacts bounds the size below
             im = Image.open(path)
-    except Image.DecompressionBombError as e:
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit, about 179 M pixels
         raise MediaError(f"{path}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError):
         return None
@@ -198,40 +198,51 @@ def _av_blocks(path: str, has_video: bool, has_audio: bool) -> Iterator[tuple[in
 # ---------------------------------------------------------------- writing
 
 
-class OutputFile:
-    """An output that nobody sees half-written: it goes to a temporary file (`temp`), which `commit()`
-    puts where `path` leads and `discard()` drops. A failed job never leaves half a file, nor destroys
-    the one that was there.
+STDOUT_NAMES = {"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"}
 
-    Where `path` leads: "-" is stdout; a symlink is followed (the link stays and its target gets the
-    output); a device or FIFO (/dev/null, a named pipe) gets the finished bytes written into it rather
-    than being replaced by a file. A file that replaces another keeps its permission bits; a new one
-    gets what the umask leaves of 0o666, as open() would give it.
+
+class OutputFile:
+    """An output that nobody sees half-written: it goes to a temporary file (`temp`, mode 0o600), which
+    `commit()` puts where `path` leads and `discard()` drops. A failed job never leaves half a file, nor
+    destroys the one that was there.
+
+    Where `path` leads: "-" or /dev/stdout is stdout; a symlink is followed (the link stays and its
+    target gets the output); a device, FIFO or descriptor (/dev/null, a named pipe, /dev/fd/3) gets the
+    finished bytes written into it rather than being replaced by a file. A file that replaces another
+    keeps its permission bits; a new one gets what the umask leaves of 0o666, as open() would give it.
     """
 
     def __init__(self, path: str, suffix: str):
-        self.path = path
-        self.target = None if path == "-" else os.path.realpath(path)
+        self.path, self.mode = path, None
         try:
-            st = None if self.target is None else os.stat(self.target)
-        except FileNotFoundError:
+            st = None if path in STDOUT_NAMES else os.stat(path)  # (follows /proc's links to pipes too)
+        except FileNotFoundError:  # a new file, or a dangling link: its target is made
             st = None
         except OSError as e:
             raise MediaError(f"cannot write {path}: {e.strerror}") from None
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise MediaError(f"cannot write {path}: it is a directory")
-        self.replaces = self.target is not None and (st is None or stat.S_ISREG(st.st_mode))
-        folder = os.path.dirname(self.target) if self.replaces else tempfile.gettempdir()
+        real = os.path.realpath(path)
+        self.replaces = path not in STDOUT_NAMES and (st is None or stat.S_ISREG(st.st_mode)) \
+            and not real.startswith("/proc/")  # a descriptor's file is written through, not renamed
+        self.target = None if path in STDOUT_NAMES else real if self.replaces else path
+        if self.replaces:
+            self.mode = stat.S_IMODE(st.st_mode) & 0o777 if st is not None else 0o666 & ~_umask()
+        folder = os.path.dirname(real) if self.replaces else tempfile.gettempdir()
         if not os.path.isdir(folder):
             raise MediaError(f"cannot write {path}: no such directory {folder}")
         try:
-            self.temp = _new_file(folder, suffix, stat.S_IMODE(st.st_mode) if st is not None and self.replaces else None)
+            self.temp = _new_file(folder, suffix)
         except OSError as e:
             raise MediaError(f"cannot write {path}: {e.strerror}") from None
 
     def commit(self) -> None:
         try:
             if self.replaces:
+                try:
+                    os.chmod(self.temp, self.mode)
+                except OSError:  # a file system without permission bits: the file still counts
+                    pass
                 os.replace(self.temp, self.target)
                 return
             with open(self.temp, "rb") as f:
@@ -253,21 +264,26 @@ class OutputFile:
             os.unlink(self.temp)
 
 
-def _new_file(folder: str, suffix: str, mode: int | None) -> str:
-    """A new empty file in `folder` with a hidden random name: permission bits `mode`, or (None) those
-    a new file gets (0o666 less the umask; mkstemp would give 0o600)."""
+def _new_file(folder: str, suffix: str) -> str:
+    """A new empty file, mode 0o600, in `folder` with a hidden random name."""
     while True:
         name = os.path.join(folder, f".nc-{secrets.token_hex(6)}{suffix}")
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return name
         except FileExistsError:
             continue
-        try:
-            if mode is not None:
-                os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-        return name
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 class MediaSink:

@@ -4,8 +4,9 @@
     image/jpeg, image/webp, image/avif Pillow (still.py)
     video/h264, video/h265             libx264 / libx265 via PyAV (h26x.py)
 
-They rank 10-12 (AVIF over WebP over JPEG), below nc's neural codecs, so they are used when asked for by
-name or when nothing better is installed. Importing this package and building
+They rank 10-12 (AVIF over WebP over JPEG): below nc's audio codecs (30-50), above its image and video
+codecs (4-5), which trail them in quality. So nc picks them for images and video, and for audio when
+asked by name or at a bitrate only Opus offers. Importing this package and building
 the codecs is cheap: PyAV and Pillow are imported on first encode or decode.
 """
 import pluggy
