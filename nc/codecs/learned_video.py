@@ -33,7 +33,7 @@ BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload,
 #: count): each holds a network and a GOP of frames, so this bounds memory as well as threads
 MAX_DECODE_WORKERS = 4
 #: frame area one decoder's GOPs in flight may add up to: a video/wfvae synthesis holds about 1 GB of
-#: activations at 854x480 (bench/results/video_memory_parallel_decode.md), so 480p decodes two GOPs at
+#: activations at 854x480 (bench/results/video_memory.md), so 480p decodes two GOPs at
 #: once, 240p four, and 720p and up one at a time
 PARALLEL_DECODE_PIXELS = 2 * 854 * 480
 
