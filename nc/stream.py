@@ -108,6 +108,9 @@ class Writer:
         self._closed = True
         for track, encoder in enumerate(self._encoders):
             self._put(track, encoder.flush())
+        for track, facts in enumerate(self.facts):
+            if facts.modality == "image" and not self._container.chunks_written(track):
+                raise UsageError(f"track {track} is an image, but none was written")
         self._container.close()
         if self._close_out:
             self._out.close()
@@ -210,6 +213,7 @@ class Reader:
         self._start_offset, self._start_number = None, 0
         self._fill_budget = float(MAX_FILL_SECONDS)
         self._closed = False
+        self._iterated = self._sought = False  # a new iteration starts over unless seek() placed it
 
     @property
     def created_by(self) -> str:
@@ -227,6 +231,9 @@ class Reader:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self._closed:
             raise UsageError("this reader is closed")
+        if self._iterated and not self._sought:
+            self._rewind()
+        self._iterated, self._sought = True, False
         for item in self._container.chunks(self._start_offset, self._start_number):
             if isinstance(item, Damage):
                 self._note_damage(item)
@@ -234,8 +241,20 @@ class Reader:
                 yield from self._decode_chunk(item)
         yield from self._finish()
 
+    def _rewind(self) -> None:
+        """Back to the first chunk, every track's decoder reset, as a fresh reader would start."""
+        for state in self._states:
+            if state.decoder is not None:
+                state.decoder.reset()
+        self._states = [_TrackState(info, decoder=s.decoder) for info, s in zip(self.tracks, self._states)]
+        self._start_offset, self._start_number = None, 0
+        self._fill_budget = float(MAX_FILL_SECONDS)
+        self.damage.clear()
+
     def read(self, track: int = 0) -> np.ndarray:
         """The whole of one track, decoded (for long media prefer iterating)."""
+        if isinstance(track, bool) or not isinstance(track, int) or not 0 <= track < len(self.tracks):
+            raise UsageError(f"track {track!r} does not exist; this file has {len(self.tracks)}")
         return join_pieces(self.tracks[track], [a for t, a in self if t == track])
 
     def seek(self, seconds: float) -> None:
@@ -268,7 +287,7 @@ class Reader:
                 state.decoder.reset()
             if i is not None:
                 first = min(first, i)
-        self._start_number = first
+        self._start_number, self._sought = first, True
         self._start_offset = int(index["offset"][first]) if first < len(index) else self._container.data_at
 
     def close(self) -> None:
@@ -467,17 +486,22 @@ def _empty(facts: MediaFacts) -> np.ndarray:
 # ---------------------------------------------------------------- nc.open
 
 
-def open(target, mode: str = "rb", *, codec: str | None = None, bitrate=None, quality=None,
+def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None, quality=None,
          tracks: list[TrackSpec] | None = None, ignore_errors: bool = False, **facts):
     """Open an `.ncb` file (path, '-' or binary file object) for streaming.
 
     Writing one track: `nc.open("x.ncb", "wb", codec="audio/opus", bitrate="12k", sample_rate=16000, channels=1)`;
     several: `nc.open("x.ncb", "wb", tracks=[TrackSpec(...), ...])` and `write(block, track=i)`.
     Media facts: audio `sample_rate`, `channels`; image `width`, `height`, `mode`;
-    video `width`, `height`, `fps` (a number or Fraction).
+    video `width`, `height`, `fps` (a number or Fraction). (`mode` after the target is the open mode;
+    as a keyword it is the image's mode, "L", "RGB" or "RGBA", unless it is "rb" or "wb".)
     """
+    if facts.get("mode") in ("rb", "wb"):
+        mode = facts.pop("mode")
     if mode not in ("rb", "wb"):
         raise UsageError(f"mode must be 'rb' or 'wb', not {mode!r}")
+    if mode == "rb" and (facts or codec or bitrate is not None or quality is not None or tracks):
+        raise UsageError("reading takes no codec, rate, tracks or media facts: the file says them")
     f, owned = _open_binary(target, mode)
     try:
         if mode == "rb":
@@ -506,21 +530,27 @@ def facts_from_kwargs(**kw) -> MediaFacts:
     """Media facts from keyword arguments; the modality follows from which are given."""
     from fractions import Fraction
 
+    known = {"sample_rate", "channels", "fps", "width", "height", "mode"}
+    if set(kw) - known:
+        raise UsageError(f"unknown arguments: {', '.join(sorted(set(kw) - known))}")
     try:
         if "sample_rate" in kw:
-            return AudioFacts(int(kw.pop("sample_rate")), int(kw.pop("channels", 1)))
-        if "fps" in kw:
+            facts = AudioFacts(int(kw.pop("sample_rate")), int(kw.pop("channels", 1)))
+        elif "fps" in kw:
             fps = Fraction(kw.pop("fps")).limit_denominator(1001)
-            return VideoFacts(int(kw.pop("width")), int(kw.pop("height")), fps.numerator, fps.denominator)
-        if "width" in kw:
-            return ImageFacts(int(kw.pop("width")), int(kw.pop("height")), str(kw.pop("mode", "RGB")))
+            facts = VideoFacts(int(kw.pop("width")), int(kw.pop("height")), fps.numerator, fps.denominator)
+        elif "width" in kw:
+            facts = ImageFacts(int(kw.pop("width")), int(kw.pop("height")), str(kw.pop("mode", "RGB")))
+        else:
+            facts = None
     except KeyError as e:
         raise UsageError(f"missing media fact {e}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
         raise UsageError(f"media facts must be numbers: {e}") from None
-    finally:
-        if kw:
-            raise UsageError(f"unknown arguments: {', '.join(sorted(kw))}")
+    if kw:
+        raise UsageError(f"{', '.join(sorted(kw))}: not facts of {facts.modality if facts else 'this media'}")
+    if facts is not None:
+        return facts
     raise UsageError("say what the media is: sample_rate=... (audio), width/height (image) or width/height/fps (video)")
 
 

@@ -271,3 +271,16 @@ def test_detokenize_refuses_empty_codes_bad_files_and_frame_rates(tmp_path):
     _fails_cleanly(run_nc("detokenize", tmp_path / "text.npy", tmp_path / "o.wav"), 1, "not a .npy file of codes")
     _fails_cleanly(run_nc("detokenize", tmp_path / "empty.npy", tmp_path / "o.mp4", "--codec", "video/bsqvit",
                           "--fps", "0"), 2, "--fps takes 1 to 1000")
+
+
+def test_train_errors_are_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    listed = run_nc("train")
+    assert listed.returncode == 2 and b"image/hvae" in listed.stdout and b"video/wfvae" in listed.stdout
+    _fails_cleanly(run_nc("train", "--data", tmp_path / "empty", "--out", tmp_path / "o"), 2, "needs one of the codecs")
+    _fails_cleanly(run_nc("train", "image/hvae", "--data", tmp_path / "empty", "--out", tmp_path / "o", "--batch", "0"),
+                   2, "--batch: must be above 0")
+    _fails_cleanly(run_nc("train", "video/wfvae", "--data", tmp_path / "empty", "--out", tmp_path / "w", "--steps", "1"),
+                   1, "no clips/ or photos/")  # at once: no clip-making processes left waiting
+    _fails_cleanly(run_nc("train", "--data", tmp_path / "empty", "--out", tmp_path / "h", "image/hvae",
+                          "--init", SAMPLES / "speech.wav"), 1, "cannot load weights")

@@ -77,6 +77,18 @@ def test_blocking_a_plugin(monkeypatch):
     assert "audio/toy-mulaw" not in load_registry().codecs
 
 
+def test_a_weights_variable_naming_a_missing_file_is_said(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from nc.codecs import rvq
+
+    monkeypatch.setattr(rvq, "WEIGHTS", Path(tmp_path / "weigths.safetensors"))  # as NC_RVQ_WEIGHTS would
+    registry = load_registry()
+    assert "audio/rvq" not in registry.codecs and "audio/fsq" in registry.codecs
+    with pytest.raises(UnknownCodecError, match="NC_RVQ_WEIGHTS names .*weigths.safetensors, which does not exist"):
+        registry.get("audio/rvq")
+
+
 def test_descriptor_validation():
     with pytest.raises(ValueError, match="must look like"):
         CodecDescriptor("Audio Codec", 1, "audio", "x", points=(RatePoint("a", 1, "bps"),))

@@ -227,3 +227,30 @@ def test_api_misuse_is_a_usage_error(tone, tmp_path):
 def test_empty_audio_round_trips(codec):
     decoded = nc.decode(nc.encode(np.zeros((0, 1), np.float32), codec=codec, sample_rate=16000, channels=1))
     assert decoded.data.shape == (0, 1) and not decoded.damage
+
+
+def test_a_reader_read_twice_starts_over_and_checks_its_track(tone):
+    reader = nc.open(io.BytesIO(nc.encode(tone, **TOY)), "rb")
+    first = reader.read(0)
+    np.testing.assert_array_equal(reader.read(0), first)  # a second pass, not a gap back to 0
+    assert not reader.damage
+    with pytest.raises(UsageError, match="track 1 does not exist"):
+        reader.read(1)
+
+
+def test_open_takes_the_image_mode_as_a_fact_and_refuses_facts_when_reading():
+    out = io.BytesIO()
+    with nc.open(out, "wb", codec="audio/toy-mulaw", sample_rate=16000) as w:
+        w.write(np.zeros((160, 1), np.float32))
+    with pytest.raises(UsageError, match="reading takes no codec"):
+        nc.open(io.BytesIO(out.getvalue()), "rb", codec="audio/toy-mulaw")
+    with pytest.raises(UsageError, match="media facts must be numbers"):
+        nc.open(io.BytesIO(), "wb", codec="audio/toy-mulaw", sample_rate="abc")
+    with pytest.raises(UsageError, match="mode: not facts of audio"):
+        nc.open(io.BytesIO(), "wb", codec="audio/toy-mulaw", sample_rate=16000, mode="L")
+
+
+def test_an_image_track_closed_without_its_image_is_refused():
+    with pytest.raises(UsageError, match="none was written"):
+        with nc.open(io.BytesIO(), "wb", codec="image/jpeg", width=8, height=8):
+            pass

@@ -127,6 +127,9 @@ class ContainerWriter:
         total[0] = max(total[0], start + duration)
         total[1] += 1
 
+    def chunks_written(self, track: int) -> int:
+        return self._totals[track][1]
+
     def close(self) -> None:
         fini_at = self._offset
         body = FINI_COUNT.pack(len(self._totals)) + b"".join(FINI_TRACK.pack(*t) for t in self._totals)

@@ -11,7 +11,7 @@ import nc
 from nc.errors import NCError, UsageError, one_line
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse with nc's one-line errors (its own prints the usage first)."""
 
     def error(self, message: str):
@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nc", description="Compress audio, images and video into .ncb files.")
+    p = OneLineParser(prog="nc", description="Compress audio, images and video into .ncb files.")
     p.add_argument("--version", action="version", version=f"nc {nc.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -72,28 +72,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: trainer module per codec (`nc train CODEC --help` gives its options)
+TRAINERS = {"audio/fsq": "nc.train.audio", "audio/rvq": "nc.train.audio", "audio/wavtokenizer": "nc.train.audio",
+            "image/hvae": "nc.train.image", "image/vqgan": "nc.train.vqgan",
+            "video/bsqvit": "nc.train.bsqvit", "video/wfvae": "nc.train.video"}
+
+
+def _train(argv: list[str]) -> int:
+    import importlib
+
+    codec = next((a for a in argv if a in TRAINERS), None)
+    if codec is None:
+        listed = ", ".join(TRAINERS)
+        if not argv or argv[0] in ("-h", "--help"):
+            print(f"usage: nc train CODEC --data FOLDER --out FOLDER [options]\ncodecs: {listed}\n"
+                  "`nc train CODEC --help` lists that trainer's options")
+            return 0 if argv else 2
+        raise UsageError(f"nc train needs one of the codecs {listed}")
+    argv = [codec] + [a for a in argv if a != codec]  # the trainers take the codec first
+    importlib.import_module(TRAINERS[codec]).main(argv)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # the trainers have their own options
-        if argv[1:2] == ["image/hvae"]:
-            from nc.train.image import main as train_main
-        elif argv[1:2] == ["image/vqgan"]:
-            from nc.train.vqgan import main as train_main
-        elif argv[1:2] == ["video/bsqvit"]:
-            from nc.train.bsqvit import main as train_main
-        elif argv[1:2] == ["video/wfvae"]:
-            from nc.train.video import main as train_main
-        else:
-            from nc.train.audio import main as train_main
-
-        train_main(argv[1:])
-        return 0
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    commands = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "codecs": cmd_codecs,
-                "tokens": cmd_tokens, "detokenize": cmd_detokenize}
     try:
+        if argv[:1] == ["train"]:  # the trainers have their own options
+            return _train(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        commands = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "codecs": cmd_codecs,
+                    "tokens": cmd_tokens, "detokenize": cmd_detokenize}
         return commands[args.command](args)
+    except SystemExit as e:  # argparse's (already printed) or a trainer's refusal, said in words
+        if isinstance(e.code, str):
+            print(f"nc: error: {e.code}", file=sys.stderr)
+            return 1
+        raise
     except UsageError as e:
         print(f"nc: error: {e}", file=sys.stderr)
         return 2

@@ -2,8 +2,9 @@
 
 A built-in neural codec is registered only when its trained weights ship beside it (or its
 NC_*_WEIGHTS variable names a file that exists); without them, asking for it fails like asking
-for any codec that is not installed.
+for any codec that is not installed, and a variable naming a missing file is said in that error.
 """
+from nc.errors import PluginError
 from nc.plugins import hookimpl
 
 
@@ -11,8 +12,13 @@ from nc.plugins import hookimpl
 def nc_register_codecs():
     from nc.codecs import bsqvit, fsq, hvae, rvq, vqgan, wavtokenizer, wfvae
 
-    shipped = ((rvq.RvqCodec, rvq.WEIGHTS), (fsq.FsqCodec, fsq.WEIGHTS),
-               (wavtokenizer.WavTokenizerCodec, wavtokenizer.WEIGHTS), (hvae.HvaeCodec, hvae.WEIGHTS),
-               (vqgan.VqganCodec, vqgan.WEIGHTS), (wfvae.WfvaeCodec, wfvae.WEIGHTS),
-               (bsqvit.BsqVitCodec, bsqvit.WEIGHTS))
-    return [codec() for codec, weights in shipped if weights.exists()]
+    built = ((rvq, rvq.RvqCodec), (fsq, fsq.FsqCodec), (wavtokenizer, wavtokenizer.WavTokenizerCodec),
+             (hvae, hvae.HvaeCodec), (vqgan, vqgan.VqganCodec), (wfvae, wfvae.WfvaeCodec), (bsqvit, bsqvit.BsqVitCodec))
+    codecs = []
+    for module, codec in built:
+        if module.WEIGHTS.exists():
+            codecs.append(codec())
+        elif module.WEIGHTS != module.SHIPPED_WEIGHTS:  # a variable naming a file that is not there: say so
+            variable = f"NC_{module.__name__.rsplit('.', 1)[1].upper()}_WEIGHTS"
+            codecs.append(PluginError(f"{variable} names {module.WEIGHTS}, which does not exist"))
+    return codecs

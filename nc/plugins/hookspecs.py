@@ -21,4 +21,6 @@ def nc_register_codecs():
     Called once per process by the codec registry, plugin by plugin, so a plugin
     that raises is reported by name and the other plugins' codecs stay usable.
     Construction must be cheap: load weights when the codec first encodes or decodes.
+    In place of a codec it cannot build, a plugin may return an `nc.errors.NCError` saying why:
+    `nc codecs` and the "not installed" error show it.
     """

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from nc.codecs.base import Codec, CodecDescriptor
-from nc.errors import UnknownCodecError, UsageError, one_line
+from nc.errors import NCError, UnknownCodecError, UsageError, one_line
 from nc.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "nc.plugins"
@@ -52,6 +52,9 @@ class Registry:
         return sorted((c.descriptor for c in self.codecs.values()), key=lambda d: d.id)
 
     def add(self, codec: object, plugin: str) -> None:
+        if isinstance(codec, NCError):  # a codec the plugin could not build, and why
+            self.problems.append(f"plugin {plugin!r}: {codec}")
+            return
         descriptor = getattr(codec, "descriptor", None)
         if not isinstance(codec, Codec) or not isinstance(descriptor, CodecDescriptor):
             self.problems.append(f"plugin {plugin!r} registered {codec!r}, which is not an nc Codec")

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.metrics import harmonic_match
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
-from nc.train.common import learning_rate, log_line
+from nc.train.common import learning_rate, log_line, positive, trainer_parser
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, magnitude_losses, stft_consistency
 
@@ -453,18 +453,18 @@ def _log(out: Path, rank: int, line: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc train", description=__doc__.split("\n\n")[0])
+    p = trainer_parser("nc train", __doc__.split("\n\n")[0])
     p.add_argument("codec", choices=sorted(QUANTIZER), help="which codec to train (its quantizer: rvq or fsq)")
     p.add_argument("--data", required=True, help="folder of train*.npy shards or audio files")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (and ship) after this much training time")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=1.0, help="crop length")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=positive(int), default=20000)
+    p.add_argument("--max-minutes", type=positive(float, zero_ok=True), default=0, help="stop (and ship) after this much training time")
+    p.add_argument("--batch", type=positive(int), default=16)
+    p.add_argument("--seconds", type=positive(float), default=1.0, help="crop length")
+    p.add_argument("--lr", type=positive(float), default=1e-3)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
-    p.add_argument("--loader-threads", type=int, default=1,
+    p.add_argument("--threads", type=positive(int, zero_ok=True), default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--loader-threads", type=positive(int), default=1,
                    help="threads drawing batches (a GPU outruns one; each has its own random stream)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
@@ -486,8 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speed/pitch factors drawn per batch for augmentation, e.g. 0.875,0.9375,1,1.0625,1.125")
     p.add_argument("--mix", help="source weights by shard name, e.g. speech=0.7,music=0.3 (default: by size)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--log-every", type=positive(int), default=50)
+    p.add_argument("--checkpoint-every", type=positive(int), default=200)
     p.add_argument("--kmeans-batches", type=int, default=100,
                    help="VQ: batches of 16 crops whose latents k-means starts the codebook from")
     p.add_argument("--prior-batches", type=int, default=20, help="batches of 16 crops for fitting code priors")

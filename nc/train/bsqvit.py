@@ -22,7 +22,7 @@ import torch
 
 from nc.models.bsqvit import ALIGN, GROUP, TUBELET, BsqVitConfig, VideoBsqVit
 from nc.models.weights import save_weights
-from nc.train.common import log_line
+from nc.train.common import log_line, trainer_parser
 from nc.train.image import add_run_options, start_run, train_loop
 from nc.train.video import ClipBatches, add_clip_options, batch, log_progress, parse_clip_args
 
@@ -105,7 +105,7 @@ def _log_step(run, clips, step, losses, seconds, args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc train video/bsqvit", description=__doc__.split("\n\n")[0])
+    p = trainer_parser("nc train video/bsqvit", __doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["video/bsqvit"])
     add_run_options(p, steps=100000, lr=4e-4, config='{"width": 96, "depth": 1}')
     add_clip_options(p, frames=8, crop=64, time=TUBELET, align=ALIGN)

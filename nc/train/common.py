@@ -1,6 +1,7 @@
 """What nc's trainers share: the learning-rate schedule and the run log."""
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from pathlib import Path
@@ -20,3 +21,27 @@ def log_line(out: Path, line: str) -> None:
     print(f"[{stamp}] {line}", flush=True)
     with open(out / "train.log", "a") as f:
         f.write(f"[{stamp}] {line}\n")
+
+
+
+def positive(kind, zero_ok: bool = False):
+    """An argparse type: a finite number of `kind` above 0 (a batch, a step count, a learning rate), or
+    with zero_ok 0 and above (0 meaning no limit or the default)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_ok else 'above 0'}, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def trainer_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A trainer's argument parser, with the `nc` command's one-line errors."""
+    from nc.cli.main import OneLineParser
+
+    return OneLineParser(prog=prog, description=description)

@@ -28,7 +28,7 @@ import torch
 from nc.models.hvae import LEVELS_BELOW, HvaeConfig, ImageHVAE
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis, gain_tables
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
-from nc.train.common import learning_rate, log_line
+from nc.train.common import learning_rate, log_line, positive, trainer_parser
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
@@ -232,24 +232,24 @@ def add_run_options(p: argparse.ArgumentParser, steps: int, lr: float, config: s
     """The options every image trainer takes: data, run folder, budget, batch, device and resumption."""
     p.add_argument("--data", required=True, help="folder with train_256.npy or photos")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (and ship) after this much training time")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--steps", type=positive(int), default=steps)
+    p.add_argument("--max-minutes", type=positive(float, zero_ok=True), default=0, help="stop (and ship) after this much training time")
+    p.add_argument("--batch", type=positive(int), default=8)
+    p.add_argument("--lr", type=positive(float), default=lr)
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive(int, zero_ok=True), default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--config", help=f"JSON overrides of the network's config, e.g. '{config}'")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--log-every", type=positive(int), default=100)
+    p.add_argument("--checkpoint-every", type=positive(int), default=200)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc train image/hvae", description=__doc__.split("\n\n")[0])
+    p = trainer_parser("nc train image/hvae", __doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["image/hvae"])
     add_run_options(p, steps=200000, lr=2e-4, config='{"channels": 64, "latent": 96, "hyper": 48}')
-    p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 64 up to 256")
+    p.add_argument("--crop", type=positive(int), default=128, help="patch side, a multiple of 64 up to 256")
     return p
 
 

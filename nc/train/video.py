@@ -22,7 +22,7 @@ import torch
 
 from nc.models.weights import save_weights
 from nc.models.wfvae import ALIGN, TIME, VideoWFVAE, WfvaeConfig
-from nc.train.common import log_line
+from nc.train.common import log_line, positive, trainer_parser
 from nc.train.image import add_run_options, export_tables, start_run, train_loop
 
 
@@ -99,9 +99,9 @@ class ClipBatches:
 
 
 def add_clip_options(p: argparse.ArgumentParser, frames: int, crop: int, time: int, align: int) -> None:
-    p.add_argument("--frames", type=int, default=frames, help=f"frames per clip, a multiple of {time}")
-    p.add_argument("--crop", type=int, default=crop, help=f"clip side, a multiple of {align}")
-    p.add_argument("--workers", type=int, default=4, help="processes making clips from a sources folder")
+    p.add_argument("--frames", type=positive(int), default=frames, help=f"frames per clip, a multiple of {time}")
+    p.add_argument("--crop", type=positive(int), default=crop, help=f"clip side, a multiple of {align}")
+    p.add_argument("--workers", type=positive(int), default=4, help="processes making clips from a sources folder")
 
 
 def parse_clip_args(p: argparse.ArgumentParser, argv, time: int, align: int) -> argparse.Namespace:
@@ -159,7 +159,7 @@ def log_progress(run, step: int, losses: dict, probe: dict, seconds: float, batc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc train video/wfvae", description=__doc__.split("\n\n")[0])
+    p = trainer_parser("nc train video/wfvae", __doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["video/wfvae"])
     add_run_options(p, steps=100000, lr=2e-4, config='{"widths": [16, 32, 64], "latent": 32}')
     add_clip_options(p, frames=16, crop=128, time=TIME, align=ALIGN)

@@ -116,10 +116,10 @@ class ClipSource:
     drawn by area, as scripts/build_image_set.py weighs its crops)."""
 
     def __init__(self, folder: str):
+        check_sources(folder)
+
         def files(sub, suffixes):
-            d = os.path.join(folder, sub)
-            return sorted(os.path.join(d, n) for n in os.listdir(d) if n.lower().endswith(suffixes)) \
-                if os.path.isdir(d) else []
+            return _sources(folder, sub, suffixes)
 
         skip_file = os.path.join(folder, "clips", "skip.json")  # {file name: leading frames not to use}
         skip = json.loads(open(skip_file).read()) if os.path.exists(skip_file) else {}
@@ -128,8 +128,6 @@ class ClipSource:
         for p in files("photos", PHOTO_SUFFIXES):
             with Image.open(p) as im:
                 self.photos.append(ImageOps.exif_transpose(im).convert("RGB"))
-        if not self.clips and not self.photos:
-            raise SystemExit(f"{folder}: no clips/ or photos/ to make training clips from")
         area = np.array([im.width * im.height for im in self.photos], np.float64)
         self.photo_p = area / area.sum() if len(area) else area
 
@@ -138,6 +136,17 @@ class ClipSource:
             return real_crop(self.clips[int(rng.integers(len(self.clips)))], rng, frames, side)[0]
         image = self.photos[int(rng.choice(len(self.photos), p=self.photo_p))]
         return pan_zoom(image, (side, side), frames, rng)[0]
+
+
+def _sources(folder: str, sub: str, suffixes: tuple) -> list[str]:
+    d = os.path.join(folder, sub)
+    return sorted(os.path.join(d, n) for n in os.listdir(d) if n.lower().endswith(suffixes)) if os.path.isdir(d) else []
+
+
+def check_sources(folder: str) -> None:
+    """Fail in one line, before any process starts, when `folder` holds nothing to make clips from."""
+    if not _sources(folder, "clips", VIDEO_SUFFIXES) and not _sources(folder, "photos", PHOTO_SUFFIXES):
+        raise SystemExit(f"{folder}: no train_clips.npy, and no clips/ or photos/ to make training clips from")
 
 
 def _worker(folder: str, seed: int, frames: int, side: int, count: int, queue) -> None:
@@ -152,7 +161,9 @@ class ClipStream:
     def __init__(self, folder: str, seed: int, frames: int, side: int, count: int, workers: int):
         import multiprocessing as mp
 
+        check_sources(folder)
         ctx = mp.get_context("spawn")  # no forked torch state
+        self.folder = folder
         self.queue = ctx.Queue(maxsize=4 * workers)
         self.procs = [ctx.Process(target=_worker, args=(folder, seed * 1000 + i, frames, side, count, self.queue),
                                   daemon=True) for i in range(workers)]
@@ -160,7 +171,17 @@ class ClipStream:
             p.start()
 
     def next(self) -> np.ndarray:
-        return self.queue.get(timeout=600)
+        import queue
+
+        waited = 0
+        while True:
+            try:
+                return self.queue.get(timeout=5)
+            except queue.Empty:
+                waited += 5
+                if waited >= 600 or not any(p.is_alive() for p in self.procs):
+                    raise SystemExit(f"{self.folder}: the processes making training clips stopped or stalled "
+                                     f"(their error, if any, is above)") from None
 
     def close(self) -> None:
         for p in self.procs:

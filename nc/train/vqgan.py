@@ -26,7 +26,7 @@ import torch
 
 from nc.models.vqgan import ImageVQGAN, VqganConfig
 from nc.models.weights import save_weights
-from nc.train.common import log_line
+from nc.train.common import log_line, trainer_parser
 from nc.train.image import add_run_options, batch, grid_crops, load_crops, start_run, train_loop
 from nc.train.losses import ms_ssim_loss
 
@@ -130,7 +130,7 @@ def _log_step(out, model, crops, step, logged, optimizer, seconds, args, device)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc train image/vqgan", description=__doc__.split("\n\n")[0])
+    p = trainer_parser("nc train image/vqgan", __doc__.split("\n\n")[0])
     p.add_argument("codec", choices=["image/vqgan"])
     add_run_options(p, steps=100000, lr=4e-4, config='{"widths": [32, 64, 96, 128]}')
     p.add_argument("--crop", type=int, default=128, help="patch side, a multiple of 16 up to 256")
