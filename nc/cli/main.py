@@ -9,6 +9,7 @@ import sys
 
 import nc
 from nc.errors import NCError, UsageError, one_line
+from nc.media.files import STDOUT_NAMES, OutputFile
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -130,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
 def _status(args, text: str) -> None:
     """Reports go to stderr when the payload goes to stdout."""
     if not args.quiet:
-        from nc.media.files import STDOUT_NAMES
-
         print(text, file=sys.stderr if args.output in STDOUT_NAMES else sys.stdout)
 
 
@@ -142,16 +141,16 @@ def _bpp_bitrate(bpp: float) -> str:
     return f"{bpp:.12f}".rstrip("0").rstrip(".") + "bpp"
 
 
-def _refuse_overwriting_the_input(args) -> None:
-    if args.output != "-" and args.input != "-" and os.path.isfile(args.output) \
-            and os.path.exists(args.input) and os.path.samefile(args.input, args.output):
+def _refuse_overwriting(source: str, output: str) -> None:
+    if output != "-" and source != "-" and os.path.isfile(output) \
+            and os.path.exists(source) and os.path.samefile(source, output):
         raise UsageError("the output would overwrite the input")
 
 
 def cmd_encode(args) -> int:
     from nc.api import encode_file
 
-    _refuse_overwriting_the_input(args)
+    _refuse_overwriting(args.input, args.output)
     with _output(args.output) as out:
         bitrate = _bpp_bitrate(args.bpp) if args.bpp is not None else args.bitrate
         report = encode_file(args.input, out, codec=args.codec, bitrate=bitrate, quality=args.quality,
@@ -165,8 +164,6 @@ def cmd_encode(args) -> int:
 @contextlib.contextmanager
 def _output(path: str):
     """stdout (streamed), or an OutputFile for `path` that appears only when everything succeeded."""
-    from nc.media.files import STDOUT_NAMES, OutputFile
-
     if path in STDOUT_NAMES:
         yield sys.stdout.buffer
         return
@@ -183,11 +180,9 @@ def _output(path: str):
 def cmd_decode(args) -> int:
     from nc.api import decode_file
 
-    from nc.media.files import STDOUT_NAMES
-
     if args.output in STDOUT_NAMES and not args.format:
         raise UsageError("decoding to stdout needs --format (e.g. wav, png, mkv)")
-    _refuse_overwriting_the_input(args)
+    _refuse_overwriting(args.input, args.output)
     reader = decode_file(args.input, args.output, fmt=args.format, ignore_errors=args.ignore_errors, progress=True)
     for line in reader.damage:
         print(f"nc: warning: {line}", file=sys.stderr)
@@ -261,10 +256,8 @@ def cmd_codecs(args) -> int:
 def cmd_tokens(args) -> int:
     import numpy as np
 
-    from nc.media.files import OutputFile
-
     path = args.output if args.output.endswith(".npy") else args.output + ".npy"  # as np.save names it
-    _refuse_overwriting_the_input(argparse.Namespace(input=args.input, output=path))
+    _refuse_overwriting(args.input, path)
     out = OutputFile(path, ".npy")
     try:
         codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
@@ -286,7 +279,7 @@ def cmd_detokenize(args) -> int:
 
     if not 1 <= args.fps <= 1000:
         raise UsageError(f"--fps takes 1 to 1000 frames per second, not {args.fps}")
-    _refuse_overwriting_the_input(args)
+    _refuse_overwriting(args.input, args.output)
     try:
         codes = np.load(args.input, allow_pickle=False)
     except OSError as e:

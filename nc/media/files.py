@@ -9,7 +9,6 @@ format sniffers need to seek) or writes stdout.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import stat
 import sys
@@ -266,13 +265,9 @@ class OutputFile:
 
 def _new_file(folder: str, suffix: str) -> str:
     """A new empty file, mode 0o600, in `folder` with a hidden random name."""
-    while True:
-        name = os.path.join(folder, f".nc-{secrets.token_hex(6)}{suffix}")
-        try:
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            return name
-        except FileExistsError:
-            continue
+    fd, name = tempfile.mkstemp(prefix=".nc-", suffix=suffix, dir=folder)
+    os.close(fd)
+    return name
 
 
 def _umask() -> int:
