@@ -10,7 +10,8 @@ from nc.codecs.base import Packet
 from nc.codecs.rvq import RvqCodec
 from nc.media.facts import AudioFacts
 from frame_codec_checks import (check_chunked_encoding_gives_the_same_packets, check_container_round_trip_restores_length,
-                                check_failed_chunk_keeps_what_the_decoder_held, check_stream_decode_matches_one_pass, encode_in_pieces, noise)
+                                check_failed_chunk_keeps_what_the_decoder_held, check_stream_decode_matches_one_pass,
+                                encode_in_pieces, noise)
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import save_weights
 

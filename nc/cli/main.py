@@ -16,7 +16,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with nc's one-line errors (its own prints the usage first)."""
 
     def error(self, message: str):
-        hint = " (a value starting with '-' goes after '=', e.g. --bitrate=-6k)" if "expected one argument" in message else ""
+        hint = " (a value starting with '-' goes after '=', e.g. --bitrate=-6k)" \
+            if "expected one argument" in message else ""
         self.exit(2, f"nc: error: {message}{hint}; see `{self.prog} --help`\n")
 
 

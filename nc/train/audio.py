@@ -458,12 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of train*.npy shards or audio files")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
     p.add_argument("--steps", type=positive(int), default=20000)
-    p.add_argument("--max-minutes", type=positive(float, zero_ok=True), default=0, help="stop (and ship) after this much training time")
+    p.add_argument("--max-minutes", type=positive(float, zero_ok=True), default=0,
+                   help="stop (and ship) after this much training time (0: no limit)")
     p.add_argument("--batch", type=positive(int), default=16)
     p.add_argument("--seconds", type=positive(float), default=1.0, help="crop length")
     p.add_argument("--lr", type=positive(float), default=1e-3)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--threads", type=positive(int, zero_ok=True), default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive(int, zero_ok=True), default=0,
+                   help="CPU threads (default, 0: torch's choice)")
     p.add_argument("--loader-threads", type=positive(int), default=1,
                    help="threads drawing batches (a GPU outruns one; each has its own random stream)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")

@@ -233,11 +233,13 @@ def add_run_options(p: argparse.ArgumentParser, steps: int, lr: float, config: s
     p.add_argument("--data", required=True, help="folder with train_256.npy or photos")
     p.add_argument("--out", required=True, help="folder for checkpoint, log and weights (rerun to resume)")
     p.add_argument("--steps", type=positive(int), default=steps)
-    p.add_argument("--max-minutes", type=positive(float, zero_ok=True), default=0, help="stop (and ship) after this much training time")
+    p.add_argument("--max-minutes", type=positive(float, zero_ok=True), default=0,
+                   help="stop (and ship) after this much training time (0: no limit)")
     p.add_argument("--batch", type=positive(int), default=8)
     p.add_argument("--lr", type=positive(float), default=lr)
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--threads", type=positive(int, zero_ok=True), default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive(int, zero_ok=True), default=0,
+                   help="CPU threads (default, 0: torch's choice)")
     p.add_argument("--config", help=f"JSON overrides of the network's config, e.g. '{config}'")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--seed", type=int, default=0)

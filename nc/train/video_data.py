@@ -117,15 +117,12 @@ class ClipSource:
 
     def __init__(self, folder: str):
         check_sources(folder)
-
-        def files(sub, suffixes):
-            return _sources(folder, sub, suffixes)
-
         skip_file = os.path.join(folder, "clips", "skip.json")  # {file name: leading frames not to use}
         skip = json.loads(open(skip_file).read()) if os.path.exists(skip_file) else {}
-        self.clips = [read_clip(p)[0][int(skip.get(os.path.basename(p), 0)):] for p in files("clips", VIDEO_SUFFIXES)]
+        self.clips = [read_clip(p)[0][int(skip.get(os.path.basename(p), 0)):]
+                      for p in _sources(folder, "clips", VIDEO_SUFFIXES)]
         self.photos = []
-        for p in files("photos", PHOTO_SUFFIXES):
+        for p in _sources(folder, "photos", PHOTO_SUFFIXES):
             with Image.open(p) as im:
                 self.photos.append(ImageOps.exif_transpose(im).convert("RGB"))
         area = np.array([im.width * im.height for im in self.photos], np.float64)
