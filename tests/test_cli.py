@@ -284,3 +284,15 @@ def test_train_errors_are_one_line(tmp_path):
                    1, "no clips/ or photos/")  # at once: no clip-making processes left waiting
     _fails_cleanly(run_nc("train", "--data", tmp_path / "empty", "--out", tmp_path / "h", "image/hvae",
                           "--init", SAMPLES / "speech.wav"), 1, "cannot load weights")
+
+
+def test_a_weights_variable_naming_a_missing_file_is_a_warning_when_nc_chooses(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NC_RVQ_WEIGHTS": str(tmp_path / "weigths.safetensors")}
+    result = subprocess.run([sys.executable, "-m", "nc", "encode", SAMPLES / "speech.wav", tmp_path / "s.ncb"],
+                            env=env, capture_output=True, timeout=300)
+    _ok(result)
+    assert b"nc: warning: plugin 'nc': NC_RVQ_WEIGHTS names" in result.stderr and b"audio/fsq" in result.stdout

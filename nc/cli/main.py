@@ -156,6 +156,11 @@ def cmd_encode(args) -> int:
         bitrate = _bpp_bitrate(args.bpp) if args.bpp is not None else args.bitrate
         report = encode_file(args.input, out, codec=args.codec, bitrate=bitrate, quality=args.quality,
                              audio_codec=args.audio_codec, audio_bitrate=args.audio_bitrate, progress=True)
+    if args.codec is None:  # the codec was chosen among those installed: say what kept any out
+        from nc.plugins import registry
+
+        for problem in registry().problems:
+            print(f"nc: warning: {problem}", file=sys.stderr)
     tracks = ", ".join(f"{c} @ {r}" for c, r in report.tracks)
     rate = f", {report.bytes * 8 / report.seconds / 1000:.2f} kbps" if report.seconds else ""
     _status(args, f"{args.output}: {report.bytes} bytes{rate} ({tracks})")
