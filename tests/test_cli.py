@@ -1,5 +1,10 @@
 """The `nc` command as a user runs it: real samples, real classical codecs, bad input."""
 import json
+import os
+import stat
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -197,8 +202,6 @@ def test_soundtrack_options_on_plain_audio_are_refused(tmp_path):
 
 
 def test_outputs_get_the_umask_mode_or_keep_the_replaced_files(tmp_path):
-    import os
-
     old = os.umask(0o022)
     try:
         _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
@@ -216,10 +219,6 @@ def test_outputs_get_the_umask_mode_or_keep_the_replaced_files(tmp_path):
 def test_outputs_go_through_links_and_into_fifos(tmp_path):
     """A symlink stays and its target gets the file; a named pipe gets the bytes and stays a pipe (as a
     device such as /dev/null does)."""
-    import os
-    import stat
-    import threading
-
     (tmp_path / "link.ncb").symlink_to(tmp_path / "target.ncb")
     _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "link.ncb", "--codec", "audio/opus"))
     assert (tmp_path / "link.ncb").is_symlink() and (tmp_path / "target.ncb").read_bytes().startswith(b"\x89NCB")
@@ -287,10 +286,6 @@ def test_train_errors_are_one_line(tmp_path):
 
 
 def test_a_weights_variable_naming_a_missing_file_is_a_warning_when_nc_chooses(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "NC_RVQ_WEIGHTS": str(tmp_path / "weigths.safetensors")}
     result = subprocess.run([sys.executable, "-m", "nc", "encode", SAMPLES / "speech.wav", tmp_path / "s.ncb"],
                             env=env, capture_output=True, timeout=300)

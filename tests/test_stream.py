@@ -1,11 +1,13 @@
 """The stream API and nc.encode/nc.decode, on the toy third-party codec (deterministic, fast)."""
 import io
+import os
 import tracemalloc
 
 import numpy as np
 import pytest
 
 import nc
+from conftest import recrc_field
 from nc.bitstream import container as C
 from nc.errors import CorruptChunkError, TruncatedError, UsageError
 
@@ -88,8 +90,6 @@ def test_a_chunk_with_a_wild_position_costs_at_most_itself(tone, with_end):
     """Chunk 2 says it starts at 2^62 (CRC intact). Where FINI gives the track's length, it is skipped
     and its place filled with silence. Without FINI, its samples were already handed out when chunk 3
     goes back: the jump was a wrong position, and chunks 3 on still decode where they belong."""
-    from conftest import recrc_field
-
     data = nc.encode(tone, **TOY)
     clean = nc.decode(data).data
     chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
@@ -183,8 +183,6 @@ def test_a_failed_chunk_costs_only_its_own_samples_when_the_decoder_lags(tone, m
 
 
 def test_a_chunk_naming_a_track_the_file_lacks_is_damage(tone):
-    from conftest import recrc_field
-
     data = nc.encode(tone, **TOY)
     clean = nc.decode(data).data
     chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
@@ -204,8 +202,6 @@ def test_api_misuse_is_a_usage_error(tone, tmp_path):
     sf.write(tmp_path / "t.wav", tone, 16000)
     with pytest.raises(UsageError, match="unknown arguments for a file: bitrat"):
         nc.encode(tmp_path / "t.wav", codec="audio/toy-mulaw", bitrat="6k")
-    import os
-
     read_end, write_end = os.pipe()
     try:
         with pytest.raises(UsageError, match="not int"):
