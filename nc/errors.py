@@ -49,6 +49,10 @@ class PluginError(NCError):
     """A plugin failed to load or registered something invalid."""
 
 
+class RateWarning(UserWarning):
+    """An encoder's output came out far from the bitrate or bpp asked (the input lies outside what it reaches)."""
+
+
 def one_line(e: BaseException) -> str:
     """An exception as one line: nc's own errors by message, others prefixed with their type."""
     text = (str(e).strip().splitlines() or [""])[0]

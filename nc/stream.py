@@ -12,6 +12,7 @@ import builtins
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -20,12 +21,15 @@ import numpy as np
 import nc
 from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
 from nc.codecs.base import Codec, Decoder, Packet, RatePoint
-from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, TruncatedError, UsageError,
-                       WeightsMismatchError, one_line)
+from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, RateWarning, TruncatedError,
+                       UsageError, WeightsMismatchError, one_line)
 from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
 from nc.plugins import find_codec, registry
 
 
+#: a rate asked of a codec's range may come out this much above it (a rate controller's slack) before
+#: nc warns; below, it may come out at half (a codec whose best quality needs fewer bits on this input)
+RATE_OVERSHOOT = 1.2
 MAX_FILL_SECONDS = 600  # silence / repeated frames a reader fills in, per file, at most
 
 
@@ -70,6 +74,7 @@ class Writer:
     def __init__(self, out: BinaryIO, specs: list[TrackSpec], close_out: bool = False):
         self._out, self._close_out = out, close_out
         self._encoders, self.facts, self.rates, self.codecs = [], [], [], []
+        self._asked: list[RatePoint | None] = []  # a rate asked of a continuous range, to check after
         headers = []
         for spec in specs:
             if not isinstance(spec, TrackSpec) or not hasattr(spec.facts, "validate"):
@@ -84,10 +89,13 @@ class Writer:
             headers.append(TrackHeader(d.id, d.version, d.weights_sha256, rate.to_json(), facts_to_json(facts),
                                        dict(encoder.params)))
             self._encoders.append(encoder)
+            self._asked.append(rate if rate.unit != "quality" and rate not in d.points else None)
             self.facts.append(facts)
             self.rates.append(rate)
             self.codecs.append(d.id)
         self._container = ContainerWriter(_CountingWriter(out), headers, f"nc {nc.__version__}")
+        self._payload_bytes = [0] * len(specs)
+        self._ends = [0] * len(specs)
         self._closed = False
 
     @property
@@ -114,10 +122,34 @@ class Writer:
         self._container.close()
         if self._close_out:
             self._out.close()
+        for track in range(len(self._encoders)):
+            miss = self._rate_miss(track)
+            if miss:
+                warnings.warn(miss, RateWarning, stacklevel=2)
 
     def _put(self, track: int, packets) -> None:
         for p in packets:
             self._container.write_chunk(track, p.start, p.duration, p.keyframe, p.payload)
+            self._payload_bytes[track] += len(p.payload)
+            self._ends[track] = max(self._ends[track], p.start + p.duration)
+
+    def achieved(self, track: int) -> float | None:
+        """The track's payload rate so far, in its rate's unit (bits per pixel or per second); None if unknown."""
+        facts, unit = self.facts[track], self.rates[track].unit
+        if unit == "bpp" and facts.modality == "image":
+            return self._payload_bytes[track] * 8 / (facts.width * facts.height)
+        seconds = facts.seconds(self._ends[track])
+        return self._payload_bytes[track] * 8 / seconds if unit == "bps" and seconds > 0 else None
+
+    def _rate_miss(self, track: int) -> str | None:
+        """A warning when a rate asked of a codec's continuous range came out far from it (the codec's
+        lowest or highest setting on this input); rate points are nominal and not checked."""
+        asked, got = self._asked[track], self.achieved(track)
+        if asked is None or got is None or 0.5 <= got / asked.value <= RATE_OVERSHOOT:
+            return None
+        shown = f"{got:.3g} bpp" if asked.unit == "bpp" else f"{got / 1000:.3g} kbps"
+        side = "above" if got > asked.value else "below"
+        return f"track {track} ({self.codecs[track]}) came out at {shown}, {side} the {asked.name} asked"
 
     def __enter__(self):
         return self

@@ -45,6 +45,13 @@ def test_bpp_is_the_bitrate_in_bits_per_pixel(tmp_path):
     assert not (tmp_path / "c.ncb").exists()
 
 
+def test_a_bpp_the_codec_cannot_reach_is_coded_and_warned_of_in_one_line(tmp_path):
+    result = _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "p.ncb", "--codec", "image/jpeg", "--bpp", "0.01"))
+    err = result.stderr.decode().strip()
+    assert err.startswith("nc: warning: track 0 (image/jpeg) came out at ") and err.endswith("above the 0.01bpp asked")
+    assert "\n" not in err and "RateWarning" not in err
+
+
 def test_image_round_trip_with_bpp_request(tmp_path):
     _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "p.ncb", "--codec", "image/webp", "--bitrate", "0.5bpp"))
     _ok(run_nc("decode", tmp_path / "p.ncb", tmp_path / "p.png"))

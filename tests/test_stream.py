@@ -2,6 +2,7 @@
 import io
 import os
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 import nc
 from conftest import recrc_field
 from nc.bitstream import container as C
-from nc.errors import CorruptChunkError, TruncatedError, UsageError
+from nc.errors import CorruptChunkError, RateWarning, TruncatedError, UsageError
 
 TOY = dict(codec="audio/toy-mulaw", sample_rate=16000, channels=1)
 
@@ -250,3 +251,15 @@ def test_an_image_track_closed_without_its_image_is_refused():
     with pytest.raises(UsageError, match="none was written"):
         with nc.open(io.BytesIO(), "wb", codec="image/jpeg", width=8, height=8):
             pass
+
+
+def test_a_rate_far_from_what_came_out_is_warned_of_and_a_met_one_is_not():
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    with pytest.warns(RateWarning, match=r"came out at .* above the 0.01bpp asked"):
+        nc.encode(noise, codec="image/jpeg", bitrate="0.01bpp")  # quality 1 needs more on noise
+    with pytest.warns(RateWarning, match=r"below the 8bpp asked"):
+        nc.encode(flat, codec="image/jpeg", bitrate="8bpp")  # quality 100 needs less on a flat image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RateWarning)
+        nc.encode(noise, codec="image/jpeg", bitrate="2bpp")

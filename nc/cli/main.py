@@ -6,9 +6,10 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 
 import nc
-from nc.errors import NCError, UsageError, one_line
+from nc.errors import NCError, RateWarning, UsageError, one_line
 from nc.media.files import STDOUT_NAMES, OutputFile
 
 
@@ -98,6 +99,23 @@ def _train(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    with warnings.catch_warnings():  # restores the caller's warning display when main returns
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """nc's own warnings as one line, like its errors; anybody else's as Python shows them."""
+    if issubclass(category, RateWarning):
+        print(f"nc: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+def _run(argv: list[str]) -> int:
     try:
         if argv[:1] == ["train"]:  # the trainers have their own options
             return _train(argv[1:])
