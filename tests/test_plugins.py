@@ -125,3 +125,37 @@ def test_default_audio_codec_is_the_best_ranked_one_offering_the_rate():
     assert find_codec(None, "audio", "16k").descriptor.id == "audio/opus"  # rvq's nearest, 12k, is not 16k
     assert find_codec(None, "audio", "64k").descriptor.id == "audio/opus"
     assert find_codec("audio/rvq", "audio", "64k").descriptor.id == "audio/rvq"  # asked by name: its own error later
+
+
+def test_a_plugin_that_exits_at_import_is_named_and_others_survive(site):
+    _fake_distribution(site, "fake-quitter", "quitter = fake_quitter", "fake_quitter", """
+        import sys
+        sys.exit("this plugin needs libfoo")
+    """)
+    registry = load_registry()
+    assert "audio/toy-mulaw" in registry.codecs
+    assert any("'quitter'" in p and "failed to load" in p and "libfoo" in p for p in registry.problems)
+
+
+def test_a_misspelled_or_unmarked_hook_is_said(site):
+    _fake_distribution(site, "fake_typo", "typo = fake_typo", "fake_typo", """
+        from nc.plugins import hookimpl
+
+        @hookimpl
+        def nc_register_codec():
+            return []
+    """)
+    _fake_distribution(site, "fake_unmarked", "unmarked = fake_unmarked", "fake_unmarked", """
+        def nc_register_codecs():
+            return []
+    """)
+    problems = load_registry().problems
+    assert any("'typo' implements 'nc_register_codec', which is not an nc hook (nc's: nc_register_codecs)" in p
+               for p in problems), problems
+    assert any("'unmarked' defines 'nc_register_codecs' without @nc.plugins.hookimpl" in p for p in problems), problems
+
+
+def test_blocking_nc_leaves_only_the_plugins_codecs(monkeypatch):
+    monkeypatch.setenv("NC_DISABLE_PLUGINS", "nc")
+    codecs = load_registry().codecs
+    assert "audio/toy-mulaw" in codecs and "audio/rvq" not in codecs and "image/hvae" not in codecs

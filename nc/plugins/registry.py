@@ -67,19 +67,26 @@ class Registry:
         self.provider[descriptor.id] = plugin
 
 
+#: what a plugin may raise at import or registration without taking nc down: any exception, and
+#: SystemExit (a module that calls sys.exit when its dependency is missing); not KeyboardInterrupt
+PLUGIN_FAILURES = (Exception, SystemExit)
+
+
 def load_registry(use_entry_points: bool = True) -> Registry:
     from nc.codecs import builtin
 
     registry = Registry()
+    blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
     manager = pluggy.PluginManager("nc")
     manager.add_hookspecs(hookspecs)
-    manager.register(builtin, name="nc")
+    if "nc" not in blocked:  # nc's own codecs can be switched off like any plugin's
+        manager.register(builtin, name="nc")
     if use_entry_points:
-        _register_entry_points(manager, registry)
+        _register_entry_points(manager, registry, blocked)
     for impl in manager.hook.nc_register_codecs.get_hookimpls():
         try:
             codecs = list(impl.function())
-        except Exception as e:  # a plugin's bug must not hide the other codecs
+        except PLUGIN_FAILURES as e:  # a plugin's bug must not hide the other codecs
             registry.problems.append(f"plugin {impl.plugin_name!r} failed to register codecs: {one_line(e)}")
             continue
         for codec in codecs:
@@ -87,19 +94,39 @@ def load_registry(use_entry_points: bool = True) -> Registry:
     return registry
 
 
-def _register_entry_points(manager: pluggy.PluginManager, registry: Registry) -> None:
-    blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+def _register_entry_points(manager: pluggy.PluginManager, registry: Registry, blocked: set[str]) -> None:
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if ep.name in blocked:
             continue
-        if manager.has_plugin(ep.name):
+        if manager.has_plugin(ep.name) or ep.name == "nc":
             registry.problems.append(f"plugin {ep.name!r} ({ep.value}) was skipped: that name is already registered")
             continue
         try:
             module = ep.load()
             manager.register(module, name=ep.name)
-        except Exception as e:
+        except PLUGIN_FAILURES as e:
             registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {one_line(e)}")
+            continue
+        registry.problems += _unknown_hooks(manager, ep.name, module)
+
+
+def _unknown_hooks(manager: pluggy.PluginManager, name: str, module: object) -> list[str]:
+    """What a plugin meant as hooks but nc will never call: a marked function nc has no spec for (a
+    typo such as `nc_register_codec`), or a hook-named function without `@hookimpl`."""
+    problems = []
+    for caller in manager.get_hookcallers(manager.get_plugin(name)) or []:
+        if not caller.has_spec():
+            problems.append(f"plugin {name!r} implements {caller.name!r}, which is not an nc hook "
+                            f"(nc's: {', '.join(_hook_names())})")
+    for hook in _hook_names():
+        function = getattr(module, hook, None)
+        if callable(function) and manager.parse_hookimpl_opts(module, hook) is None:
+            problems.append(f"plugin {name!r} defines {hook!r} without @nc.plugins.hookimpl, so nc never calls it")
+    return problems
+
+
+def _hook_names() -> list[str]:
+    return sorted(n for n in vars(hookspecs) if n.startswith("nc_"))
 
 
 @functools.lru_cache(maxsize=1)
