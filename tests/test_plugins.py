@@ -117,12 +117,13 @@ def test_nc_codecs_lists_plugins_with_rates():
 
 
 def test_default_audio_codec_is_the_best_ranked_one_offering_the_rate():
-    """The shipped neural codec takes the rates it has; others fall to Opus instead of failing."""
+    """The shipped neural codec takes the rates where it beats Opus; others fall to Opus instead of failing."""
     from nc.plugins import find_codec
 
     assert find_codec(None, "audio").descriptor.id == "audio/rvq"
     assert find_codec(None, "audio", "6k").descriptor.id == "audio/rvq"
     assert find_codec(None, "audio", "16k").descriptor.id == "audio/opus"  # rvq's nearest, 12k, is not 16k
+    assert find_codec(None, "audio", "12k").descriptor.id == "audio/opus"  # rvq's 12k point ranks below Opus
     assert find_codec(None, "audio", "64k").descriptor.id == "audio/opus"
     assert find_codec("audio/rvq", "audio", "64k").descriptor.id == "audio/rvq"  # asked by name: its own error later
 

@@ -34,11 +34,17 @@ _CODEC_ID = re.compile(r"^(audio|image|video)/[a-z0-9][a-z0-9_.-]{0,62}$")
 
 @dataclass(frozen=True)
 class RatePoint:
-    """One operating point: `value` in `unit` ("bps", "bpp" or "quality")."""
+    """One operating point: `value` in `unit` ("bps", "bpp" or "quality").
+
+    `rank`, when set, replaces the codec's rank in choosing a default codec for a request that
+    lands on this point: a point where the codec loses to what is usually installed ranks lower.
+    It is a preference of this installation, not part of the file (`to_json` leaves it out).
+    """
 
     name: str
     value: float
     unit: str
+    rank: int | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
         return {"name": self.name, "value": self.value, "unit": self.unit}

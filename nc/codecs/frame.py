@@ -35,9 +35,9 @@ PREROLL_SECONDS = 1.0  # covers the decoder's left context (0.72 s spectral head
 FRAMES = struct.Struct("<H")
 
 
-def rate_point(name: str) -> RatePoint:
+def rate_point(name: str, rank: int | None = None) -> RatePoint:
     """"6k" -> RatePoint("6k", 6000.0, "bps")."""
-    return RatePoint(name, float(name[:-1]) * 1000, "bps")
+    return RatePoint(name, float(name[:-1]) * 1000, "bps", rank)
 
 
 class FrameModel:
@@ -94,6 +94,8 @@ class FrameCodecBase(Codec):
 
     model_class: type[FrameModel] = FrameModel
     stages_for: dict[str, int] = {}
+    #: rate points that rank below the codec (see RatePoint.rank)
+    point_ranks: dict[str, int] = {}
     token_dtype = np.int64
 
     def __init__(self, weights: Path, summary: str, rank: int, default: str = "6k"):
@@ -105,7 +107,7 @@ class FrameCodecBase(Codec):
         self.weights = weights
         self.descriptor = CodecDescriptor(
             id=codec_id, version=1, modality="audio", summary=summary,
-            points=tuple(rate_point(n) for n in self.stages_for), default=rate_point(default),
+            points=tuple(rate_point(n, self.point_ranks.get(n)) for n in self.stages_for), default=rate_point(default),
             streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=rank,
             preroll=PREROLL_SECONDS)
 

@@ -71,6 +71,9 @@ class RvqModel(FrameModel):
 class RvqCodec(FrameCodecBase):
     model_class = RvqModel
     stages_for = STAGES_FOR
+    # at 12k Opus is better (PESQ 3.77 against 2.95 on held-out speech, bench/results/audio.md), so a
+    # plain `--bitrate 12k` gets Opus (rank 10) where it is installed; 1.5k-6k are rvq's (rank 50)
+    point_ranks = {"12k": 5}
     token_dtype = np.int16  # codes < 1024
 
     def __init__(self, weights: Path = WEIGHTS):

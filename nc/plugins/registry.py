@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from nc.codecs.base import Codec, CodecDescriptor
+from nc.codecs.base import Codec, CodecDescriptor, RatePoint
 from nc.errors import NCError, UnknownCodecError, UsageError, one_line
 from nc.plugins import hookspecs
 
@@ -36,14 +36,19 @@ class Registry:
 
     def default(self, modality: str, bitrate=None, quality=None) -> Codec:
         """The highest-ranked codec for a modality (ties: alphabetical id) among those offering the
-        requested rate within 10 %, or among all when none does (its resolve then explains)."""
+        requested rate within 10 %, ranked by the point the request lands on; among all codecs
+        when none offers it (its resolve then explains)."""
         candidates = sorted((c for c in self.codecs.values() if c.descriptor.modality == modality),
                             key=lambda c: (-c.descriptor.rank, c.descriptor.id))
         if not candidates:
             raise UnknownCodecError(f"no {modality} codec is installed{self._hint()}")
         if bitrate is None and quality is None:
             return candidates[0]
-        return next((c for c in candidates if _offers(c, bitrate, quality)), candidates[0])
+        offers = [(point, c) for c in candidates if (point := _offered_point(c, bitrate, quality))]
+        if not offers:
+            return candidates[0]
+        best = min(offers, key=lambda pc: (-_rank_at(pc[0], pc[1]), pc[1].descriptor.id))
+        return best[1]
 
     def _hint(self) -> str:
         return f" ({'; '.join(self.problems)})" if self.problems else ""
@@ -135,19 +140,23 @@ def registry() -> Registry:
     return load_registry()
 
 
-def _offers(codec: Codec, bitrate, quality) -> bool:
-    """Whether the codec's point for this request is the rate asked for (within 10 %), not merely
+def _offered_point(codec: Codec, bitrate, quality) -> RatePoint | None:
+    """The codec's point for this request if it is the rate asked for (within 10 %), not merely
     its nearest one; a quality request is offered by any codec that accepts it."""
     from nc.codecs.base import parse_rate
 
     try:
         point = codec.descriptor.resolve(bitrate, quality)
     except UsageError:
-        return False
+        return None
     if quality is not None:
-        return True
+        return point
     value, _ = parse_rate(bitrate, codec.descriptor.modality)
-    return 0.9 <= point.value / value <= 1.1
+    return point if 0.9 <= point.value / value <= 1.1 else None
+
+
+def _rank_at(point: RatePoint, codec: Codec) -> int:
+    return codec.descriptor.rank if point.rank is None else point.rank
 
 
 def find_codec(codec_id: str | None, modality: str, bitrate=None, quality=None) -> Codec:
