@@ -48,12 +48,15 @@ QUALITY_SWEEPS = {
     "image/hvae": (0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8),  # its whole range: 0-1 extrapolated, 1-8 trained
     "image/vqgan": (1, 2, 3, 4),  # its codebooks, 1-4
 }
+# Part of a codec's curve also reported on its own in the BD-rate table: hvae's trained qualities
+# (its 0-1 are extrapolated below what it was trained on)
+SUB_CURVES = {"image/hvae": ("q1-8, trained", lambda label: float(label[1:]) >= 1)}
 # The extreme-rate codec and its lowest setting: the classical codecs are also measured at its file sizes
 LOW_RATE = ("image/vqgan", "q1", {"quality": 1})
 LOW_RATE_RIVALS = ("image/jpeg", "image/webp", "image/avif")
 DEFAULT_SWEEP = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 BPP_TARGETS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-FIXED_BPP = (0.25, 0.5, 0.75, 1.0)  # the columns of the published Kodak table in shared/ANCHORS.md
+FIXED_BPP = (0.25, 0.5, 0.75, 1.0)  # the columns of the published Kodak tables (CompressAI, QRes-VAE)
 CROP_BPP, CROP = 0.25, 256
 CROP_IMAGE = "plasma__EveningGlow.png"  # fine detail (boats, gravel, hills): artefacts show
 
@@ -197,7 +200,10 @@ def bd_table(curves: dict[str, list[dict]]) -> list[str]:
     anchors = [a for a in ANCHORS if a in curves]
     head = [f"{m} vs {a.split('/')[1]}" for a in anchors for m in ("PSNR", "MS-SSIM")]
     lines = ["| codec | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    for codec, pts in curves.items():
+    rows = [(codec, codec, pts) for codec, pts in curves.items()]
+    rows += [(codec, f"{codec} ({what})", [p for p in curves[codec] if keep(p["label"])])
+             for codec, (what, keep) in SUB_CURVES.items() if codec in curves]
+    for codec, name, pts in sorted(rows, key=lambda r: r[1]):
         cells = []
         for a in anchors:
             for key in ("psnr", "ms_ssim_db"):
@@ -206,7 +212,7 @@ def bd_table(curves: dict[str, list[dict]]) -> list[str]:
                 lo = max(column(ref, key).min(), column(pts, key).min())
                 hi = min(column(ref, key).max(), column(pts, key).max())
                 cells.append("-" if codec == a else (f"{v:+.1f} % ({lo:.1f}-{hi:.1f})" if np.isfinite(v) else "no overlap"))
-        lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -235,7 +241,7 @@ def write_report(curves: dict[str, list[dict]], images, crop_name: str, corner: 
              *bd_table(curves), "",
              "## PSNR (dB) at fixed bpp", "",
              "Interpolated on each averaged curve (linear in log bpp); '-' where the curve does not reach. "
-             "shared/ANCHORS.md has the same columns for Kodak.", "",
+             "The project's anchor notes give the same columns for Kodak.", "",
              "| codec | " + " | ".join(f"{b:g} bpp" for b in FIXED_BPP) + " |", "|---" * (len(FIXED_BPP) + 1) + "|"]
     for codec, pts in curves.items():
         cells = (at_bpp(pts, "psnr", b) for b in FIXED_BPP)

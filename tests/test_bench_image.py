@@ -68,3 +68,16 @@ def test_classical_codecs_at_the_low_rate_codecs_sizes(bench):
     assert any(line.startswith(f"| {bench.LOW_RATE[0]} q1 |") for line in lines)
     assert any(line.startswith("| image/webp |") and line.endswith("| 0 of 1 |") for line in lines)
     assert bench.low_rate_section({}) == []
+
+
+def test_bd_table_reports_hvaes_trained_range_on_its_own(bench):
+    def curve(offset, labels):
+        return [{"label": lab, "bpp": b, "psnr": 25 + 10 * b + offset, "ms_ssim_db": 10 + 5 * b + offset}
+                for lab, b in zip(labels, (0.2, 0.4, 0.6, 0.9, 1.3))]
+
+    curves = {"image/jpeg": curve(0, ["q10", "q30", "q50", "q70", "q90"]),
+              "image/hvae": curve(1, ["q0", "q0.5", "q1", "q2", "q3"])}
+    rows = {line.split(" | ")[0][2:]: line for line in bench.bd_table(curves)[2:]}
+    assert set(rows) == {"image/jpeg", "image/hvae", "image/hvae (q1-8, trained)"}
+    assert "(28.0-" in rows["image/hvae"].split(" | ")[1]  # from q0's PSNR, the two curves' common floor
+    assert "(32.0-" in rows["image/hvae (q1-8, trained)"].split(" | ")[1]  # from q1's
