@@ -5,11 +5,14 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
+
+import nc
 
 from conftest import SAMPLES, run_nc
 
@@ -290,6 +293,15 @@ def test_train_errors_are_one_line(tmp_path):
                    1, "no clips/ or photos/")  # at once: no clip-making processes left waiting
     _fails_cleanly(run_nc("train", "--data", tmp_path / "empty", "--out", tmp_path / "h", "image/hvae",
                           "--init", SAMPLES / "speech.wav"), 1, "cannot load weights")
+    _fails_cleanly(run_nc("train", "image/hvae", "--data", tmp_path / "empty", "--out", tmp_path / "o",
+                          "--config", "[1]"), 2, "--config: not a JSON object")
+    _fails_cleanly(run_nc("train", "audio/rvq", "--data", tmp_path / "empty", "--out", tmp_path / "o",
+                          "--config", '{"stages": "24", "dec_blok": 1}'), 1, "--config has 'dec_blok', which the")
+    _fails_cleanly(run_nc("train", "audio/rvq", "--data", tmp_path / "empty", "--out", tmp_path / "o",
+                          "--config", '{"stages": "24"}'), 1, "--config gives stages='24': not the kind")
+    vqgan = Path(nc.__file__).parent / "codecs" / "weights" / "image_vqgan.safetensors"
+    _fails_cleanly(run_nc("train", "image/hvae", "--data", tmp_path / "empty", "--out", tmp_path / "o",
+                          "--init", vqgan), 1, "image_vqgan.safetensors has 'attention'")
 
 
 def test_a_weights_variable_naming_a_missing_file_is_a_warning_when_nc_chooses(tmp_path):

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.metrics import harmonic_match
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
-from nc.train.common import learning_rate, log_line, positive, trainer_parser
+from nc.train.common import build_config, json_object, learning_rate, log_line, positive, trainer_parser
 from nc.train.discriminators import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
 from nc.train.losses import MultiScaleMelLoss, log_magnitude_loss, magnitude_losses, stft_consistency
 
@@ -215,17 +215,18 @@ def train(args) -> None:
     ckpt = out / "checkpoint.safetensors"
     init = None if ckpt.exists() or not args.init else load_weights(args.init)
     quantizer = QUANTIZER[args.codec]
-    overrides = json.loads(args.config) if args.config else {}
+    overrides = args.config or {}
     if ckpt.exists():  # resuming: the checkpoint's config wins over --config
-        cfg = FrameCodecConfig(**checkpoint_meta(ckpt)["config"])
+        cfg = build_config(FrameCodecConfig, checkpoint_meta(ckpt)["config"], str(ckpt))
     elif init:  # fine-tuning: the weights' config with the codec's quantizer and --config's overrides
         # (reshaped parts start fresh: an RVQ model's encoder and decoder initialise an FSQ one)
-        cfg = FrameCodecConfig(**{**init[2]["config"], "quantizer": quantizer,
-                                  **CODEC_CONFIG.get(args.codec, {}), **overrides})
+        build_config(FrameCodecConfig, init[2]["config"], f"--init {args.init}")
+        cfg = build_config(FrameCodecConfig, {**init[2]["config"], "quantizer": quantizer,
+                                              **CODEC_CONFIG.get(args.codec, {}), **overrides}, "--config")
     else:
         # new models: what the shipped weights use (the dataclass defaults are what older weights assumed)
-        cfg = FrameCodecConfig(**{"choose": "euclidean", "head": "magnitude", "quantizer": quantizer,
-                                  **CODEC_CONFIG.get(args.codec, {}), **overrides})
+        cfg = build_config(FrameCodecConfig, {"choose": "euclidean", "head": "magnitude", "quantizer": quantizer,
+                                              **CODEC_CONFIG.get(args.codec, {}), **overrides}, "--config")
     if cfg.quantizer != quantizer:
         raise SystemExit(f"{args.codec} trains the {quantizer} quantizer, not {cfg.quantizer}"
                          + (f" ({ckpt} holds another codec's run)" if ckpt.exists() else ""))
@@ -470,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads drawing batches (a GPU outruns one; each has its own random stream)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (always on for CUDA)")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
-    p.add_argument("--config", help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
+    p.add_argument("--config", type=json_object, help="JSON overrides of FrameCodecConfig, e.g. '{\"dec_blocks\": 4}'")
     p.add_argument("--wave-weight", type=float, default=0.1,
                    help="weight of the waveform L1 loss (mel: 15; the phase is not predictable, so keep it small)")
     p.add_argument("--consistency-weight", type=float, default=2.0,

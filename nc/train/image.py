@@ -28,7 +28,8 @@ import torch
 from nc.models.hvae import LEVELS_BELOW, HvaeConfig, ImageHVAE
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis, gain_tables
 from nc.models.weights import checkpoint_meta, load_checkpoint, load_weights, save_checkpoint, save_weights
-from nc.train.common import learning_rate, log_line, positive, trainer_parser
+from nc.errors import one_line
+from nc.train.common import build_config, json_object, learning_rate, log_line, positive, trainer_parser
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
@@ -129,20 +130,25 @@ def start_run(args, config_class, model_class, betas=(0.9, 0.999)) -> Run:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.safetensors"
-    overrides = json.loads(args.config) if args.config else {}
+    overrides = args.config or {}
     init = None if ckpt.exists() or not args.init else load_weights(args.init)
     if ckpt.exists():
-        cfg = config_class(**checkpoint_meta(ckpt)["config"])
+        cfg = build_config(config_class, checkpoint_meta(ckpt)["config"], str(ckpt))
     else:
-        cfg = config_class(**{**(init[2]["config"] if init else {}), **overrides})
+        if init:
+            build_config(config_class, init[2]["config"], f"--init {args.init}")
+        cfg = build_config(config_class, {**(init[2]["config"] if init else {}), **overrides}, "--config")
     torch.manual_seed(args.seed)
     model = model_class(cfg).to(device)
     run = Run(out, ckpt, device, model, torch.optim.Adam(model.parameters(), lr=args.lr, betas=betas))
     if init:
         state, _, meta = init
-        if config_class(**meta["config"]) != cfg:
+        if build_config(config_class, meta["config"], f"--init {args.init}") != cfg:
             raise SystemExit(f"{args.init} holds a network of config {meta['config']}, not {cfg.to_dict()}")
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # another kind of network whose config happens to fit
+            raise SystemExit(f"--init {args.init}: its tensors do not fit this network ({one_line(e)})") from None
         log_line(out, f"initialized from {args.init}")
     if ckpt.exists():
         meta = load_checkpoint(ckpt, {"model": model}, {"opt": run.optimizer})
@@ -240,7 +246,7 @@ def add_run_options(p: argparse.ArgumentParser, steps: int, lr: float, config: s
     p.add_argument("--device", help="cpu, cuda (default: cuda when available)")
     p.add_argument("--threads", type=positive(int, zero_ok=True), default=0,
                    help="CPU threads (default, 0: torch's choice)")
-    p.add_argument("--config", help=f"JSON overrides of the network's config, e.g. '{config}'")
+    p.add_argument("--config", type=json_object, help=f"JSON overrides of the network's config, e.g. '{config}'")
     p.add_argument("--init", help="start from these weights (a weights.safetensors) instead of random ones")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=positive(int), default=100)
