@@ -414,13 +414,26 @@ class Reader:
     def _finish(self) -> Iterator[tuple[int, np.ndarray]]:
         totals = self._container.totals
         for state in self._states:
-            if state.decoder is None or state.info.modality == "image":
+            if state.info.modality == "image" or state.failed:
                 continue
             end = totals[state.info.index][0] if totals else state.next_start
+            if state.decoder is None:
+                if end > state.next_start:
+                    self._lost_end(state, end, "none of its chunks could be read")
+                continue
             yield from self._emit(state, self._flushed(state), limit=end)
+            if end > state.next_start:
+                self._lost_end(state, end, f"its chunks stop at {state.next_start}")
             yield from self._pad_to(state, end)
         if totals:
             self.refresh_lengths()
+
+    def _lost_end(self, state: _TrackState, end: int, what: str) -> None:
+        """The file's FINI says the track runs further than its chunks did: its last chunks are lost."""
+        message = f"track {state.info.index}: {what}, but the file says it runs to {end} (chunks missing at its end)"
+        if not self.ignore_errors:
+            raise CorruptChunkError(message + " (decode with --ignore-errors to recover the rest)")
+        self.damage.append(message)
 
     def _emit(self, state: _TrackState, out: np.ndarray | None, limit: int | None = None):
         if out is None or len(out) == 0:

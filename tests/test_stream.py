@@ -263,3 +263,35 @@ def test_a_rate_far_from_what_came_out_is_warned_of_and_a_met_one_is_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RateWarning)
         nc.encode(noise, codec="image/jpeg", bitrate="2bpp")
+
+
+def _chunk_end(chunk) -> int:
+    return chunk.offset + 8 + C.DATA_HEAD.size + len(chunk.payload) + 4  # length, type, body, CRC
+
+
+def test_chunks_lost_at_a_tracks_end_are_damage_not_silence(tone):
+    """FINI says how far the track runs: a file missing its last DATA chunk is damaged, not short."""
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    last = list(C.ContainerReader(io.BytesIO(data)).chunks())[-1]
+    data = data[:last.offset] + data[_chunk_end(last):]
+    with pytest.raises(CorruptChunkError, match=f"track 0: its chunks stop at {last.start}, but the file says "
+                                                f"it runs to {len(tone)}"):
+        nc.decode(data)
+    decoded = nc.decode(data, ignore_errors=True)
+    np.testing.assert_array_equal(decoded.data[:last.start], clean[:last.start])
+    assert decoded.data.shape == tone.shape and np.all(decoded.data[last.start:] == 0)
+    assert len(decoded.damage) == 1 and "chunks missing at its end" in decoded.damage[0]
+
+
+def test_a_fini_that_contradicts_the_header_costs_only_the_lengths(tone):
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    fini_at = _chunk_end(list(C.ContainerReader(io.BytesIO(data)).chunks())[-1])
+    data = recrc_field(data, fini_at, 0, 5, C.FINI_COUNT.size)  # FINI body: its track count first
+    with pytest.raises(CorruptChunkError, match="FINI chunk does not match the track count"):
+        nc.decode(data)
+    decoded = nc.decode(data, ignore_errors=True)
+    np.testing.assert_array_equal(decoded.data, clean)
+    assert decoded.damage == [f"the FINI chunk does not match the track count (byte {fini_at}): "
+                              "the tracks' lengths are unknown"]

@@ -331,7 +331,10 @@ class ContainerReader:
                 number += 1
                 yield chunk
             elif ctype == b"FINI":
-                self.totals = _parse_fini(body, len(self.tracks))
+                try:
+                    self.totals = _parse_fini(body, len(self.tracks))
+                except FormatError as e:  # the chunks before it are intact; only the lengths are lost
+                    yield Damage(None, at, f"{e} (byte {at}): the tracks' lengths are unknown")
                 return
             elif ctype == b"HEAD":
                 raise FormatError(f"a second HEAD chunk at byte {at}")
