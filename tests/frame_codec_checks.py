@@ -115,3 +115,25 @@ def check_failed_chunk_keeps_what_the_decoder_held(codec, monkeypatch, point="6k
     np.testing.assert_allclose(decoded.data[:held.start], clean[:held.start], atol=1e-4)  # differently there
     assert np.sqrt(np.mean(decoded.data[held] ** 2)) > 0.5 * np.sqrt(np.mean(clean[held] ** 2))
     assert any("chunk 2" in d for d in decoded.damage)
+
+
+def check_one_and_two_threads_give_the_same_file_and_audio(codec, monkeypatch, point="6k"):
+    """The descriptor says deterministic: the bytes and the decoded samples do not depend on torch's
+    thread count (whose oneDNN convolutions sum in another order)."""
+    import torch
+
+    from nc.plugins import registry
+
+    monkeypatch.setitem(registry().codecs, codec.descriptor.id, codec)
+    x = noise(3.0, 16000)
+    threads = torch.get_num_threads()
+    files, audio = [], []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            files.append(nc.encode(x, codec=codec.descriptor.id, bitrate=point, sample_rate=16000))
+            audio.append(nc.decode(files[0]).data)
+    finally:
+        torch.set_num_threads(threads)
+    assert files[0] == files[1]
+    np.testing.assert_array_equal(audio[0], audio[1])

@@ -10,8 +10,8 @@ from nc.codecs.base import Packet
 from nc.codecs.rvq import RvqCodec
 from nc.media.facts import AudioFacts
 from frame_codec_checks import (check_chunked_encoding_gives_the_same_packets, check_container_round_trip_restores_length,
-                                check_failed_chunk_keeps_what_the_decoder_held, check_stream_decode_matches_one_pass,
-                                encode_in_pieces, noise)
+                                check_failed_chunk_keeps_what_the_decoder_held, check_one_and_two_threads_give_the_same_file_and_audio,
+                                check_stream_decode_matches_one_pass, encode_in_pieces, noise)
 from nc.models.frame_codec import FrameCodec, FrameCodecConfig
 from nc.models.weights import save_weights
 
@@ -55,6 +55,10 @@ def test_decoder_output_is_aligned_and_windowing_matches_whole_decode(codec):
 
 def test_a_failed_chunk_costs_only_its_own_samples(codec, monkeypatch):
     check_failed_chunk_keeps_what_the_decoder_held(codec, monkeypatch)
+
+
+def test_one_and_two_threads_give_the_same_file_and_audio(codec, monkeypatch):
+    check_one_and_two_threads_give_the_same_file_and_audio(codec, monkeypatch)
 
 
 def test_corrupt_payload_is_a_clean_error(codec):
