@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nc.bitstream import container as C
-from nc.errors import FormatError, TruncatedError
+from nc.errors import FormatError, PluginError, TruncatedError
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -195,3 +195,39 @@ def test_inconsistent_index_is_ignored():
     data[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(bytes(data[data.index(b"indx"):crc_at])))
     reader, items = _chunks(bytes(data))
     assert reader.index is None and len([c for c in items if isinstance(c, C.Chunk)]) == 5
+
+
+def _file_with_head(head: str) -> bytes:
+    pre = struct.pack("<8sHH", C.SIGNATURE, 1, 0)
+    body = head.encode()
+    chunk = struct.pack("<I4s", len(body), b"HEAD") + body + struct.pack("<I", zlib.crc32(b"HEAD" + body))
+    return pre + struct.pack("<I", zlib.crc32(pre)) + chunk
+
+
+TRACK = ('"codec": "audio/x", "codec_version": 1, "weights_sha256": "", "rate": {"name": "a", "value": 1, '
+         '"unit": "bps"}, "facts": {"modality": "audio", "sample_rate": 8000, "channels": 1}, "params": {}')
+
+
+@pytest.mark.parametrize("track, message", [
+    (TRACK.replace('"codec": "audio/x"', '"codec": "audio/x\\n"'), "codec id"),
+    (TRACK + ', "codec": "image/x"', "repeated key 'codec'"),
+    (TRACK.replace('"modality": "audio"', '"modality": "video"'), "audio/x's facts name modality 'video'"),
+])
+def test_a_head_two_readers_could_read_differently_is_refused(track, message):
+    C.ContainerReader(io.BytesIO(_file_with_head('{"tracks": [{%s}]}' % TRACK)))  # the valid one reads
+    with pytest.raises(FormatError, match=message):
+        C.ContainerReader(io.BytesIO(_file_with_head('{"tracks": [{%s}]}' % track)))
+
+
+def test_writer_refuses_packets_a_reader_would_call_damage():
+    audio = C.TrackHeader("audio/x", 1, "", {}, {}, {})
+    image = C.TrackHeader("image/x", 1, "", {}, {}, {})
+    w = C.ContainerWriter(io.BytesIO(), [audio, image], "t")
+    w.write_chunk(0, 0, 10, True, b"")
+    with pytest.raises(PluginError, match="track 0's encoder gave a packet at 12 lasting 5, where the track ends at 10"):
+        w.write_chunk(0, 12, 5, True, b"")
+    with pytest.raises(PluginError, match="is an image"):
+        w.write_chunk(1, 0, 2, True, b"")
+    w.write_chunk(1, 0, 1, True, b"")
+    with pytest.raises(PluginError, match="is an image"):
+        w.write_chunk(1, 1, 1, True, b"")

@@ -24,7 +24,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from nc.errors import FormatError, TruncatedError
+from nc.errors import FormatError, PluginError, TruncatedError
 
 SIGNATURE = b"\x89NCB\r\n\x1a\n"
 FORMAT_MAJOR, FORMAT_MINOR = 1, 0
@@ -111,6 +111,7 @@ class ContainerWriter:
         self._offset = 0
         self._index: list[bytes] = []  # packed INDEX_ENTRY records
         self._totals = [[0, 0] for _ in tracks]  # per track: duration so far, chunks
+        self._images = [t.codec.startswith("image/") for t in tracks]
         head = json.dumps({"created_by": created_by, "tracks": [t.to_json() for t in tracks]},
                           separators=(",", ":"), sort_keys=True).encode()
         if len(head) > MAX_HEAD:
@@ -120,7 +121,12 @@ class ContainerWriter:
         self._write_chunk(b"HEAD", head)
 
     def write_chunk(self, track: int, start: int, duration: int, keyframe: bool, payload: bytes) -> None:
+        """Append one DATA chunk. Its start must be where the track's chunks so far end (an image's one
+        chunk: start 0, duration 1): a file is never written that nc would read as damaged."""
         total = self._totals[track]
+        if start != total[0] or duration < 0 or (self._images[track] and (total[1] or duration != 1)):
+            raise PluginError(f"track {track}'s encoder gave a packet at {start} lasting {duration}, where the track "
+                              f"{'is an image (one packet, start 0, duration 1)' if self._images[track] else f'ends at {total[0]}'}")
         head = DATA_HEAD.pack(track, KEYFRAME if keyframe else 0, 0, total[1], start, duration)
         self._index.append(struct.pack("<Q", self._offset) + head)
         self._write_chunk(b"DATA", head + payload)
@@ -403,18 +409,28 @@ def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
         i = data.find(needle, i + 1)
 
 
-_CODEC_ID = re.compile(r"^(audio|image|video)/[a-z0-9][a-z0-9_.-]{0,62}$")
-_SHA256 = re.compile(r"^([0-9a-f]{64})?$")
+#: a codec id, as HEAD stores it and descriptors declare it (use fullmatch: `$` would let "\n" end one)
+CODEC_ID = re.compile(r"(audio|image|video)/[a-z0-9][a-z0-9_.-]{0,62}")
+_SHA256 = re.compile(r"([0-9a-f]{64})?")
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different: JSON parsers disagree on which of two equal keys
+    wins, so a file that repeats one could mean different things to different readers."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"repeated key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
 def _parse_head(body: bytes) -> tuple[str, list[TrackHeader]]:
     """Strict RFC 8259 JSON (no NaN/Infinity); typed and validated fields; unknown keys ignored."""
     try:
-        head = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        head = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
         if not isinstance(head, dict):
             raise TypeError(f"a JSON {type(head).__name__}, not an object")
         tracks = [_parse_track(t) for t in head["tracks"]]
@@ -437,8 +453,10 @@ def _parse_track(t: dict) -> TrackHeader:
 
     codec, version, sha = typed("codec", str), typed("codec_version", int), typed("weights_sha256", str)
     rate, facts, params = typed("rate", dict), typed("facts", dict), typed("params", dict)
-    if not _CODEC_ID.match(codec) or not _SHA256.match(sha) or not 0 <= version < 2**31:
+    if not CODEC_ID.fullmatch(codec) or not _SHA256.fullmatch(sha) or not 0 <= version < 2**31:
         raise ValueError("codec id, codec_version or weights_sha256 is malformed")
+    if facts.get("modality") != codec.split("/")[0]:
+        raise ValueError(f"{codec}'s facts name modality {facts.get('modality')!r}")
     value = rate.get("value")
     if (not isinstance(rate.get("name"), str) or rate.get("unit") not in UNITS
             or type(value) not in (int, float) or not math.isfinite(value)):

@@ -25,11 +25,11 @@ from typing import Iterable
 
 import numpy as np
 
+from nc.bitstream.container import CODEC_ID
 from nc.errors import UsageError
 from nc.media.facts import MediaFacts
 
 MODALITIES = ("audio", "image", "video")
-_CODEC_ID = re.compile(r"^(audio|image|video)/[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class CodecDescriptor:
     preroll: float = 0.0
 
     def __post_init__(self):
-        if not _CODEC_ID.match(self.id):
+        if not CODEC_ID.fullmatch(self.id):
             raise ValueError(f"codec id {self.id!r} must look like 'audio/name', 'image/name' or 'video/name'")
         if self.id.split("/")[0] != self.modality:
             raise ValueError(f"codec id {self.id!r} does not match modality {self.modality!r}")
