@@ -354,6 +354,11 @@ class Reader:
                 state.failed = str(e)
                 self.damage.append(f"track {chunk.track} skipped: {e}")
                 return
+        if state.info.modality == "image" and (chunk.start, chunk.duration) != (0, 1):
+            self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
+                                     f"is an image's, but starts at {chunk.start} lasting {chunk.duration}, "
+                                     f"not 0 and 1: misplaced, skipped"))
+            return
         if state.info.length is not None and chunk.start + chunk.duration > state.info.length:
             self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
                                      f"ends at {chunk.start + chunk.duration}, past the track's end "

@@ -295,3 +295,11 @@ def test_a_fini_that_contradicts_the_header_costs_only_the_lengths(tone):
     np.testing.assert_array_equal(decoded.data, clean)
     assert decoded.damage == [f"the FINI chunk does not match the track count (byte {fini_at}): "
                               "the tracks' lengths are unknown"]
+
+
+def test_an_image_chunk_that_claims_two_frames_is_misplaced():
+    data = nc.encode(np.full((16, 16, 3), 90, np.uint8), codec="image/jpeg", quality=50)
+    chunk = next(iter(C.ContainerReader(io.BytesIO(data)).chunks()))
+    data = recrc_field(data, chunk.offset, 16, 2, 4)  # DATA body: duration (u32) at 16
+    with pytest.raises(CorruptChunkError, match="is an image's, but starts at 0 lasting 2"):
+        nc.decode(data)
