@@ -283,6 +283,10 @@ class Reader:
         self._fill_budget = float(MAX_FILL_SECONDS)
         self.damage.clear()
 
+    def decoded_seconds(self, track: int) -> float:
+        """How much of a track the iteration so far has handed out (gaps it filled included), in seconds."""
+        return self._states[track].info.facts.seconds(self._states[track].emitted)
+
     def read(self, track: int = 0) -> np.ndarray:
         """The whole of one track, decoded (for long media prefer iterating)."""
         if isinstance(track, bool) or not isinstance(track, int) or not 0 <= track < len(self.tracks):

@@ -133,8 +133,10 @@ def test_truncated_file(tmp_path):
     data = _opus_file(tmp_path)
     (tmp_path / "cut.ncb").write_bytes(data[: len(data) * 2 // 3])
     _fails_cleanly(run_nc("decode", tmp_path / "cut.ncb", tmp_path / "o.wav"), 1, "nc: error: the file is truncated")
-    _ok(run_nc("decode", "--ignore-errors", tmp_path / "cut.ncb", tmp_path / "o.wav"))
-    assert 0 < sf.info(tmp_path / "o.wav").frames < sf.info(SAMPLES / "speech.wav").frames
+    result = _ok(run_nc("decode", "--ignore-errors", tmp_path / "cut.ncb", tmp_path / "o.wav"))
+    info = sf.info(tmp_path / "o.wav")
+    assert 0 < info.frames < sf.info(SAMPLES / "speech.wav").frames
+    assert f"audio/opus audio {info.frames / info.samplerate:.2f} s decoded (length unknown)" in result.stdout.decode()
 
 
 def test_weights_mismatch_is_refused(tmp_path):

@@ -210,7 +210,8 @@ def cmd_decode(args) -> int:
     reader = decode_file(args.input, args.output, fmt=args.format, ignore_errors=args.ignore_errors, progress=True)
     for line in reader.damage:
         print(f"nc: warning: {line}", file=sys.stderr)
-    _status(args, f"{args.output}: " + "; ".join(_describe_track(t) for t in reader.tracks))
+    _status(args, f"{args.output}: " + "; ".join(_describe_track(t, reader.decoded_seconds(t.index))
+                                                 for t in reader.tracks))
     return 0
 
 
@@ -255,10 +256,13 @@ def _track_json(t) -> dict:
             "length": t.length, "seconds": t.seconds}
 
 
-def _describe_track(t) -> str:
+def _describe_track(t, decoded: float | None = None) -> str:
+    """One track as `nc decode` reports it; a truncated file's tracks by what was decoded of them."""
     if t.modality == "image":
         return f"{t.codec} image {t.facts.width}x{t.facts.height}"
-    return f"{t.codec} {t.modality} {t.seconds:.2f} s" if t.seconds is not None else f"{t.codec} {t.modality}"
+    if t.seconds is None:
+        return f"{t.codec} {t.modality} {decoded:.2f} s decoded (length unknown)" if decoded else f"{t.codec} {t.modality}"
+    return f"{t.codec} {t.modality} {t.seconds:.2f} s"
 
 
 def cmd_codecs(args) -> int:
