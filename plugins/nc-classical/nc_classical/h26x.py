@@ -18,6 +18,9 @@ order, each as
     4       8     pts: i64 LE, display frame index
     12      n     Annex B bytes of one access unit
 
+Track params: {"keyint": K}, the GOP length in frames (informative: the
+decoder needs nothing from them).
+
 Rates: "bps" is average-bitrate (ABR) mode; "quality" is the CRF, 0..51,
 LOWER IS BETTER (0 is near-lossless). Presets: "medium" for both (the usual reference
 setting, and what the video benchmark compares against).
