@@ -62,6 +62,9 @@ class OpusCodec(Codec):
         deterministic=True,
         weights_sha256="",
         rank=10,
+        # libopus carries state from packet to packet: RFC 7845 (4.6) has a seek decode at least 80 ms
+        # before the target, after which a cold decoder has converged to within the codec's noise
+        preroll=0.08,
     )
 
     def check(self, facts) -> None:
