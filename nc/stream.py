@@ -371,9 +371,9 @@ class Reader:
         unfilled, state.unfilled = state.unfilled, None  # only the chunk after the gap can undo it
         if unfilled and unfilled[0] <= chunk.start < sum(unfilled):
             self._undo_unfilled_gap(state, chunk, *unfilled)
+        if chunk.start != state.next_start:  # damage of its own, outside the decoder's
+            yield from self._fill_gap(state, chunk.start)
         try:
-            if chunk.start != state.next_start:
-                yield from self._fill_gap(state, chunk.start)
             out = state.decoder.decode(Packet(chunk.payload, chunk.start, chunk.duration, chunk.keyframe))
         except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
             message = f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {one_line(e)}"

@@ -303,3 +303,12 @@ def test_an_image_chunk_that_claims_two_frames_is_misplaced():
     data = recrc_field(data, chunk.offset, 16, 2, 4)  # DATA body: duration (u32) at 16
     with pytest.raises(CorruptChunkError, match="is an image's, but starts at 0 lasting 2"):
         nc.decode(data)
+
+
+def test_a_lost_chunk_is_reported_as_a_jump_not_as_a_decoding_failure(tone):
+    data = nc.encode(tone, **TOY)
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    data = data[:chunks[2].offset] + data[chunks[3].offset:]
+    with pytest.raises(CorruptChunkError) as e:
+        nc.decode(data)
+    assert str(e.value).startswith(f"track 0: chunk positions jump from {chunks[2].start} to {chunks[3].start}")
