@@ -231,3 +231,29 @@ def test_writer_refuses_packets_a_reader_would_call_damage():
     w.write_chunk(1, 0, 1, True, b"")
     with pytest.raises(PluginError, match="is an image"):
         w.write_chunk(1, 1, 1, True, b"")
+
+
+@pytest.mark.parametrize("pipe", [False, True])
+def test_two_damaged_chunks_in_a_row_resync_on_a_pipe_too(pipe):
+    _, good = _chunks(_golden_bytes())
+    data = bytearray(_golden_bytes())
+    data[good[1].offset + 30] ^= 0x40
+    data[good[2].offset + 30] ^= 0x40  # the chunk after the first damage is damaged too: a scan follows
+    _, items = _chunks(bytes(data), pipe=pipe)
+    assert [d.number for d in items if isinstance(d, C.Damage)] == [1, 2]
+    assert [c.number for c in items if isinstance(c, C.Chunk)] == [0, 3, 4]
+
+
+def test_a_scan_through_fake_chunk_headers_costs_bounded_work(monkeypatch):
+    """After damage, every 12 bytes claims a 60 MiB DATA chunk: each candidate once cost a copy of the
+    rest of the buffer (minutes for 1 MB); now one past the file's end is skipped unread, and the CRC
+    work of a scan is bounded."""
+    _, good = _chunks(_golden_bytes())
+    absurd = struct.pack("<I4sI", 0x7FFFFFFF, b"DATA", 0)  # chunk 1: a length no chunk has, so a scan follows
+    fakes = struct.pack("<I4sHBB", 60 << 20, b"DATA", 0, 0, 0) * 40000  # 480 kB of plausible headers
+    _, items = _chunks(_golden_bytes()[:good[1].offset] + absurd + fakes)
+    assert isinstance(items[-1], C.Damage) and items[-1].truncated
+    fake = struct.pack("<I4sHBB", 100, b"DATA", 0, 0, 0) + bytes(200)  # present in full, CRC wrong
+    monkeypatch.setattr(C, "SCAN_BUDGET", 100_000)
+    _, items = _chunks(_golden_bytes()[:good[1].offset] + absurd + fake * 2000 + _golden_bytes()[good[2].offset:])
+    assert "nothing readable follows" in items[-1].message  # gave up after ~1000 candidates, not 2000

@@ -51,6 +51,9 @@ MAX_HEAD = 1 << 20  # bytes of HEAD JSON
 MAX_TRACKS = 16
 KEYFRAME = 0x01
 KNOWN_TYPES = (b"HEAD", b"DATA", b"FINI", b"indx", b"tail")
+#: bytes whose CRC a reader computes while looking for chunks after damage, in all: a few seconds of
+#: zlib's CRC, far beyond what a damaged real file needs (a candidate there is a rare 4-byte match)
+SCAN_BUDGET = 4 << 30
 UNITS = ("bps", "bpp", "quality")
 
 
@@ -168,6 +171,7 @@ class _Source:
         self._f = f
         self._buf = bytearray()
         self.pos = 0  # absolute offset of _buf[0]
+        self.crc_bytes = 0  # bytes whose CRC whole_chunk computed
         try:
             self.seekable = bool(f.seekable())
             self.size = f.seek(0, 2) if self.seekable else None
@@ -177,12 +181,34 @@ class _Source:
             self.seekable, self.size = False, None
 
     def peek(self, n: int) -> bytes:
+        self._fill(n)
+        return bytes(self._buf[:n])
+
+    def _fill(self, n: int) -> bool:
+        """Read until `n` bytes are buffered; False if the stream ends first."""
         while len(self._buf) < n:
             more = self._f.read(max(n - len(self._buf), 1 << 16))
             if not more:
-                break
+                return False
             self._buf += more
-        return bytes(self._buf[:n])
+        return True
+
+    def whole_chunk(self, at: int) -> tuple[bytes, bytes] | None:
+        """(type, body) of a valid chunk starting `at` bytes ahead, or None, without copying the buffer
+        to find out (a scan tries many candidates, each claiming up to 64 MiB). Counts the bytes whose
+        CRC it computes in `crc_bytes`, so a scan can bound its work."""
+        if not self._fill(at + CHUNK_HEAD.size):
+            return None
+        length, ctype = CHUNK_HEAD.unpack_from(self._buf, at)
+        end = at + FRAMING + length
+        if length > MAX_BODY or not _valid_type(ctype) or (self.size is not None and self.pos + end > self.size) \
+                or not self._fill(end):
+            return None
+        self.crc_bytes += length
+        with memoryview(self._buf) as m:
+            if zlib.crc32(m[at + 4:end - 4]) != CHUNK_CRC.unpack_from(m, end - 4)[0]:
+                return None
+        return ctype, bytes(self._buf[at + CHUNK_HEAD.size:end - CHUNK_CRC.size])
 
     def consume(self, n: int) -> None:
         del self._buf[:n]
@@ -356,20 +382,20 @@ class ContainerReader:
             if len(later):
                 src.seek(int(self.index["offset"][later[0]]))
                 return int(later[0])
-        after = bad_at + FRAMING + length
         if length <= MAX_BODY:  # the body was hit, not the length: the next chunk is where it says
-            src.seek(bad_at)
-            raw = src.peek(FRAMING + length + CHUNK_HEAD.size)
-            if len(raw) == FRAMING + length + CHUNK_HEAD.size:
-                next_length, _ = CHUNK_HEAD.unpack_from(raw, FRAMING + length)
-                if next_length <= MAX_BODY:
-                    src.seek(after)
-                    if _parse_chunk(src.peek(FRAMING + next_length)):
-                        return number + 1
+            src.seek(bad_at)  # (where the damaged chunk began: nothing consumed yet, so pipes need no seek back)
+            after = FRAMING + length
+            head = src.peek(after + CHUNK_HEAD.size + DATA_HEAD.size)[after:]
+            # a valid chunk there, or the header of one (damaged too: it is reported as chunk number + 1)
+            if src.whole_chunk(after) or (head[4:8] in KNOWN_TYPES and self._plausible(head, 0)):
+                src.seek(bad_at + after)
+                return number + 1
         return number + 1 if self._scan_for_chunk(bad_at + 1) else None
 
     def _scan_for_chunk(self, start: int) -> bool:
-        """Search byte by byte for a chunk of a known type whose CRC checks; leave the source there."""
+        """Search byte by byte for a chunk of a known type whose CRC checks; leave the source there.
+        Gives up (nothing readable follows) once its candidates' CRCs have cost SCAN_BUDGET bytes in
+        all, so a file of fake chunk headers cannot make reading take hours."""
         src = self._src
         src.seek(start)
         window = 1 << 20
@@ -378,8 +404,9 @@ class ContainerReader:
             if len(data) < FRAMING:
                 return False
             for c in sorted({i - 4 for t in KNOWN_TYPES for i in _find_all(data, t) if i >= 4}):
-                if self._plausible(data, c) and _parse_chunk(src.peek(c + FRAMING + struct.unpack_from(
-                        "<I", data, c)[0])[c:]):
+                if src.crc_bytes > SCAN_BUDGET:
+                    return False
+                if self._plausible(data, c) and src.whole_chunk(c):
                     src.consume(c)
                     return True
             src.consume(max(len(data) - 8, 1))

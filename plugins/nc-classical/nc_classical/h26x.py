@@ -226,6 +226,16 @@ class H26xDecoder(Decoder):
     def __init__(self, spec: _Spec, facts: VideoFacts):
         self.spec, self.facts = spec, facts
 
+    def _checked(self, new: list, frames: list, duration: int) -> list:
+        """Frames as they come out, refused at the first of another size or past the GOP's duration:
+        a crafted GOP (a large frame, then a small P-frame repeated) must not fill memory first."""
+        width, height = coded_size(self.spec, self.facts)
+        if any(fr.width != width or fr.height != height for fr in new):
+            raise CorruptChunkError(f"{self.spec.decoder} GOP has a frame size other than the track's")
+        if len(frames) + len(new) > duration:
+            raise CorruptChunkError(f"{self.spec.decoder} GOP decodes to more than its {duration} frames")
+        return new
+
     def decode(self, packet: Packet) -> np.ndarray:
         import av
 
@@ -236,16 +246,13 @@ class H26xDecoder(Decoder):
             for pts, data in unpack_gop(packet.payload):
                 unit = av.Packet(data)
                 unit.pts = pts
-                frames += ctx.decode(unit)
-            frames += ctx.decode(None)
+                frames += self._checked(ctx.decode(unit), frames, packet.duration)
+            frames += self._checked(ctx.decode(None), frames, packet.duration)
         except av.FFmpegError as e:
             raise CorruptChunkError(f"{self.spec.decoder} GOP does not decode: {e}") from None
         if len(frames) != packet.duration:
             raise CorruptChunkError(f"{self.spec.decoder} GOP decoded to {len(frames)} frames, expected {packet.duration}")
         frames.sort(key=lambda fr: fr.pts)
-        width, height = coded_size(self.spec, f)
-        if any(fr.width != width or fr.height != height for fr in frames):
-            raise CorruptChunkError(f"{self.spec.decoder} GOP has a frame size other than the track's")
         rgb = np.empty((len(frames), f.height, f.width, 3), np.uint8)
         for i, fr in enumerate(frames):
             rgb[i] = fr.to_ndarray(format="rgb24")[:f.height, :f.width]

@@ -41,6 +41,7 @@ GROUP_SECONDS = 2  # per nc Packet: the container's ~60 bytes per chunk cost 0.2
 FRAMES_PER_PACKET = 50 * GROUP_SECONDS  # 20 ms frames
 MAX_CHANNELS = 8
 MAX_OPUS_PACKET = 1275  # bytes, RFC 6716
+MAX_OPUS_FRAME = 5760  # samples at 48 kHz: 120 ms, the longest an Opus packet decodes to (RFC 6716)
 # Layouts libopus maps with Vorbis channel order (mapping family 0 for 1-2, 1 for 3-8).
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
@@ -223,11 +224,17 @@ class OpusDecoder(Decoder):
     def decode(self, packet: Packet) -> np.ndarray:
         import av
 
-        pcm = []
+        pcm, samples = [], 0
+        # the most a group of this duration decodes to: its samples at 48 kHz, the pre-skip still to drop and
+        # one 120 ms Opus frame of slack; a crafted group of tiny 120 ms packets must not fill memory first
+        most = -(-packet.duration * OPUS_RATE // self.rate) + self.skip + MAX_OPUS_FRAME
         try:
             for data in unpack_group(packet.payload):
                 for frame in self.ctx.decode(av.Packet(data)):
                     pcm.append(_frame_array(frame, self.channels))
+                    samples += len(pcm[-1])
+                    if samples > most:
+                        raise CorruptChunkError(f"opus packet group decodes to more than its {packet.duration} samples")
         except av.FFmpegError as e:
             raise CorruptChunkError(f"opus packet does not decode: {e}") from None
         x48 = np.concatenate(pcm) if pcm else np.zeros((0, self.channels), np.float32)
