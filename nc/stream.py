@@ -31,6 +31,7 @@ from nc.plugins import find_codec, registry
 #: nc warns; below, it may come out at half (a codec whose best quality needs fewer bits on this input)
 RATE_OVERSHOOT = 1.2
 MAX_FILL_SECONDS = 600  # silence / repeated frames a reader fills in, per file, at most
+FILL_BYTES, FILL_PER_FILE_BYTE = 256 << 20, 1000  # and of their decoded bytes: 256 MiB + 1000 per byte of file
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ class Reader:
         self.refresh_lengths()
         self._states = [_TrackState(t) for t in self.tracks]
         self._start_offset, self._start_number = None, 0
-        self._fill_budget = float(MAX_FILL_SECONDS)
+        self._fill_budget, self._fill_bytes = float(MAX_FILL_SECONDS), 0
         self._closed = False
         self._iterated = self._sought = False  # a new iteration starts over unless seek() placed it
 
@@ -280,7 +281,7 @@ class Reader:
                 state.decoder.reset()
         self._states = [_TrackState(info, decoder=s.decoder) for info, s in zip(self.tracks, self._states)]
         self._start_offset, self._start_number = None, 0
-        self._fill_budget = float(MAX_FILL_SECONDS)
+        self._fill_budget, self._fill_bytes = float(MAX_FILL_SECONDS), 0
         self.damage.clear()
 
     def decoded_seconds(self, track: int) -> float:
@@ -437,6 +438,11 @@ class Reader:
         if totals:
             self.refresh_lengths()
 
+    def _fill_bytes_allowed(self) -> int:
+        """Filler a file may make, in all: in proportion to its size (what a pipe has given so far), so that
+        a few hundred crafted bytes cannot decode to gigabytes of 768 kHz 64-channel silence."""
+        return FILL_BYTES + FILL_PER_FILE_BYTE * self._container.size_so_far
+
     def _lost_end(self, state: _TrackState, end: int, what: str) -> None:
         """The file's FINI says the track runs further than its chunks did: its last chunks are lost."""
         message = f"track {state.info.index}: {what}, but the file says it runs to {end} (chunks missing at its end)"
@@ -472,14 +478,16 @@ class Reader:
         gap = end - state.emitted
         if gap <= 0:
             return
-        seconds = facts.seconds(gap)
-        if seconds > self._fill_budget:
-            self.damage.append(f"track {state.info.index}: a gap of {seconds:.0f} s was not filled "
-                               f"(at most {MAX_FILL_SECONDS} s are filled per file)")
+        seconds, size = facts.seconds(gap), gap * _bytes_per_position(facts)
+        if seconds > self._fill_budget or self._fill_bytes + size > self._fill_bytes_allowed():
+            self.damage.append(f"track {state.info.index}: a gap of {seconds:.0f} s was not filled (at most "
+                               f"{MAX_FILL_SECONDS} s, and {FILL_PER_FILE_BYTE} bytes of filler per byte of the "
+                               f"file, are filled per file)")
             state.unfilled = (state.emitted, gap)
             state.emitted = end
             return
         self._fill_budget -= seconds
+        self._fill_bytes += size
         if isinstance(facts, AudioFacts):
             piece = np.zeros((min(gap, 1 << 16), facts.channels), np.float32)
         else:
@@ -487,6 +495,11 @@ class Reader:
             piece = np.repeat(frame[None], min(gap, 8), axis=0)
         while state.emitted < end:
             yield from self._emit(state, piece[: end - state.emitted], limit=end)
+
+
+def _bytes_per_position(facts: MediaFacts) -> int:
+    """Bytes of decoded output per sample (audio, float32) or frame (video, RGB)."""
+    return 4 * facts.channels if isinstance(facts, AudioFacts) else 3 * facts.width * facts.height
 
 
 def _track_info(i: int, h: TrackHeader, totals) -> TrackInfo:

@@ -312,3 +312,18 @@ def test_a_lost_chunk_is_reported_as_a_jump_not_as_a_decoding_failure(tone):
     with pytest.raises(CorruptChunkError) as e:
         nc.decode(data)
     assert str(e.value).startswith(f"track 0: chunk positions jump from {chunks[2].start} to {chunks[3].start}")
+
+
+def test_filler_is_bounded_by_the_files_size_not_only_by_seconds(tone, monkeypatch):
+    """A few hundred crafted bytes whose FINI claims 600 s of 64-channel 768 kHz audio must not decode to
+    gigabytes of silence: filler is bounded in bytes, in proportion to the file's size."""
+    from nc import stream
+
+    data = nc.encode(tone, **TOY)
+    monkeypatch.setattr(stream, "FILL_BYTES", 0)
+    monkeypatch.setattr(stream, "FILL_PER_FILE_BYTE", len(tone) // len(data))  # len(tone) bytes: a quarter of its float32
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    lost = data[:chunks[1].offset] + data[chunks[-1].offset:]  # all but the first and last chunks
+    decoded = nc.decode(lost, ignore_errors=True)
+    assert any("was not filled" in d for d in decoded.damage)
+    assert len(decoded.data) < len(tone) // 2

@@ -210,6 +210,10 @@ class _Source:
                 return None
         return ctype, bytes(self._buf[at + CHUNK_HEAD.size:end - CHUNK_CRC.size])
 
+    @property
+    def read_so_far(self) -> int:
+        return self.pos + len(self._buf)
+
     def consume(self, n: int) -> None:
         del self._buf[:n]
         self.pos += n
@@ -266,6 +270,12 @@ class ContainerReader:
         self.index: np.ndarray | None = None
         if self._src.seekable:
             self._read_tail()
+
+
+    @property
+    def size_so_far(self) -> int:
+        """The file's size, or for a pipe the bytes read from it so far."""
+        return self._src.size if self._src.size is not None else self._src.read_so_far
 
     def _read_preamble(self) -> None:
         raw = self._src.peek(PREAMBLE.size)
