@@ -427,13 +427,11 @@ class Reader:
             if state.info.modality == "image" or state.failed:
                 continue
             end = totals[state.info.index][0] if totals else state.next_start
-            if state.decoder is None:
-                if end > state.next_start:
-                    self._lost_end(state, end, "none of its chunks could be read")
-                continue
-            yield from self._emit(state, self._flushed(state), limit=end)
+            if state.decoder is not None:
+                yield from self._emit(state, self._flushed(state), limit=end)
             if end > state.next_start:
-                self._lost_end(state, end, f"its chunks stop at {state.next_start}")
+                self._lost_end(state, end, f"its chunks stop at {state.next_start}" if state.decoder is not None
+                               else "none of its chunks could be read")
             yield from self._pad_to(state, end)
         if totals:
             self.refresh_lengths()
@@ -531,8 +529,10 @@ def _make_decoder(info: TrackInfo) -> Decoder:
                                    f"but the installed weights are {d.weights_sha256[:12] or 'none'}")
     try:
         return codec.decoder(info.facts, info.rate, info.params)
-    except UsageError as e:  # what a codec refuses to be asked for, here read from the file
+    except NCError as e:  # what a codec refuses to be asked for, here read from the file
         raise FormatError(f"track {info.index} cannot be decoded: {e}") from None
+    except Exception as e:  # track params a codec chokes on (a value out of range, say): the file's fault
+        raise FormatError(f"track {info.index} cannot be decoded: {one_line(e)}") from None
 
 
 def join_pieces(info: TrackInfo, pieces: list[np.ndarray]) -> np.ndarray:

@@ -317,3 +317,26 @@ def test_video_tiny_frames_are_padded_and_cropped(codec_cls):
     codec, facts, point, params, packets = _video_encode(codec_cls, clip, pieces=3)
     assert [(p.start, p.duration) for p in packets] == [(0, 3)]
     assert codec.decoder(facts, point, params).decode(packets[0]).shape == clip.shape
+
+
+def test_images_are_bounded_by_ncs_limit_not_pillows(monkeypatch, tmp_path):
+    """Pillow warns over ~89 M pixels and refuses over ~179 M; nc takes images up to its own limit
+    (2^28 pixels, ImageFacts), here scaled down to 2000 pixels."""
+    import warnings
+
+    from PIL import Image
+
+    import nc
+    from nc.errors import MediaError
+    from nc.media import files
+
+    monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 2000)
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (40, 40), (90, 100, 110)).save(small)  # 1600 pixels: over Pillow's warning line here
+    Image.new("RGB", (50, 50)).save(large)  # 2500: over the limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = nc.encode(str(small), codec="image/jpeg", quality=80)
+        assert nc.decode(data).data.shape == (40, 40, 3)
+    with pytest.raises(MediaError, match="large.png: the image has over 2000 pixels"):
+        nc.encode(str(large), codec="image/jpeg")

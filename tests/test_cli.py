@@ -312,3 +312,34 @@ def test_a_weights_variable_naming_a_missing_file_is_a_warning_when_nc_chooses(t
                             env=env, capture_output=True, timeout=300)
     _ok(result)
     assert b"nc: warning: plugin 'nc': NC_RVQ_WEIGHTS names" in result.stderr and b"audio/fsq" in result.stdout
+
+
+def test_surround_sound_keeps_its_channels_in_a_video_file_and_too_many_are_refused(tmp_path):
+    import av
+
+    from nc.media.facts import AudioFacts, VideoFacts
+
+    for channels in (6, 8):
+        with nc.open(tmp_path / f"{channels}.ncb", "wb", tracks=[
+                nc.TrackSpec(VideoFacts(64, 48, 25, 1), "video/h264"),
+                nc.TrackSpec(AudioFacts(48000, channels), "audio/opus", "64k")]) as w:
+            w.write(np.full((25, 48, 64, 3), 100, np.uint8), track=0)
+            w.write(np.zeros((48000, channels), np.float32), track=1)
+    _ok(run_nc("decode", tmp_path / "6.ncb", tmp_path / "6.mkv"))
+    with av.open(str(tmp_path / "6.mkv")) as f:
+        assert f.streams.audio[0].codec_context.channels == 6
+    _fails_cleanly(run_nc("decode", tmp_path / "8.ncb", tmp_path / "8.mkv"), 1,
+                   "a .mkv file holds sound of 1 to 7 channels, not 8")
+    assert not (tmp_path / "8.mkv").exists()
+
+
+def test_running_out_of_memory_is_one_line_not_an_internal_error(monkeypatch, capsys):
+    from nc import api
+    from nc.cli.main import main
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.46 GiB")
+
+    monkeypatch.setattr(api, "decode_file", too_big)
+    assert main(["decode", str(SAMPLES / "speech.wav"), "/tmp/never.wav"]) == 1
+    assert capsys.readouterr().err == "nc: error: out of memory: Unable to allocate 1.46 GiB\n"

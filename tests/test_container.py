@@ -212,6 +212,9 @@ TRACK = ('"codec": "audio/x", "codec_version": 1, "weights_sha256": "", "rate": 
     (TRACK.replace('"codec": "audio/x"', '"codec": "audio/x\\n"'), "codec id"),
     (TRACK + ', "codec": "image/x"', "repeated key 'codec'"),
     (TRACK.replace('"modality": "audio"', '"modality": "video"'), "audio/x's facts name modality 'video'"),
+    (TRACK.replace('"value": 1,', '"value": 1%s,' % ("0" * 400)), "int too large"),
+    (TRACK.replace('"params": {}', '"params": {"preskip": 1e999}'), "1e999 is out of range"),
+    (TRACK.replace('"params": {}', '"params": %s' % ("[" * 100000 + "]" * 100000)), "nested too deeply"),
 ])
 def test_a_head_two_readers_could_read_differently_is_refused(track, message):
     C.ContainerReader(io.BytesIO(_file_with_head('{"tracks": [{%s}]}' % TRACK)))  # the valid one reads

@@ -327,3 +327,19 @@ def test_filler_is_bounded_by_the_files_size_not_only_by_seconds(tone, monkeypat
     decoded = nc.decode(lost, ignore_errors=True)
     assert any("was not filled" in d for d in decoded.damage)
     assert len(decoded.data) < len(tone) // 2
+
+
+def test_a_track_that_lost_every_chunk_is_filled_to_its_length(tone):
+    from nc.media.facts import AudioFacts
+
+    out = io.BytesIO()
+    with nc.open(out, "wb", tracks=[nc.TrackSpec(AudioFacts(16000, 1), "audio/toy-mulaw"),
+                                    nc.TrackSpec(AudioFacts(8000, 1), "audio/toy-mulaw")]) as w:
+        w.write(tone, track=0)
+        w.write(tone[::2], track=1)
+    data = out.getvalue()
+    for c in reversed([c for c in C.ContainerReader(io.BytesIO(data)).chunks() if c.track == 1]):
+        data = data[:c.offset] + data[_chunk_end(c):]
+    decoded = nc.decode(data, ignore_errors=True)
+    assert decoded[1].data.shape == (len(tone[::2]), 1) and not decoded[1].data.any()
+    assert any("track 1: none of its chunks could be read" in d for d in decoded.damage)

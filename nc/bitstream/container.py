@@ -455,6 +455,14 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent; 1e999 would be infinity, which JSON cannot hold."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     """A JSON object whose keys are all different: JSON parsers disagree on which of two equal keys
     wins, so a file that repeats one could mean different things to different readers."""
@@ -467,15 +475,18 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 def _parse_head(body: bytes) -> tuple[str, list[TrackHeader]]:
     """Strict RFC 8259 JSON (no NaN/Infinity); typed and validated fields; unknown keys ignored."""
     try:
-        head = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        head = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite,
+                          object_pairs_hook=_unique_keys)
         if not isinstance(head, dict):
             raise TypeError(f"a JSON {type(head).__name__}, not an object")
         tracks = [_parse_track(t) for t in head["tracks"]]
         created_by = head.get("created_by", "")
         if not isinstance(created_by, str):
             raise TypeError("created_by")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
         raise FormatError(f"the file's HEAD chunk is malformed ({e.__class__.__name__}: {e})") from None
+    except RecursionError:  # JSON nested deeper than Python's stack
+        raise FormatError("the file's HEAD chunk is malformed (nested too deeply)") from None
     if not 1 <= len(tracks) <= MAX_TRACKS:
         raise FormatError(f"the file declares {len(tracks)} tracks (1 to {MAX_TRACKS} allowed)")
     return created_by, tracks

@@ -140,6 +140,10 @@ def _run(argv: list[str]) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except MemoryError as e:  # not a bug: this machine has too little for the media (or the file claims too much)
+        detail = (str(e).strip().splitlines() or [""])[0]
+        print(f"nc: error: out of memory{': ' + detail if detail else ''}", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug in nc or a plugin: still one line, the traceback on request
         if os.environ.get("NC_DEBUG"):
             raise

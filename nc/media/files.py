@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from nc.errors import FormatError, MediaError, UsageError
-from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts
+from nc.media.facts import MAX_IMAGE_PIXELS, AudioFacts, ImageFacts, MediaFacts, VideoFacts
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm"}
@@ -80,19 +80,34 @@ def open_media(path: str) -> MediaSource:
     raise MediaError(f"{path}: not a supported audio, image or video file")
 
 
+@contextmanager
+def pillow_within_image_facts():
+    """Pillow's decompression-bomb guard at nc's own image limit (ImageFacts: 2^28 pixels) instead of
+    Pillow's ~89 M (a warning) and ~179 M (an error): nc checks sizes itself, before allocating."""
+    import warnings
+
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # Pillow refuses over twice this, and warns over it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | None:
     """The image, or None if Pillow cannot read it (or, with damaged_is_an_error, knows the format but
     cannot decode it: then a MediaError). The size is checked before the pixels are allocated."""
-    import warnings
-
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ImageFacts bounds the size below
+        with pillow_within_image_facts():
             im = Image.open(path)
-    except Image.DecompressionBombError as e:  # over twice Pillow's limit, about 179 M pixels
-        raise MediaError(f"{path}: {e}") from None
+    except Image.DecompressionBombError:
+        raise MediaError(f"{path}: the image has over {MAX_IMAGE_PIXELS} pixels, nc's limit") from None
     except (UnidentifiedImageError, OSError, ValueError):
         return None
     with im:
@@ -384,6 +399,11 @@ _VIDEO_OUT = {
 }
 
 
+# FFmpeg's named layouts: FLAC, AAC and libopus all take these; "3c"-style ones fail in libopus, 8
+# channels (7.1) fail in PyAV
+_AUDIO_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1"}
+
+
 class _VideoFileWriter:
     """Muxes a video track (and optional audio track) with PyAV."""
 
@@ -391,6 +411,10 @@ class _VideoFileWriter:
         import av
 
         vcodec, pix_fmt, options, acodec = _VIDEO_OUT[ext]
+        for f in facts:
+            if isinstance(f, AudioFacts) and f.channels not in _AUDIO_LAYOUTS:
+                raise MediaError(f"a {ext} file holds sound of 1 to {len(_AUDIO_LAYOUTS)} channels, not {f.channels}: "
+                                 f"nc.decode gives every track as arrays")
         self._out = av.open(path, "w")
         self._facts = facts
         self._streams, self._pts, self._resamplers = {}, {}, {}
@@ -402,7 +426,7 @@ class _VideoFileWriter:
             else:
                 s = self._out.add_stream(acodec, rate=f.sample_rate if acodec != "libopus" else 48000)
                 s.time_base = Fraction(1, s.rate)
-                s.layout = "mono" if f.channels == 1 else "stereo" if f.channels == 2 else f"{f.channels}c"
+                s.layout = _AUDIO_LAYOUTS[f.channels]
                 self._resamplers[track] = av.AudioResampler(format=s.format.name, layout=s.layout, rate=s.rate)
             self._streams[track] = s
             self._pts[track] = 0

@@ -20,6 +20,7 @@ import numpy as np
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import ImageFacts
+from nc.media.files import pillow_within_image_facts
 
 QUALITY = RateRange("quality", 1, 100)
 BPP = RateRange("bpp", 0.01, 24)
@@ -142,7 +143,7 @@ class StillDecoder(Decoder):
 
         f = self.facts
         try:
-            with Image.open(io.BytesIO(packet.payload), formats=[self.format]) as image:
+            with pillow_within_image_facts(), Image.open(io.BytesIO(packet.payload), formats=[self.format]) as image:
                 if image.size != (f.width, f.height):  # checked before any pixel memory is allocated
                     raise CorruptChunkError(f"{self.format} image is {image.size[0]}x{image.size[1]}, "
                                             f"the track says {f.width}x{f.height}")
