@@ -21,15 +21,16 @@ import numpy as np
 import nc
 from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
 from nc.codecs.base import Codec, Decoder, Packet, RatePoint
-from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, RateWarning, TruncatedError,
-                       UsageError, WeightsMismatchError, one_line)
+from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, PluginError, RateWarning,
+                       TruncatedError, UsageError, WeightsMismatchError, one_line)
 from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
 from nc.plugins import find_codec, registry
 
 
-#: a rate asked of a codec's range may come out this much above it (a rate controller's slack) before
-#: nc warns; below, it may come out at half (a codec whose best quality needs fewer bits on this input)
+#: a rate asked of a codec's range may come out this much above it (a rate controller's slack) before nc warns
 RATE_OVERSHOOT = 1.2
+#: what a decoder may raise that is no fault of the file: nc reports it as it is, never as damage
+NOT_THE_FILES_FAULT = (MemoryError, ImportError, PluginError)
 MAX_FILL_SECONDS = 600  # silence / repeated frames a reader fills in, per file, at most
 FILL_BYTES, FILL_PER_FILE_BYTE = 256 << 20, 1000  # and of their decoded bytes: 256 MiB + 1000 per byte of file
 
@@ -107,8 +108,7 @@ class Writer:
         """Encode the next piece of a track: samples (n, ch), frames (n, h, w, 3) or a whole image."""
         if self._closed:
             raise UsageError("write to a closed nc writer")
-        if not 0 <= track < len(self._encoders):
-            raise UsageError(f"track {track} does not exist; this file has {len(self._encoders)}")
+        _check_track(track, len(self._encoders))
         self._put(track, self._encoders[track].encode(as_media(block, self.facts[track])))
 
     def close(self) -> None:
@@ -126,7 +126,7 @@ class Writer:
         for track in range(len(self._encoders)):
             miss = self._rate_miss(track)
             if miss:
-                warnings.warn(miss, RateWarning, stacklevel=2)
+                warnings.warn(miss, RateWarning, stacklevel=_first_level_outside_nc())
 
     def _put(self, track: int, packets) -> None:
         for p in packets:
@@ -136,6 +136,7 @@ class Writer:
 
     def achieved(self, track: int) -> float | None:
         """The track's payload rate so far, in its rate's unit (bits per pixel or per second); None if unknown."""
+        _check_track(track, len(self.facts))
         facts, unit = self.facts[track], self.rates[track].unit
         if unit == "bpp" and facts.modality == "image":
             return self._payload_bytes[track] * 8 / (facts.width * facts.height)
@@ -143,14 +144,14 @@ class Writer:
         return self._payload_bytes[track] * 8 / seconds if unit == "bps" and seconds > 0 else None
 
     def _rate_miss(self, track: int) -> str | None:
-        """A warning when a rate asked of a codec's continuous range came out far from it (the codec's
-        lowest or highest setting on this input); rate points are nominal and not checked."""
+        """A warning when a rate asked of a codec's continuous range came out well above it (the codec's
+        lowest setting still needs more on this input, or its rate control overshot). Below is no news:
+        easy content needs fewer bits. Rate points are nominal and not checked."""
         asked, got = self._asked[track], self.achieved(track)
-        if asked is None or got is None or 0.5 <= got / asked.value <= RATE_OVERSHOOT:
+        if asked is None or got is None or got <= RATE_OVERSHOOT * asked.value:
             return None
         shown = f"{got:.3g} bpp" if asked.unit == "bpp" else f"{got / 1000:.3g} kbps"
-        side = "above" if got > asked.value else "below"
-        return f"track {track} ({self.codecs[track]}) came out at {shown}, {side} the {asked.name} asked"
+        return f"track {track} ({self.codecs[track]}) came out at {shown}, above the {asked.name} asked"
 
     def __enter__(self):
         return self
@@ -286,12 +287,12 @@ class Reader:
 
     def decoded_seconds(self, track: int) -> float:
         """How much of a track the iteration so far has handed out (gaps it filled included), in seconds."""
+        _check_track(track, len(self.tracks))
         return self._states[track].info.facts.seconds(self._states[track].emitted)
 
     def read(self, track: int = 0) -> np.ndarray:
         """The whole of one track, decoded (for long media prefer iterating)."""
-        if isinstance(track, bool) or not isinstance(track, int) or not 0 <= track < len(self.tracks):
-            raise UsageError(f"track {track!r} does not exist; this file has {len(self.tracks)}")
+        _check_track(track, len(self.tracks))
         return join_pieces(self.tracks[track], [a for t, a in self if t == track])
 
     def seek(self, seconds: float) -> None:
@@ -373,16 +374,18 @@ class Reader:
         if unfilled and unfilled[0] <= chunk.start < sum(unfilled):
             self._undo_unfilled_gap(state, chunk, *unfilled)
         if chunk.start != state.next_start:  # damage of its own, outside the decoder's
-            yield from self._fill_gap(state, chunk.start)
+            message = (f"track {state.info.index}: chunk positions jump from {state.next_start} to {chunk.start} "
+                       f"(missing or misplaced chunks)")
+            self._note_damage(Damage(chunk.number, chunk.offset, message))
+            yield from self._skip_to(state, chunk.start)
         try:
             out = state.decoder.decode(Packet(chunk.payload, chunk.start, chunk.duration, chunk.keyframe))
+        except NOT_THE_FILES_FAULT:
+            raise
         except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
-            message = f"chunk {chunk.number} (track {chunk.track}) could not be decoded: {one_line(e)}"
-            if not self.ignore_errors:
-                raise CorruptChunkError(message, chunk.number) from e
-            self.damage.append(message)
-            yield from self._emit(state, self._flushed(state))  # earlier chunks' output it still holds
-            state.decoder.reset()
+            self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
+                                     f"could not be decoded: {one_line(e)}"))
+            yield from self._skip_to(state, chunk.start + chunk.duration)  # the chunk's own span, no more
             return
         state.next_start = chunk.start + chunk.duration
         yield from self._emit(state, out)
@@ -392,6 +395,8 @@ class Reader:
         damage like a chunk that fails (reported, or raised without ignore_errors); then it gives nothing."""
         try:
             return state.decoder.flush()
+        except NOT_THE_FILES_FAULT:
+            raise
         except Exception as e:
             message = f"track {state.info.index}: output held back by its decoder was lost: {one_line(e)}"
             if not self.ignore_errors:
@@ -399,17 +404,14 @@ class Reader:
             self.damage.append(message)
             return None
 
-    def _fill_gap(self, state: _TrackState, start: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Chunks went missing before `start`: end the decoder's output there, pad the gap, reset."""
-        message = (f"track {state.info.index}: chunk positions jump from {state.next_start} to {start} "
-                   f"(missing or misplaced chunks)")
-        if not self.ignore_errors:
-            raise CorruptChunkError(message + " (decode with --ignore-errors to recover the rest)")
-        self.damage.append(message)
-        yield from self._emit(state, self._flushed(state), limit=start)
-        yield from self._pad_to(state, start)
+    def _skip_to(self, state: _TrackState, end: int) -> Iterator[tuple[int, np.ndarray]]:
+        """What lies before `end` is lost: hand out what the decoder still holds of what came before,
+        pad up to `end`, and start the decoder afresh there."""
+        yield from self._emit(state, self._flushed(state), limit=end)  # (a decoder's fading tail may reach in)
+        yield from self._pad_to(state, end)
         state.decoder.reset()
-        state.discard = max(0, state.emitted - start)  # output already given for [start, emitted)
+        state.discard = max(0, state.emitted - end)  # output already given for [end, emitted)
+        state.next_start = end
 
     def _undo_unfilled_gap(self, state: _TrackState, chunk: Chunk, at: int, length: int) -> None:
         """The chunk after a gap too long to fill goes back into it: the jump was one chunk with a
@@ -495,6 +497,22 @@ class Reader:
             yield from self._emit(state, piece[: end - state.emitted], limit=end)
 
 
+def _check_track(track, count: int) -> None:
+    if isinstance(track, bool) or not isinstance(track, int) or not 0 <= track < count:
+        raise UsageError(f"track {track!r} does not exist; this file has {count}")
+
+
+def _first_level_outside_nc() -> int:
+    """warnings.warn's stacklevel that names the user's line (a `with` block's end, say), not nc's."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_NC_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_NC_DIR = os.path.dirname(os.path.abspath(nc.__file__)) + os.sep
+
+
 def _bytes_per_position(facts: MediaFacts) -> int:
     """Bytes of decoded output per sample (audio, float32) or frame (video, RGB)."""
     return 4 * facts.channels if isinstance(facts, AudioFacts) else 3 * facts.width * facts.height
@@ -529,8 +547,10 @@ def _make_decoder(info: TrackInfo) -> Decoder:
                                    f"but the installed weights are {d.weights_sha256[:12] or 'none'}")
     try:
         return codec.decoder(info.facts, info.rate, info.params)
-    except NCError as e:  # what a codec refuses to be asked for, here read from the file
+    except UsageError as e:  # what a codec refuses to be asked for, here read from the file
         raise FormatError(f"track {info.index} cannot be decoded: {e}") from None
+    except (NCError, *NOT_THE_FILES_FAULT):  # said well already, or no fault of the file
+        raise
     except Exception as e:  # track params a codec chokes on (a value out of range, say): the file's fault
         raise FormatError(f"track {info.index} cannot be decoded: {one_line(e)}") from None
 

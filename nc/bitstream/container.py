@@ -171,7 +171,7 @@ class _Source:
         self._f = f
         self._buf = bytearray()
         self.pos = 0  # absolute offset of _buf[0]
-        self.crc_bytes = 0  # bytes whose CRC whole_chunk computed
+        self.crc_bytes = 0  # bytes whose CRC whole_chunk computed for candidates that were not chunks
         try:
             self.seekable = bool(f.seekable())
             self.size = f.seek(0, 2) if self.seekable else None
@@ -196,7 +196,7 @@ class _Source:
     def whole_chunk(self, at: int) -> tuple[bytes, bytes] | None:
         """(type, body) of a valid chunk starting `at` bytes ahead, or None, without copying the buffer
         to find out (a scan tries many candidates, each claiming up to 64 MiB). Counts the bytes whose
-        CRC it computes in `crc_bytes`, so a scan can bound its work."""
+        CRC it computed in vain in `crc_bytes`, so a scan can bound its work."""
         if not self._fill(at + CHUNK_HEAD.size):
             return None
         length, ctype = CHUNK_HEAD.unpack_from(self._buf, at)
@@ -204,9 +204,9 @@ class _Source:
         if length > MAX_BODY or not _valid_type(ctype) or (self.size is not None and self.pos + end > self.size) \
                 or not self._fill(end):
             return None
-        self.crc_bytes += length
         with memoryview(self._buf) as m:
             if zlib.crc32(m[at + 4:end - 4]) != CHUNK_CRC.unpack_from(m, end - 4)[0]:
+                self.crc_bytes += length
                 return None
         return ctype, bytes(self._buf[at + CHUNK_HEAD.size:end - CHUNK_CRC.size])
 
@@ -340,6 +340,7 @@ class ContainerReader:
         """
         src = self._src
         src.seek(self.data_at if offset is None else offset)
+        src.crc_bytes = 0  # each walk through the file has the whole scan budget
         number = first_number
         while True:
             at = src.pos
@@ -404,8 +405,8 @@ class ContainerReader:
 
     def _scan_for_chunk(self, start: int) -> bool:
         """Search byte by byte for a chunk of a known type whose CRC checks; leave the source there.
-        Gives up (nothing readable follows) once its candidates' CRCs have cost SCAN_BUDGET bytes in
-        all, so a file of fake chunk headers cannot make reading take hours."""
+        Gives up (nothing readable follows) once candidates that were not chunks have cost SCAN_BUDGET
+        bytes of CRC in this walk, so a file of fake chunk headers cannot make reading take hours."""
         src = self._src
         src.seek(start)
         window = 1 << 20
@@ -466,9 +467,11 @@ def _finite(text: str) -> float:
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     """A JSON object whose keys are all different: JSON parsers disagree on which of two equal keys
     wins, so a file that repeats one could mean different things to different readers."""
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"repeated key {next(k for k in keys if keys.count(k) > 1)!r}")
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"repeated key {key!r}")
+        seen.add(key)
     return dict(pairs)
 
 

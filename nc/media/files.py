@@ -13,6 +13,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -80,6 +81,9 @@ def open_media(path: str) -> MediaSource:
     raise MediaError(f"{path}: not a supported audio, image or video file")
 
 
+_PILLOW_LIMIT = threading.RLock()
+
+
 @contextmanager
 def pillow_within_image_facts():
     """Pillow's decompression-bomb guard at nc's own image limit (ImageFacts: 2^28 pixels) instead of
@@ -88,14 +92,15 @@ def pillow_within_image_facts():
 
     from PIL import Image
 
-    before = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # Pillow refuses over twice this, and warns over it
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = before
+    with _PILLOW_LIMIT:  # Pillow's limit is process-wide: one image at a time changes and restores it
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # Pillow refuses over twice this, and warns over it
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
 
 
 def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | None:
@@ -103,22 +108,22 @@ def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | N
     cannot decode it: then a MediaError). The size is checked before the pixels are allocated."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with pillow_within_image_facts():
-            im = Image.open(path)
-    except Image.DecompressionBombError:
-        raise MediaError(f"{path}: the image has over {MAX_IMAGE_PIXELS} pixels, nc's limit") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
-    with im:
-        ImageFacts(im.width, im.height, "RGB").validate()
+    with pillow_within_image_facts():
         try:
-            im.load()
-            array = _pixels(im)
-        except (OSError, ValueError, SyntaxError, EOFError) as e:
-            if damaged_is_an_error:
-                raise MediaError(f"{path}: the image is truncated or damaged ({e})") from None
+            im = Image.open(path)
+        except Image.DecompressionBombError:
+            raise MediaError(f"{path}: the image has over {MAX_IMAGE_PIXELS} pixels, nc's limit") from None
+        except (UnidentifiedImageError, OSError, ValueError):
             return None
+        with im:
+            ImageFacts(im.width, im.height, "RGB").validate()
+            try:
+                im.load()
+                array = _pixels(im)
+            except (OSError, ValueError, SyntaxError, EOFError) as e:
+                if damaged_is_an_error:
+                    raise MediaError(f"{path}: the image is truncated or damaged ({e})") from None
+                return None
     array = array[:, :, None] if array.ndim == 2 else array
     facts = ImageFacts(array.shape[1], array.shape[0], {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]).validate()
     return MediaSource([facts], lambda: iter([(0, array)]), 0.0)
@@ -399,9 +404,10 @@ _VIDEO_OUT = {
 }
 
 
-# FFmpeg's named layouts: FLAC, AAC and libopus all take these; "3c"-style ones fail in libopus, 8
-# channels (7.1) fail in PyAV
-_AUDIO_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1"}
+#: FFmpeg's named channel layouts (Vorbis / Opus order); "3c"-style ones fail in libopus
+CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# what a video file's sound may have: FLAC, AAC and libopus all take these; 7.1 fails in PyAV's muxing
+_AUDIO_LAYOUTS = {n: CHANNEL_LAYOUTS[n] for n in range(1, 8)}
 
 
 class _VideoFileWriter:

@@ -33,6 +33,7 @@ import numpy as np
 from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import AudioFacts
+from nc.media.files import CHANNEL_LAYOUTS
 from nc.media.resample import StreamResampler
 
 OPUS_RATE = 48_000
@@ -43,7 +44,6 @@ MAX_CHANNELS = 8
 MAX_OPUS_PACKET = 1275  # bytes, RFC 6716
 MAX_OPUS_FRAME = 5760  # samples at 48 kHz: 120 ms, the longest an Opus packet decodes to (RFC 6716)
 # Layouts libopus maps with Vorbis channel order (mapping family 0 for 1-2, 1 for 3-8).
-_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 def _k(bps: int) -> RatePoint:
@@ -89,7 +89,7 @@ def _open_encoder(channels: int, bps: int):
 
     ctx = av.CodecContext.create("libopus", "w")
     ctx.sample_rate = OPUS_RATE
-    ctx.layout = _LAYOUTS[channels]
+    ctx.layout = CHANNEL_LAYOUTS[channels]
     ctx.format = "flt"  # packed float32: frames are built straight from (n, ch) arrays
     ctx.bit_rate = bps
     ctx.open()
@@ -184,7 +184,7 @@ class OpusEncoder(Encoder):
         import av
 
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples).reshape(1, -1), format="flt",
-                                           layout=_LAYOUTS[self.channels])
+                                           layout=CHANNEL_LAYOUTS[self.channels])
         frame.sample_rate = OPUS_RATE
         frame.pts = self.frames_in * FRAME
         self.frames_in += 1
@@ -216,7 +216,7 @@ class OpusDecoder(Decoder):
 
         self.ctx = av.CodecContext.create("opus", "r")  # ffmpeg's own decoder: float output
         self.ctx.sample_rate = OPUS_RATE
-        self.ctx.layout = _LAYOUTS[self.channels]
+        self.ctx.layout = CHANNEL_LAYOUTS[self.channels]
         self.ctx.extradata = self.head
         self.skip = self.preskip
         self.resampler = StreamResampler(OPUS_RATE, self.rate, self.channels)
