@@ -133,7 +133,10 @@ def pad_to(pixels: np.ndarray, multiple: int) -> np.ndarray:
 @contextmanager
 def one_thread(torch):
     """Run a float synthesis on one thread: oneDNN splits a convolution's sums differently for other
-    thread counts, which moved some pixels by one level between 1 and 2 threads."""
+    thread counts, which moved some pixels by one level between 1 and 2 threads.
+
+    torch's thread count is process-wide: another thread that starts using torch meanwhile takes 1 as
+    its count (nc's own video decoders read the caller's count when they are made, outside this)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
