@@ -65,3 +65,25 @@ def recrc_field(data: bytes, chunk_offset: int, field_at: int, value: int, size:
     crc_at = chunk_offset + 8 + length
     b[crc_at:crc_at + 4] = struct.pack("<I", zlib.crc32(bytes(b[chunk_offset + 4:crc_at])))
     return bytes(b)
+
+
+def decode_fails_at(monkeypatch, codec, call: int, error: BaseException) -> list[int]:
+    """Make `codec`'s decoders raise `error` on the `call`-th packet decoded (counting from 1, over all
+    of them); returns the starts of the packets they were given."""
+    make_decoder, starts = codec.decoder, []
+
+    def decoder(*args):
+        inner = make_decoder(*args)
+        decode = inner.decode
+
+        def failing(packet):
+            starts.append(packet.start)
+            if len(starts) == call:
+                raise error
+            return decode(packet)
+
+        inner.decode = failing
+        return inner
+
+    monkeypatch.setattr(codec, "decoder", decoder)
+    return starts

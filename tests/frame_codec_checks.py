@@ -4,6 +4,7 @@ import io
 import numpy as np
 
 import nc
+from conftest import decode_fails_at
 from nc.media.facts import AudioFacts
 
 
@@ -88,22 +89,7 @@ def check_failed_chunk_keeps_what_the_decoder_held(codec, monkeypatch, point="6k
     x = noise(16.0, cfg.sample_rate)
     data = nc.encode(x, codec=codec_id, bitrate=point, sample_rate=cfg.sample_rate, channels=1)
     clean = nc.decode(data).data
-    make_decoder, calls = codec.decoder, []
-
-    def failing_third(*args):
-        dec = make_decoder(*args)
-        decode = dec.decode
-
-        def decode_or_fail(packet):
-            calls.append(packet.start)
-            if len(calls) == 3:
-                raise ValueError("damaged on purpose")
-            return decode(packet)
-
-        dec.decode = decode_or_fail
-        return dec
-
-    monkeypatch.setattr(codec, "decoder", failing_third)
+    calls = decode_fails_at(monkeypatch, codec, 3, ValueError("damaged on purpose"))
     decoded = nc.decode(data, ignore_errors=True)
     lost = slice(10 * cfg.sample_rate, 15 * cfg.sample_rate)
     assert calls[2] == lost.start and decoded.data.shape == x.shape

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nc
-from conftest import recrc_field
+from conftest import decode_fails_at, recrc_field
 from nc.bitstream import container as C
 from nc.errors import CorruptChunkError, RateWarning, TruncatedError, UsageError
 
@@ -349,23 +349,7 @@ def _decoder_failing_on(monkeypatch, packet_number: int, error: BaseException):
     """Make the toy codec's decoder raise `error` on its `packet_number`-th packet (from 0)."""
     from nc.plugins import registry
 
-    toy = registry().get(TOY["codec"])
-    make_decoder, calls = toy.decoder, []
-
-    def decoder(*args):
-        inner = make_decoder(*args)
-        decode = inner.decode
-
-        def failing(packet):
-            calls.append(packet.start)
-            if len(calls) == packet_number + 1:
-                raise error
-            return decode(packet)
-
-        inner.decode = failing
-        return inner
-
-    monkeypatch.setattr(toy, "decoder", decoder)
+    decode_fails_at(monkeypatch, registry().get(TOY["codec"]), packet_number + 1, error)
 
 
 def test_a_last_chunk_that_fails_is_one_damage_not_also_a_lost_end(tone, monkeypatch):
