@@ -445,10 +445,8 @@ class Reader:
 
     def _lost_end(self, state: _TrackState, end: int, what: str) -> None:
         """The file's FINI says the track runs further than its chunks did: its last chunks are lost."""
-        message = f"track {state.info.index}: {what}, but the file says it runs to {end} (chunks missing at its end)"
-        if not self.ignore_errors:
-            raise CorruptChunkError(message + " (decode with --ignore-errors to recover the rest)")
-        self.damage.append(message)
+        self._note_damage(Damage(None, 0, f"track {state.info.index}: {what}, but the file says it runs to {end} "
+                                          f"(chunks missing at its end)"))
 
     def _emit(self, state: _TrackState, out: np.ndarray | None, limit: int | None = None):
         if out is None or len(out) == 0:
