@@ -152,6 +152,9 @@ class GopDecoder(Decoder):
             start, future = self.pending[0]
             try:
                 out.append(future.result())
+            except MemoryError:  # no fault of the file: said as it is, not as this GOP's damage
+                self.reset()
+                raise
             except Exception as e:
                 self.reset()
                 raise RuntimeError(f"the GOP at frame {start} could not be synthesized: {one_line(e)}") from e
