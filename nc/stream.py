@@ -406,9 +406,12 @@ class Reader:
 
     def _skip_to(self, state: _TrackState, end: int) -> Iterator[tuple[int, np.ndarray]]:
         """What lies before `end` is lost: hand out what the decoder still holds of what came before,
-        pad up to `end`, and start the decoder afresh there."""
-        yield from self._emit(state, self._flushed(state), limit=end)  # (a decoder's fading tail may reach in)
-        yield from self._pad_to(state, end)
+        pad up to `end`, and start the decoder afresh there. (An image has nothing to pad: it is lost.)"""
+        if state.info.modality != "image":
+            # all it holds of the chunks before, and a fading tail into the gap; a chunk that goes back
+            # (end < next_start) must not cut off the intact output before it
+            yield from self._emit(state, self._flushed(state), limit=max(end, state.next_start))
+            yield from self._pad_to(state, end)
         state.decoder.reset()
         state.discard = max(0, state.emitted - end)  # output already given for [end, emitted)
         state.next_start = end
@@ -474,7 +477,7 @@ class Reader:
         """
         facts = state.info.facts
         gap = end - state.emitted
-        if gap <= 0:
+        if gap <= 0 or isinstance(facts, ImageFacts):
             return
         seconds, size = facts.seconds(gap), gap * _bytes_per_position(facts)
         if seconds > self._fill_budget or self._fill_bytes + size > self._fill_bytes_allowed():

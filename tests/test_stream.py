@@ -143,44 +143,72 @@ def test_one_hour_streams_with_bounded_memory(tmp_path):
     assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB"  # the hour itself is 230 MiB as float32
 
 
+class _OneBehind:
+    """A decoder that holds one packet back (as nc's frame codecs and parallel GOP decoders do), and
+    fails on packet number `fail_at` (from 1) if given."""
+
+    def __init__(self, inner, calls: list, fail_at: int | None = None):
+        self.inner, self.held, self.calls, self.fail_at = inner, None, calls, fail_at
+
+    def decode(self, packet):
+        self.calls.append(packet.start)
+        if len(self.calls) == self.fail_at:
+            raise ValueError("damaged on purpose")
+        out, self.held = self.held, self.inner.decode(packet)
+        return out
+
+    def flush(self):
+        out, self.held = self.held, None
+        return out
+
+    def reset(self):
+        self.held = None
+        self.inner.reset()
+
+
+def _lagging_toy(monkeypatch, fail_at: int | None = None) -> list:
+    from nc.plugins import registry
+
+    toy, calls = registry().get(TOY["codec"]), []
+    make_decoder = toy.decoder
+    monkeypatch.setattr(toy, "decoder", lambda *args: _OneBehind(make_decoder(*args), calls, fail_at))
+    return calls
+
+
 def test_a_failed_chunk_costs_only_its_own_samples_when_the_decoder_lags(tone, monkeypatch):
     """A decoder that holds one packet back: when chunk 3's payload fails (its CRC intact), the reader
     still hands out chunk 2, which the decoder held (it flushes before the reset), and pads chunk 3 only."""
-    from nc.codecs.base import Decoder
-    from nc.plugins import registry
-
     data = nc.encode(tone, **TOY)
     chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
     clean = nc.decode(data).data
-    toy = registry().get(TOY["codec"])
-    make_decoder, calls = toy.decoder, []
-
-    class OneBehind(Decoder):
-        def __init__(self, inner):
-            self.inner, self.held = inner, None
-
-        def decode(self, packet):
-            calls.append(packet.start)
-            if len(calls) == 4:
-                raise ValueError("damaged on purpose")
-            out, self.held = self.held, self.inner.decode(packet)
-            return out
-
-        def flush(self):
-            out, self.held = self.held, None
-            return out
-
-        def reset(self):
-            self.held = None
-            self.inner.reset()
-
-    monkeypatch.setattr(toy, "decoder", lambda *args: OneBehind(make_decoder(*args)))
+    calls = _lagging_toy(monkeypatch, fail_at=4)
     decoded = nc.decode(data, ignore_errors=True)
     assert calls[3] == chunks[3].start and decoded.data.shape == tone.shape
     lost = slice(chunks[3].start, chunks[3].start + chunks[3].duration)
     assert np.all(decoded.data[lost] == 0)
     np.testing.assert_array_equal(decoded.data[:lost.start], clean[:lost.start])
     np.testing.assert_array_equal(decoded.data[lost.stop:], clean[lost.stop:])
+
+
+def test_a_chunk_that_goes_back_keeps_what_the_lagging_decoder_held_before_it(tone, monkeypatch):
+    """Chunk 2 says it starts inside chunk 1 (CRC intact): chunk 1's output, still held by the decoder,
+    comes out whole; only what chunk 2 itself covers is in doubt."""
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    data = recrc_field(data, chunks[2].offset, 8, chunks[1].start + 100, 8)  # DATA body: start (u64) at 8
+    _lagging_toy(monkeypatch)
+    decoded = nc.decode(data, ignore_errors=True)
+    np.testing.assert_array_equal(decoded.data[:chunks[2].start], clean[:chunks[2].start])
+    assert any("jump" in d for d in decoded.damage)
+
+
+def test_an_image_whose_chunk_fails_is_a_clean_error_even_ignoring_errors():
+    data = nc.encode(np.full((16, 16, 3), 90, np.uint8), codec="image/jpeg", quality=50)
+    chunk = next(iter(C.ContainerReader(io.BytesIO(data)).chunks()))
+    data = recrc_field(data, chunk.offset, C.DATA_HEAD.size + 20, 0xFFFF, 2)  # inside the JPEG's headers
+    with pytest.raises(CorruptChunkError, match="image could not be decoded"):
+        nc.decode(data, ignore_errors=True)
 
 
 def test_a_chunk_naming_a_track_the_file_lacks_is_damage(tone):
