@@ -32,6 +32,7 @@ RATE_OVERSHOOT = 1.2
 #: what a decoder may raise that is no fault of the file: nc reports it as it is, never as damage
 NOT_THE_FILES_FAULT = (MemoryError, ImportError, PluginError)
 MAX_FILL_SECONDS = 600  # silence / repeated frames a reader fills in, per file, at most
+SUSPECT_GAP_CHUNKS = 64  # a gap of more chunks than this is not filled where the track's length is unknown
 FILL_BYTES, FILL_PER_FILE_BYTE = 256 << 20, 1000  # and of their decoded bytes: 256 MiB + 1000 per byte of file
 
 
@@ -229,6 +230,7 @@ class _TrackState:
     last_frame: np.ndarray | None = None
     failed: str | None = None  # why this track cannot be decoded (with ignore_errors)
     unfilled: tuple[int, int] | None = None  # (position, length) of the last gap too long to fill
+    longest: int = 0  # the longest chunk decoded so far (samples or frames)
 
 
 @dataclass
@@ -388,6 +390,7 @@ class Reader:
             yield from self._skip_to(state, chunk.start + chunk.duration)  # the chunk's own span, no more
             return
         state.next_start = chunk.start + chunk.duration
+        state.longest = max(state.longest, chunk.duration)  # of chunks that decoded: a damaged one may claim anything
         yield from self._emit(state, out)
 
     def _flushed(self, state: _TrackState) -> np.ndarray | None:
@@ -480,10 +483,15 @@ class Reader:
         if gap <= 0 or isinstance(facts, ImageFacts):
             return
         seconds, size = facts.seconds(gap), gap * _bytes_per_position(facts)
-        if seconds > self._fill_budget or self._fill_bytes + size > self._fill_bytes_allowed():
-            self.damage.append(f"track {state.info.index}: a gap of {seconds:.0f} s was not filled (at most "
-                               f"{MAX_FILL_SECONDS} s, and {FILL_PER_FILE_BYTE} bytes of filler per byte of the "
-                               f"file, are filled per file)")
+        over = seconds > self._fill_budget or self._fill_bytes + size > self._fill_bytes_allowed()
+        # with no length to check against (a pipe, before FINI), a gap of many chunks is more likely one
+        # misplaced chunk than that many lost: left unfilled, so the next chunk going back can undo it
+        unlikely = state.info.length is None and state.longest and gap > SUSPECT_GAP_CHUNKS * state.longest
+        if over or unlikely:
+            why = (f"more than {SUSPECT_GAP_CHUNKS} chunks' worth while the track's length is unknown" if unlikely
+                   else f"at most {MAX_FILL_SECONDS} s, and {FILL_PER_FILE_BYTE} bytes of filler per byte of the "
+                        f"file, are filled per file")
+            self.damage.append(f"track {state.info.index}: a gap of {seconds:.0f} s was not filled ({why})")
             state.unfilled = (state.emitted, gap)
             state.emitted = end
             return

@@ -407,3 +407,18 @@ def test_every_walk_through_a_file_has_the_whole_scan_budget(monkeypatch):
     reader = C.ContainerReader(io.BytesIO(data))
     walks = [[c.start for c in reader.chunks() if isinstance(c, C.Chunk)] for _ in range(3)]
     assert walks[0] == walks[1] == walks[2] == [c.start for c in chunks if c.number != 1]
+
+
+def test_on_a_pipe_a_failed_chunk_claiming_minutes_is_not_filled(tone, monkeypatch):
+    """Read from a pipe, the track's length is unknown until FINI: a chunk that claims 300 s and fails
+    to decode must not make the reader fill 300 s (a gap of over 64 chunks there is left unfilled, and
+    undone when the next chunk goes back into it)."""
+    from test_container import Pipe
+
+    data = nc.encode(tone, **TOY)
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    data = recrc_field(data, chunks[1].offset, 16, 16000 * 300, 4)  # DATA body: duration (u32) at 16
+    _decoder_failing_on(monkeypatch, 1, ValueError("damaged on purpose"))
+    decoded = nc.decode(Pipe(data), ignore_errors=True)
+    assert decoded.data.shape == tone.shape
+    assert any("was not filled (more than 64 chunks' worth" in d for d in decoded.damage)
