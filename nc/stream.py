@@ -440,6 +440,9 @@ class Reader:
             if end > state.next_start:
                 self._lost_end(state, end, f"its chunks stop at {state.next_start}" if state.decoder is not None
                                else "none of its chunks could be read")
+            elif end < state.next_start:  # read from a pipe, whose chunks came before the length did
+                self._note_damage(Damage(None, 0, f"track {state.info.index}: its chunks reach {state.next_start}, "
+                                                  f"but the file says it ends at {end}"))
             yield from self._pad_to(state, end)
         if totals:
             self.refresh_lengths()

@@ -422,3 +422,14 @@ def test_on_a_pipe_a_failed_chunk_claiming_minutes_is_not_filled(tone, monkeypat
     decoded = nc.decode(Pipe(data), ignore_errors=True)
     assert decoded.data.shape == tone.shape
     assert any("was not filled (more than 64 chunks' worth" in d for d in decoded.damage)
+
+
+def test_on_a_pipe_a_fini_shorter_than_the_chunks_is_damage(tone):
+    from test_container import Pipe
+
+    data = nc.encode(tone, **TOY)
+    fini_at = _chunk_end(list(C.ContainerReader(io.BytesIO(data)).chunks())[-1])
+    data = recrc_field(data, fini_at, C.FINI_COUNT.size, len(tone) - 1000, 8)  # track 0's end (u64)
+    with pytest.raises(CorruptChunkError, match=f"its chunks reach {len(tone)}, but the file says it ends at"):
+        nc.decode(Pipe(data))
+    assert any("but the file says it ends at" in d for d in nc.decode(Pipe(data), ignore_errors=True).damage)
