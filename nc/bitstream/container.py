@@ -205,10 +205,10 @@ class _Source:
                 or not self._fill(end):
             return None
         with memoryview(self._buf) as m:
-            if zlib.crc32(m[at + 4:end - 4]) != CHUNK_CRC.unpack_from(m, end - 4)[0]:
-                self.crc_bytes += length
-                return None
-        return ctype, bytes(self._buf[at + CHUNK_HEAD.size:end - CHUNK_CRC.size])
+            parsed = _parse_chunk(m[at:end])
+        if parsed is None:
+            self.crc_bytes += length
+        return parsed
 
     @property
     def read_so_far(self) -> int:
