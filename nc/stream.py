@@ -367,10 +367,12 @@ class Reader:
                                      f"is an image's, but starts at {chunk.start} lasting {chunk.duration}, "
                                      f"not 0 and 1: misplaced, skipped"))
             return
-        if state.info.length is not None and chunk.start + chunk.duration > state.info.length:
-            self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
-                                     f"ends at {chunk.start + chunk.duration}, past the track's end "
-                                     f"({state.info.length}): misplaced, skipped"))
+        # a chunk running past the track's length is kept (trimmed) only where it follows on from the
+        # chunks before it and decodes: then it is the length that lies (or the chunk's last samples)
+        length, end = state.info.length, chunk.start + chunk.duration
+        past_end = length is not None and end > length
+        if past_end and (not chunk.start == state.next_start < length or not self.ignore_errors):
+            self._note_damage(self._past_end(chunk, length, "misplaced, skipped"))
             return
         unfilled, state.unfilled = state.unfilled, None  # only the chunk after the gap can undo it
         if unfilled and unfilled[0] <= chunk.start < sum(unfilled):
@@ -385,13 +387,26 @@ class Reader:
         except NOT_THE_FILES_FAULT:
             raise
         except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
+            if past_end:  # its span is as doubtful as its bytes: padding it could cover the chunks after it
+                self.damage.append(self._past_end(chunk, length, f"misplaced, skipped ({one_line(e)})").message)
+                yield from self._skip_to(state, state.next_start)  # what the decoder holds, then afresh
+                return
             self._note_damage(Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) "
                                      f"could not be decoded: {one_line(e)}"))
-            yield from self._skip_to(state, chunk.start + chunk.duration)  # the chunk's own span, no more
+            yield from self._skip_to(state, end)  # the chunk's own span, no more
             return
-        state.next_start = chunk.start + chunk.duration
+        if past_end:
+            self.damage.append(self._past_end(chunk, length, "what it holds past that is dropped").message)
+            end = length
+        state.next_start = end
         state.longest = max(state.longest, chunk.duration)  # of chunks that decoded: a damaged one may claim anything
         yield from self._emit(state, out)
+
+    @staticmethod
+    def _past_end(chunk: Chunk, length: int, outcome: str) -> Damage:
+        return Damage(chunk.number, chunk.offset, f"chunk {chunk.number} (track {chunk.track}) ends at "
+                                                  f"{chunk.start + chunk.duration}, past the track's end ({length}): "
+                                                  f"{outcome}")
 
     def _flushed(self, state: _TrackState) -> np.ndarray | None:
         """What the decoder still holds back from the chunks it decoded. A decoder that fails here is

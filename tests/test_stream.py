@@ -433,3 +433,38 @@ def test_on_a_pipe_a_fini_shorter_than_the_chunks_is_damage(tone):
     with pytest.raises(CorruptChunkError, match=f"its chunks reach {len(tone)}, but the file says it ends at"):
         nc.decode(Pipe(data))
     assert any("but the file says it ends at" in d for d in nc.decode(Pipe(data), ignore_errors=True).damage)
+
+
+@pytest.mark.parametrize("short", [1, 700, 2500])
+def test_a_fini_shorter_than_the_chunks_keeps_what_fits(tone, short):
+    """A CRC-valid FINI that says track 0 ends `short` samples before its chunks do: the chunk that runs
+    past that end, following on from the ones before it, decodes and is trimmed to it (it was skipped: a FINI
+    one sample short cost the whole last chunk); a chunk that starts past it is misplaced and skipped."""
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    length = len(tone) - short
+    data = recrc_field(data, _chunk_end(chunks[-1]), C.FINI_COUNT.size, length, 8)  # track 0's end (u64)
+    with pytest.raises(CorruptChunkError, match=f"past the track's end \\({length}\\)"):
+        nc.decode(data)
+    decoded = nc.decode(data, ignore_errors=True)
+    np.testing.assert_array_equal(decoded.data, clean[:length])
+    trimmed = [c for c in chunks if c.start < length < c.start + c.duration]
+    skipped = [c for c in chunks if c.start >= length]
+    assert len(decoded.damage) == len(trimmed) + len(skipped)
+    assert all("what it holds past that is dropped" in d for d in decoded.damage[:len(trimmed)])
+    assert all("misplaced, skipped" in d for d in decoded.damage[len(trimmed):])
+
+
+def test_a_chunk_past_the_end_that_fails_to_decode_costs_only_itself(tone):
+    """The last chunk claims to last far past the track's end and its payload does not fit that duration:
+    it is skipped, not padded over, and its span is the lost end of the track."""
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    last = list(C.ContainerReader(io.BytesIO(data)).chunks())[-1]
+    data = recrc_field(data, last.offset, 16, last.duration + 1000, 4)  # DATA body: duration (u32) at 16
+    decoded = nc.decode(data, ignore_errors=True)
+    np.testing.assert_array_equal(decoded.data[:last.start], clean[:last.start])
+    assert decoded.data.shape == tone.shape and np.all(decoded.data[last.start:] == 0)
+    assert "misplaced, skipped (ValueError: payload size does not match" in decoded.damage[0]
+    assert "chunks missing at its end" in decoded.damage[1] and len(decoded.damage) == 2
