@@ -303,20 +303,16 @@ class Reader:
                 or not math.isfinite(seconds):
             shown = repr(seconds) if isinstance(seconds, (int, float, str)) else type(seconds).__name__
             raise UsageError(f"seek takes a finite number of seconds, not {shown}"[:200])
-        index = self._container.index
-        if index is None:
+        container = self._container
+        if container.index is None:
             raise UsageError("this file has no index to seek with (it may be truncated or a stream)")
+        rows = self._seek_rows(seconds)
+        if not container.index_agrees(i for _, _, i in rows if i is not None):
+            container.rebuild_index()  # a wrong index (CRC-valid) would land between chunks or on others
+            rows = self._seek_rows(seconds)
+        index = container.index
         first = len(index)
-        for state in self._states:
-            info = state.info
-            if info.modality == "image":
-                continue
-            target = int(round(seconds * (info.facts.sample_rate if info.modality == "audio" else info.facts.fps)))
-            if info.length is not None:
-                target = min(max(target, 0), info.length)
-            ours = np.flatnonzero(index["track"] == info.index)
-            keys = ours[((index["flags"][ours] & 1) == 1) & (index["start"][ours] <= target - _preroll(info))]
-            i = int(keys[-1]) if len(keys) else (int(ours[0]) if len(ours) else None)
+        for state, target, i in rows:
             start = int(index["start"][i]) if i is not None else 0
             state.from_offset = int(index["offset"][i]) if i is not None else 1 << 62
             state.next_start = start
@@ -329,6 +325,22 @@ class Reader:
                 first = min(first, i)
         self._start_number, self._sought = first, True
         self._start_offset = int(index["offset"][first]) if first < len(index) else self._container.data_at
+
+    def _seek_rows(self, seconds: float) -> list[tuple[_TrackState, int, int | None]]:
+        """For each track that has a time axis: the position `seconds` is, and the index row of the
+        last keyframe at or before it, with the codec's pre-roll (None: the track has no chunks)."""
+        index, rows = self._container.index, []
+        for state in self._states:
+            info = state.info
+            if info.modality == "image":
+                continue
+            target = int(round(seconds * (info.facts.sample_rate if info.modality == "audio" else info.facts.fps)))
+            if info.length is not None:
+                target = min(max(target, 0), info.length)
+            ours = np.flatnonzero(index["track"] == info.index)
+            keys = ours[((index["flags"][ours] & 1) == 1) & (index["start"][ours] <= target - _preroll(info))]
+            rows.append((state, target, int(keys[-1]) if len(keys) else (int(ours[0]) if len(ours) else None)))
+        return rows
 
     def close(self) -> None:
         self._closed = True

@@ -1,6 +1,7 @@
 """The stream API and nc.encode/nc.decode, on the toy third-party codec (deterministic, fast)."""
 import io
 import os
+import struct
 import tracemalloc
 import warnings
 
@@ -57,6 +58,26 @@ def test_seek_by_time(tone):
     np.testing.assert_array_equal(tail, full[9600:])
     reader.seek(0.0)
     np.testing.assert_array_equal(np.concatenate([a for _, a in reader]), full)
+
+
+def test_a_seek_through_a_wrong_index_lands_where_the_chunks_say(tone):
+    """Every index row points at the chunk after its own (its CRC recomputed: the offsets still rise, so it
+    looks sound). The seek checks the rows it uses against the chunks' headers and reads a new index."""
+    data = bytearray(nc.encode(tone, **TOY))
+    reader = C.ContainerReader(io.BytesIO(bytes(data)))
+    index_at = struct.unpack_from("<Q", data, len(data) - 12)[0]  # tail body: FINI's offset, the index's
+    original, rows = reader.index, reader.index.copy()
+    rows["offset"][:-1] = rows["offset"][1:]
+    rows["offset"][-1] += 1
+    body_at = index_at + 8 + C.INDEX_COUNT.size
+    data[body_at:body_at + rows.nbytes] = rows.tobytes()
+    data = recrc_field(bytes(data), index_at, 0, len(rows), C.INDEX_COUNT.size)  # (the count, unchanged)
+    assert C.ContainerReader(io.BytesIO(data)).index["offset"].tolist() == rows["offset"].tolist()
+    reader = nc.open(io.BytesIO(data), "rb")
+    full = reader.read()
+    reader.seek(0.6)
+    np.testing.assert_array_equal(np.concatenate([a for _, a in reader]), full[9600:])
+    assert reader.damage == [] and reader.container.index.tolist() == original.tolist()
 
 
 def _damaged(tone, chunk: int) -> tuple[bytes, list]:

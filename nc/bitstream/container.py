@@ -20,7 +20,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
@@ -99,6 +99,7 @@ class Damage:
 INDEX_DTYPE = np.dtype([("offset", "<u8"), ("track", "<u2"), ("flags", "u1"), ("reserved", "u1"),
                         ("seq", "<u4"), ("start", "<u8"), ("duration", "<u4")])
 assert INDEX_DTYPE.itemsize == INDEX_ENTRY.size
+INDEX_FIELDS = ("track", "flags", "seq", "start", "duration")  # what a row repeats of its chunk's header
 
 
 # ---------------------------------------------------------------- writing
@@ -332,6 +333,38 @@ class ContainerReader:
             pass
         finally:
             self._src.seek(self.data_at)
+
+    def index_agrees(self, rows: Iterable[int]) -> bool:
+        """Whether the DATA chunks at these index rows' offsets have the headers the rows give. The
+        index's CRC says it was written as it is, not that it was written right."""
+        for row in rows:
+            entry = self.index[row]
+            self._src.seek(int(entry["offset"]))
+            head = self._src.peek(CHUNK_HEAD.size + DATA_HEAD.size)
+            if len(head) < CHUNK_HEAD.size + DATA_HEAD.size or head[4:8] != b"DATA":
+                return False
+            track, flags, _, seq, start, duration = DATA_HEAD.unpack_from(head, CHUNK_HEAD.size)
+            if (track, flags, seq, start, duration) != tuple(int(entry[f]) for f in INDEX_FIELDS):
+                return False
+        return True
+
+    def rebuild_index(self) -> None:
+        """Replace the index with one read from the DATA chunks themselves, in one walk that stops at
+        FINI or at the first stretch it cannot read (the rows before it are kept)."""
+        rows, src, at = [], self._src, self.data_at
+        while True:
+            src.seek(at)
+            parsed = src.whole_chunk(0)
+            if parsed is None or parsed[0] == b"FINI":
+                break
+            ctype, body = parsed
+            if ctype == b"DATA":
+                chunk = _parse_data(body, len(rows), at, len(self.tracks))
+                if isinstance(chunk, Damage):
+                    break
+                rows.append((at, chunk.track, int(chunk.keyframe), 0, chunk.seq, chunk.start, chunk.duration))
+            at += FRAMING + len(body)
+        self.index = np.array(rows, INDEX_DTYPE)
 
     def chunks(self, offset: int | None = None, first_number: int = 0) -> Iterator[Chunk | Damage]:
         """DATA chunks in file order from `offset`, with a `Damage` for each unreadable stretch.
