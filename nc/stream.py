@@ -395,7 +395,8 @@ class Reader:
             self._note_damage(Damage(chunk.number, chunk.offset, message))
             yield from self._skip_to(state, chunk.start)
         try:
-            out = state.decoder.decode(Packet(chunk.payload, chunk.start, chunk.duration, chunk.keyframe))
+            out = _checked_output(state.info, state.decoder.decode(Packet(chunk.payload, chunk.start,
+                                                                          chunk.duration, chunk.keyframe)))
         except NOT_THE_FILES_FAULT:
             raise
         except Exception as e:  # a codec that chokes on damaged-but-CRC-valid bytes
@@ -424,7 +425,7 @@ class Reader:
         """What the decoder still holds back from the chunks it decoded. A decoder that fails here is
         damage like a chunk that fails (reported, or raised without ignore_errors); then it gives nothing."""
         try:
-            return state.decoder.flush()
+            return _checked_output(state.info, state.decoder.flush())
         except NOT_THE_FILES_FAULT:
             raise
         except Exception as e:
@@ -534,6 +535,27 @@ class Reader:
             piece = np.repeat(frame[None], min(gap, 8), axis=0)
         while state.emitted < end:
             yield from self._emit(state, piece[: end - state.emitted], limit=end)
+
+
+def _checked_output(info: TrackInfo, out) -> np.ndarray | None:
+    """A decoder's output as the base module's contract has it (audio as float32), or PluginError:
+    a decoder that breaks the contract is a plugin's bug, not damage in the file."""
+    if out is None:
+        return None
+    facts = info.facts
+    if isinstance(facts, AudioFacts):
+        want, fits = f"float (samples, {facts.channels})", lambda a: a.ndim == 2 and a.shape[1] == facts.channels \
+            and a.dtype.kind == "f"
+    elif isinstance(facts, ImageFacts):
+        want = f"uint8 {(facts.height, facts.width, facts.channels)}"
+        fits = lambda a: a.shape == (facts.height, facts.width, facts.channels) and a.dtype == np.uint8
+    else:
+        want = f"uint8 (frames, {facts.height}, {facts.width}, 3)"
+        fits = lambda a: a.ndim == 4 and a.shape[1:] == (facts.height, facts.width, 3) and a.dtype == np.uint8
+    if not isinstance(out, np.ndarray) or not fits(out):
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise PluginError(f"{info.codec}'s decoder returned {got}, not {want} (a bug in the codec)")
+    return out.astype(np.float32, copy=False) if isinstance(facts, AudioFacts) else out
 
 
 def _check_track(track, count: int) -> None:

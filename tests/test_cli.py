@@ -343,3 +343,25 @@ def test_running_out_of_memory_is_one_line_not_an_internal_error(monkeypatch, ca
     monkeypatch.setattr(api, "decode_file", too_big)
     assert main(["decode", str(SAMPLES / "speech.wav"), "/tmp/never.wav"]) == 1
     assert capsys.readouterr().err == "nc: error: out of memory: Unable to allocate 1.46 GiB\n"
+
+
+def test_a_bug_inside_a_plugin_names_the_plugin(monkeypatch, capsys, tmp_path):
+    """A third-party codec's crash is reported as that plugin's, so its user knows whom to tell."""
+    import nc_toy
+
+    from nc.cli.main import main
+
+    monkeypatch.setattr(nc_toy, "mulaw_encode", None)  # the toy's encoder now fails in its own code
+    assert main(["encode", str(SAMPLES / "speech.wav"), str(tmp_path / "x.ncb"), "--codec", "audio/toy-mulaw"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nc: internal error in plugin 'toy' (audio/toy-mulaw): TypeError: "), err
+    monkeypatch.undo()
+
+    def nc_bug(*args, **kwargs):
+        raise AttributeError("nc's own")
+
+    from nc import api
+
+    monkeypatch.setattr(api, "decode_file", nc_bug)
+    assert main(["decode", str(SAMPLES / "speech.wav"), str(tmp_path / "y.wav")]) == 1
+    assert capsys.readouterr().err.startswith("nc: internal error: AttributeError: nc's own")

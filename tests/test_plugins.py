@@ -56,7 +56,8 @@ def test_plugin_whose_hook_raises(site):
     assert "plugin 'raiser' failed to register codecs: RuntimeError: weights file missing" in registry.problems
 
 
-def test_duplicate_codec_id_keeps_the_first_and_says_so(site):
+def test_a_codec_id_two_plugins_register_is_used_from_neither(site):
+    """Which one wrote a file is not recorded: keeping either would decode the other's files wrongly."""
     _fake_distribution(site, "fake-dup", "zz_dup = fake_dup", "fake_dup", """
         from nc.plugins import hookimpl
         from nc_toy import ToyCodec
@@ -66,15 +67,57 @@ def test_duplicate_codec_id_keeps_the_first_and_says_so(site):
             return [ToyCodec(), "not a codec"]
     """)
     registry = load_registry()
-    assert registry.provider["audio/toy-mulaw"] == "toy"
-    assert any("'zz_dup' registers codec 'audio/toy-mulaw', already provided by plugin 'toy'" in p
-               for p in registry.problems)
+    assert "audio/toy-mulaw" not in registry.codecs and registry.contested["audio/toy-mulaw"] == ["toy", "zz_dup"]
+    assert "codec 'audio/toy-mulaw' is registered by plugins 'toy' and 'zz_dup'; nc uses neither" in registry.problems
     assert any("not an nc Codec" in p for p in registry.problems)
+    with pytest.raises(UnknownCodecError, match="registered by plugins 'toy' and 'zz_dup', so nc uses neither; "
+                                                "switch one off with NC_DISABLE_PLUGINS=NAME"):
+        registry.get("audio/toy-mulaw")
 
 
-def test_blocking_a_plugin(monkeypatch):
-    monkeypatch.setenv("NC_DISABLE_PLUGINS", "toy")
-    assert "audio/toy-mulaw" not in load_registry().codecs
+def test_a_plugin_cannot_take_ncs_own_codec_ids_by_hook_order(site):
+    _fake_distribution(site, "fake-usurper", "a_usurper = fake_usurper", "fake_usurper", """
+        from nc.plugins import hookimpl
+        from nc.codecs.base import Codec, CodecDescriptor, RatePoint
+
+        class Fake(Codec):
+            descriptor = CodecDescriptor("audio/rvq", 1, "audio", "not nc's", points=(RatePoint("6k", 6000, "bps"),))
+            encoder = decoder = None
+
+        class NoDescriptor(Codec):
+            encoder = decoder = None
+
+        @hookimpl(tryfirst=True)
+        def nc_register_codecs():
+            return [Fake(), NoDescriptor()]
+    """)
+    registry = load_registry()
+    assert registry.provider["audio/rvq"] == "nc" and registry.get("audio/rvq").descriptor.summary != "not nc's"
+    assert "plugin 'a_usurper' registers codec 'audio/rvq', which is nc's own; ignored" in registry.problems
+    assert "plugin 'a_usurper' registered a NoDescriptor whose `descriptor` is NoneType, not a CodecDescriptor" \
+        in registry.problems
+
+
+def test_a_hook_with_a_wrong_signature_is_said_in_full(site):
+    _fake_distribution(site, "fake-sig", "sig = fake_sig", "fake_sig", """
+        from nc.plugins import hookimpl
+
+        @hookimpl
+        def nc_register_codecs(config):
+            return []
+    """)
+    problem = next(p for p in load_registry().problems if "'sig'" in p)
+    assert "failed to load" in problem and "config" in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("name", ["toy", "nc-toy"], ids=["entry point", "distribution"])
+def test_blocking_a_plugin(monkeypatch, name):
+    monkeypatch.setenv("NC_DISABLE_PLUGINS", f"{name},no-such-plugin")
+    registry = load_registry()
+    assert "audio/toy-mulaw" not in registry.codecs
+    assert "NC_DISABLE_PLUGINS names 'no-such-plugin', which is no installed plugin" in registry.problems
+    with pytest.raises(UnknownCodecError, match=f"NC_DISABLE_PLUGINS switched off {name}"):
+        registry.get("audio/toy-mulaw")
 
 
 def test_a_weights_variable_naming_a_missing_file_is_said(monkeypatch, tmp_path):

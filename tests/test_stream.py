@@ -1,6 +1,7 @@
 """The stream API and nc.encode/nc.decode, on the toy third-party codec (deterministic, fast)."""
 import io
 import os
+import re
 import struct
 import tracemalloc
 import warnings
@@ -489,3 +490,44 @@ def test_a_chunk_past_the_end_that_fails_to_decode_costs_only_itself(tone):
     assert decoded.data.shape == tone.shape and np.all(decoded.data[last.start:] == 0)
     assert "misplaced, skipped (ValueError: payload size does not match" in decoded.damage[0]
     assert "chunks missing at its end" in decoded.damage[1] and len(decoded.damage) == 2
+
+
+def _toy_output_becomes(monkeypatch, transform) -> None:
+    """Make the toy codec's decoders hand out `transform(what they decode)`."""
+    from nc.plugins import registry
+
+    codec = registry().get(TOY["codec"])
+    make_decoder = codec.decoder
+
+    def decoder(*args):
+        inner = make_decoder(*args)
+        decode = inner.decode
+        inner.decode = lambda packet: transform(decode(packet))
+        return inner
+
+    monkeypatch.setattr(codec, "decoder", decoder)
+
+
+@pytest.mark.parametrize("returned, said", [
+    (lambda a: a[:, 0], "float32 (4000,), not float (samples, 1)"),
+    (lambda a: a.tolist(), "list, not float (samples, 1)"),
+    (lambda a: (a * 32767).astype(np.int16), "int16 (4000, 1), not float (samples, 1)"),
+])
+def test_a_decoder_that_breaks_the_output_contract_is_the_codecs_bug(tone, monkeypatch, returned, said):
+    """Named as the codec's bug: not damage, and not a numpy error in nc's words."""
+    from nc.errors import PluginError
+
+    data = nc.encode(tone, **TOY)
+    _toy_output_becomes(monkeypatch, returned)
+    with pytest.raises(PluginError, match=f"audio/toy-mulaw's decoder returned {re.escape(said)} "
+                                          f"\\(a bug in the codec\\)"):
+        nc.decode(data, ignore_errors=True)
+
+
+def test_a_decoders_float64_audio_is_handed_out_as_float32(tone, monkeypatch):
+    data = nc.encode(tone, **TOY)
+    clean = nc.decode(data).data
+    _toy_output_becomes(monkeypatch, lambda a: a.astype(np.float64))
+    decoded = nc.decode(data).data
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, clean)

@@ -147,8 +147,38 @@ def _run(argv: list[str]) -> int:
     except Exception as e:  # a bug in nc or a plugin: still one line, the traceback on request
         if os.environ.get("NC_DEBUG"):
             raise
-        print(f"nc: internal error: {one_line(e)} (set NC_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"nc: internal error{_culprit(e)}: {one_line(e)} (set NC_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def _culprit(error: BaseException) -> str:
+    """' in plugin NAME (its codecs)' when the innermost of the traceback's frames that lie in a plugin's
+    package is a third-party plugin's (not nc's own), so that its author, not nc's, hears of the bug."""
+    from pathlib import Path
+
+    from nc.plugins import BUILTIN, registry
+
+    try:
+        reg = registry()
+    except Exception:
+        return ""
+    places: dict[Path, tuple[str, list[str]]] = {}  # a plugin's package folder, or its one-file module
+    for codec_id, codec in reg.codecs.items():
+        top = sys.modules.get(type(codec).__module__.split(".")[0])
+        if reg.provider[codec_id] != BUILTIN and getattr(top, "__file__", None):
+            place = Path(top.__file__)
+            place = place.parent if place.name == "__init__.py" else place
+            places.setdefault(place, (reg.provider[codec_id], []))[1].append(codec_id)
+    files = []
+    tb = error.__traceback__
+    while tb is not None:
+        files.append(Path(tb.tb_frame.f_code.co_filename))
+        tb = tb.tb_next
+    for file in reversed(files):
+        for place, (plugin, ids) in places.items():
+            if file == place or place in file.parents:
+                return f" in plugin {plugin!r} ({', '.join(sorted(ids))})"
+    return ""
 
 
 def _status(args, text: str) -> None:

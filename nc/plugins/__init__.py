@@ -3,6 +3,6 @@ import pluggy
 
 hookimpl = pluggy.HookimplMarker("nc")
 
-from nc.plugins.registry import ENTRY_POINT_GROUP, Registry, find_codec, load_registry, registry  # noqa: E402
+from nc.plugins.registry import BUILTIN, ENTRY_POINT_GROUP, Registry, find_codec, load_registry, registry  # noqa: E402
 
-__all__ = ["hookimpl", "ENTRY_POINT_GROUP", "Registry", "find_codec", "load_registry", "registry"]
+__all__ = ["hookimpl", "BUILTIN", "ENTRY_POINT_GROUP", "Registry", "find_codec", "load_registry", "registry"]

@@ -18,6 +18,7 @@ from nc.errors import NCError, UnknownCodecError, UsageError, one_line
 from nc.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "nc.plugins"
+BUILTIN = "nc"  # the plugin name of nc's own codecs
 #: comma-separated plugin names to skip, like pytest's `-p no:NAME`
 BLOCK_ENV = "NC_DISABLE_PLUGINS"
 
@@ -27,12 +28,20 @@ class Registry:
     codecs: dict[str, Codec] = field(default_factory=dict)
     provider: dict[str, str] = field(default_factory=dict)  # codec id -> plugin name
     problems: list[str] = field(default_factory=list)
+    #: codec id -> the plugins that each register it (none of them is used: which one wrote a file?)
+    contested: dict[str, list[str]] = field(default_factory=dict)
+    disabled: set[str] = field(default_factory=set)  # plugins NC_DISABLE_PLUGINS switched off
 
     def get(self, codec_id: str) -> Codec:
         if codec_id in self.codecs:
             return self.codecs[codec_id]
+        if codec_id in self.contested:
+            names = " and ".join(repr(p) for p in self.contested[codec_id])
+            raise UnknownCodecError(f"codec {codec_id!r} is registered by plugins {names}, so nc uses neither; "
+                                    f"switch one off with {BLOCK_ENV}=NAME or uninstall it")
         known = ", ".join(sorted(self.codecs)) or "none"
-        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{self._hint()}")
+        off = f"; {BLOCK_ENV} switched off {', '.join(sorted(self.disabled))}" if self.disabled else ""
+        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{off}{self._hint()}")
 
     def default(self, modality: str, bitrate=None, quality=None) -> Codec:
         """The highest-ranked codec for a modality (ties: alphabetical id) among those offering the
@@ -61,15 +70,26 @@ class Registry:
             self.problems.append(f"plugin {plugin!r}: {codec}")
             return
         descriptor = getattr(codec, "descriptor", None)
-        if not isinstance(codec, Codec) or not isinstance(descriptor, CodecDescriptor):
+        if not isinstance(codec, Codec):
             self.problems.append(f"plugin {plugin!r} registered {codec!r}, which is not an nc Codec")
             return
-        if descriptor.id in self.codecs:
-            self.problems.append(f"plugin {plugin!r} registers codec {descriptor.id!r}, already provided by "
-                                 f"plugin {self.provider[descriptor.id]!r}; keeping the first")
+        if not isinstance(descriptor, CodecDescriptor):
+            self.problems.append(f"plugin {plugin!r} registered a {type(codec).__name__} whose `descriptor` is "
+                                 f"{type(descriptor).__name__}, not a CodecDescriptor")
             return
-        self.codecs[descriptor.id] = codec
-        self.provider[descriptor.id] = plugin
+        codec_id, first = descriptor.id, self.provider.get(descriptor.id)
+        if first == BUILTIN:  # nc's own ids are nc's: files name them
+            self.problems.append(f"plugin {plugin!r} registers codec {codec_id!r}, which is nc's own; ignored")
+        elif codec_id in self.contested or first is not None:
+            # two implementations of one id: whichever nc picked, files from the other would decode wrong
+            self.contested.setdefault(codec_id, [first] if first else []).append(plugin)
+            self.codecs.pop(codec_id, None)
+            self.provider.pop(codec_id, None)
+            self.problems.append(f"codec {codec_id!r} is registered by plugins "
+                                 f"{' and '.join(map(repr, self.contested[codec_id]))}; nc uses neither")
+        else:
+            self.codecs[codec_id] = codec
+            self.provider[codec_id] = plugin
 
 
 #: what a plugin may raise at import or registration without taking nc down: any exception, and
@@ -84,11 +104,19 @@ def load_registry(use_entry_points: bool = True) -> Registry:
     blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
     manager = pluggy.PluginManager("nc")
     manager.add_hookspecs(hookspecs)
-    if "nc" not in blocked:  # nc's own codecs can be switched off like any plugin's
-        manager.register(builtin, name="nc")
+    if BUILTIN in blocked:  # nc's own codecs can be switched off like any plugin's
+        registry.disabled.add(BUILTIN)
+    else:
+        manager.register(builtin, name=BUILTIN)
     if use_entry_points:
         _register_entry_points(manager, registry, blocked)
-    for impl in manager.hook.nc_register_codecs.get_hookimpls():
+    for unknown in sorted(blocked - registry.disabled):
+        registry.problems.append(f"{BLOCK_ENV} names {unknown!r}, which is no installed plugin")
+    # nc's own first, then by plugin name: the order pluggy calls hooks in (tryfirst, trylast,
+    # registration) is the plugins' to choose, and must not decide which codec gets an id
+    impls = sorted(manager.hook.nc_register_codecs.get_hookimpls(),
+                   key=lambda impl: (impl.plugin_name != BUILTIN, impl.plugin_name))
+    for impl in impls:
         try:
             codecs = list(impl.function())
         except PLUGIN_FAILURES as e:  # a plugin's bug must not hide the other codecs
@@ -101,14 +129,20 @@ def load_registry(use_entry_points: bool = True) -> Registry:
 
 def _register_entry_points(manager: pluggy.PluginManager, registry: Registry, blocked: set[str]) -> None:
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in blocked:
+        distribution = ep.dist.name if ep.dist is not None else None
+        if blocked & {ep.name, distribution}:  # the entry point's name or its distribution's (nc-classical)
+            registry.disabled |= blocked & {ep.name, distribution}
             continue
-        if manager.has_plugin(ep.name) or ep.name == "nc":
+        if manager.has_plugin(ep.name) or ep.name == BUILTIN:
             registry.problems.append(f"plugin {ep.name!r} ({ep.value}) was skipped: that name is already registered")
             continue
         try:
             module = ep.load()
             manager.register(module, name=ep.name)
+        except pluggy.PluginValidationError as e:  # its lines say what is wrong with the hook
+            registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: "
+                                     + "; ".join(line.strip() for line in str(e).splitlines() if line.strip()))
+            continue
         except PLUGIN_FAILURES as e:
             registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {one_line(e)}")
             continue

@@ -9,13 +9,10 @@ codecs (4-5), which trail them in quality. So nc picks them for images and video
 asked by name or at a bitrate only Opus offers. Importing this package and building
 the codecs is cheap: PyAV and Pillow are imported on first encode or decode.
 """
-import pluggy
-
+from nc.plugins import hookimpl
 from nc_classical.h26x import H264Codec, H265Codec
 from nc_classical.opus import OpusCodec
 from nc_classical.still import AvifCodec, JpegCodec, WebpCodec
-
-hookimpl = pluggy.HookimplMarker("nc")
 
 __all__ = ["AvifCodec", "H264Codec", "H265Codec", "JpegCodec", "OpusCodec", "WebpCodec", "nc_register_codecs"]
 
