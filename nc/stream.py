@@ -74,8 +74,9 @@ class TrackInfo:
 class Writer:
     """Encodes media into an `.ncb` stream; use as a context manager."""
 
-    def __init__(self, out: BinaryIO, specs: list[TrackSpec], close_out: bool = False):
-        self._out, self._close_out = out, close_out
+    def __init__(self, out, specs: list[TrackSpec], close_out: bool = False):
+        """`out`: a binary file object, or a function returning (file object, close_out) that is
+        called once the tracks are found valid (so a mistake in them leaves the file that was there)."""
         self._encoders, self.facts, self.rates, self.codecs = [], [], [], []
         self._asked: list[RatePoint | None] = []  # a rate asked of a continuous range, to check after
         headers = []
@@ -96,6 +97,9 @@ class Writer:
             self.facts.append(facts)
             self.rates.append(rate)
             self.codecs.append(d.id)
+        if not hasattr(out, "write"):
+            out, close_out = out()
+        self._out, self._close_out = out, close_out
         self._container = ContainerWriter(_CountingWriter(out), headers, f"nc {nc.__version__}")
         self._payload_bytes = [0] * len(specs)
         self._ends = [0] * len(specs)
@@ -650,19 +654,30 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
         raise UsageError(f"mode must be 'rb' or 'wb', not {mode!r}")
     if mode == "rb" and (facts or codec or bitrate is not None or quality is not None or tracks):
         raise UsageError("reading takes no codec, rate, tracks or media facts: the file says them")
-    f, owned = _open_binary(target, mode)
-    try:
-        if mode == "rb":
+    if mode == "rb":
+        f, owned = _open_binary(target, mode)
+        try:
             return Reader(f, ignore_errors=ignore_errors, close_in=owned)
-        if tracks is None:
-            tracks = [TrackSpec(facts_from_kwargs(**facts), codec, bitrate, quality)]
-        elif facts or codec or bitrate or quality:
-            raise UsageError("give either tracks=[...] or one track's codec, rate and facts, not both")
-        return Writer(f, tracks, close_out=owned)
+        except BaseException:
+            if owned:
+                f.close()
+            raise
+    if tracks is None:
+        tracks = [TrackSpec(facts_from_kwargs(**facts), codec, bitrate, quality)]
+    elif facts or codec or bitrate or quality:
+        raise UsageError("give either tracks=[...] or one track's codec, rate and facts, not both")
+    opened = []  # the file is opened (and emptied) only once the tracks are known to be valid
+
+    def opener() -> tuple[BinaryIO, bool]:
+        opened.append(_open_binary(target, mode))
+        return opened[0]
+
+    try:
+        return Writer(opener, tracks)
     except BaseException:
-        if owned:
-            f.close()
-            if mode == "wb" and os.path.isfile(target) and not os.path.islink(target):  # not a device or FIFO
+        if opened and opened[0][1]:
+            opened[0][0].close()
+            if os.path.isfile(target) and not os.path.islink(target):  # not a device or FIFO
                 os.unlink(target)
         raise
 

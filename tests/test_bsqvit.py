@@ -168,6 +168,8 @@ def test_tokens_of_a_video_and_of_an_image(codec, tmp_path):
     assert np.array_equal(held[..., :5], codes)
     frames = nc.detokenize(codes, codec="video/bsqvit")
     assert frames.shape == (4 * len(codes), 64, 96, 3)
+    decoded = nc.decode(nc.encode(x, codec="video/bsqvit", quality=5, fps=25)).data  # GOP by GOP, as the file
+    np.testing.assert_array_equal(frames[:len(x), :40, :72], decoded)
     image = nc.tokens(x[0], codec="video/bsqvit", quality=16)
     assert image.shape == (1, 8, 12, 16)
 

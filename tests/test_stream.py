@@ -531,3 +531,15 @@ def test_a_decoders_float64_audio_is_handed_out_as_float32(tone, monkeypatch):
     decoded = nc.decode(data).data
     assert decoded.dtype == np.float32
     np.testing.assert_array_equal(decoded, clean)
+
+
+@pytest.mark.parametrize("mistake", [dict(codec="audio/no-such"), dict(bitrate="fast"), dict(channels=0),
+                                     dict(sample_rate="x")])
+def test_a_writer_refused_for_its_arguments_leaves_the_file_that_was_there(tmp_path, mistake):
+    from nc.errors import NCError
+
+    path = tmp_path / "x.ncb"
+    path.write_bytes(b"the user's earlier output")
+    with pytest.raises(NCError):
+        nc.open(path, "wb", **{**TOY, **mistake})
+    assert path.read_bytes() == b"the user's earlier output"

@@ -221,8 +221,8 @@ class BsqVitCodec(LearnedVideoCodec):
         return np.concatenate(gops.tokens)
 
     def detokenize(self, codes: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-        """uint8 frames (4 tubelets, 8 rows, 8 columns, 3) from sub-codes made by `tokenize` (decoded as
-        one GOP of caches, whatever their length)."""
+        """uint8 frames (4 tubelets, 8 rows, 8 columns, 3) from sub-codes made by `tokenize`, decoded
+        in GOPs of 8 tubelets as a file's are (each GOP starts with fresh caches)."""
         codes = np.asarray(codes)
         if codes.ndim != 4 or not 1 <= codes.shape[3] <= QUALITY.high or 0 in codes.shape:
             raise UsageError(f"video/bsqvit tokens must have shape (tubelets, rows, columns, 1-16 sub-codes), "
@@ -235,4 +235,6 @@ class BsqVitCodec(LearnedVideoCodec):
         VideoFacts(width, height, 25, 1).validate()
         full = np.zeros((*codes.shape[:3], QUALITY.high), np.int64)
         full[..., :codes.shape[3]] = codes
-        return self.model.pixels((full, codes.shape[3]), height, width)
+        per_gop = GOP // TUBELET
+        return np.concatenate([self.model.pixels((full[k:k + per_gop], codes.shape[3]), height, width)
+                               for k in range(0, len(full), per_gop)])
