@@ -52,11 +52,7 @@ def encode(media, codec: str | None = None, bitrate=None, quality=None, **facts)
         _no_facts_for_a_file(facts)
         encode_file(os.fspath(media), out, codec=codec, bitrate=bitrate, quality=quality)
         return out.getvalue()
-    shape = np.shape(media)
-    if "fps" in facts and len(shape) == 4:
-        facts.setdefault("height", shape[1])
-        facts.setdefault("width", shape[2])
-    spec_facts = facts_from_kwargs(**facts) if facts else _image_facts(shape)
+    spec_facts = _array_facts(media, facts)
     with Writer(out, [TrackSpec(spec_facts, codec, bitrate, quality)]) as w:
         w.write(media)
     return out.getvalue()
@@ -67,17 +63,33 @@ def _no_facts_for_a_file(facts: dict) -> None:
         raise UsageError(f"unknown arguments for a file: {', '.join(sorted(facts))} (a file's facts come from the file)")
 
 
+def _array_facts(media, facts: dict):
+    """An array's media facts: those given, completed from its shape (a video's size; all of an image's)."""
+    shape = np.shape(media)
+    if "fps" in facts and len(shape) == 4:
+        facts = {"height": shape[1], "width": shape[2], **facts}
+    return facts_from_kwargs(**facts) if facts else _image_facts(shape)
+
+
 def _image_facts(shape: tuple) -> ImageFacts:
     if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)):
         channels = 1 if len(shape) == 2 else shape[2]
         return ImageFacts(shape[1], shape[0], {1: "L", 3: "RGB", 4: "RGBA"}[channels])
-    raise UsageError("say what the array is: pass sample_rate=... for audio or fps=... for video")
+    channels_first = len(shape) == 3 and shape[0] in (1, 3, 4)
+    raise UsageError(f"an array of shape {shape} is no image (height, width[, 1, 3 or 4 channels])"
+                     + ("; a channels-first one needs a.transpose(1, 2, 0)" if channels_first else
+                        ": pass sample_rate=... for audio or fps=... for video"))
 
 
 def decode(source, ignore_errors: bool = False) -> Decoded:
     """Decode `.ncb` bytes, a path or a binary file object into arrays."""
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 1:  # np.frombuffer's
+        source = source.tobytes()
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
+    elif isinstance(source, np.ndarray):
+        raise UsageError(f"decode takes an .ncb file's bytes (or a 1-D uint8 array of them), a path or a binary "
+                         f"file object, not a {source.dtype} array of shape {source.shape}")
     with nc_open(source, "rb", ignore_errors=ignore_errors) as reader:
         pieces: dict[int, list[np.ndarray]] = {t.index: [] for t in reader.tracks}
         for track, block in reader:
@@ -189,11 +201,7 @@ def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts)
             return c.tokenize((b for t, b in source.blocks() if t == 0), first, rate)
     from nc.stream import as_media
 
-    if "image" in modalities and not facts:
-        shape = np.shape(media)
-        facts = {"width": shape[1], "height": shape[0],
-                 "mode": {1: "L", 3: "RGB", 4: "RGBA"}.get(shape[2], "?")} if len(shape) == 3 else {}
-    spec = facts_from_kwargs(**facts)
+    spec = _array_facts(media, facts)
     if spec.modality not in modalities:
         raise UsageError(f"{codec} makes tokens of {' and '.join(modalities)}, not {spec.modality}")
     return c.tokenize([as_media(media, spec)], spec, rate)
@@ -203,6 +211,8 @@ def detokenize(codes, codec: str = "audio/rvq", sample_rate: int = 16000) -> np.
     """Media from codes made by `tokens`: audio (samples, channels) float32, or an image
     uint8 (16 x rows, 16 x columns, 3) (the padding of the original size is not in the tokens)."""
     c = _token_codec(codec)
+    if c.descriptor.modality == "audio":
+        sample_rate = facts_from_kwargs(sample_rate=sample_rate).sample_rate  # checked as a writer's would be
     if np.size(codes) == 0:
         raise UsageError(f"no tokens to make media of: the array has shape {np.shape(codes)}")
     return c.detokenize(codes, sample_rate)

@@ -9,9 +9,11 @@ gap with silence or the last good frame and recording what was lost.
 from __future__ import annotations
 
 import builtins
+import io
 import math
 import os
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
@@ -105,6 +107,11 @@ class Writer:
         self._ends = [0] * len(specs)
         self._closed = False
 
+    def __del__(self):
+        if not getattr(self, "_closed", True):  # as Python's own files say it; the file has no FINI
+            warnings.warn("an nc writer was never closed, so its file ends without FINI (a recording cut short); "
+                          "use `with nc.open(...)` or close()", ResourceWarning, source=self)
+
     @property
     def bytes_written(self) -> int:
         return self._container._out.count
@@ -196,7 +203,11 @@ def as_media(block, facts: MediaFacts) -> np.ndarray:
             return ((a.astype(np.float32) - 128) / 128).astype(np.float32)
         if a.dtype.kind != "f":
             raise UsageError(f"audio samples must be floats or signed integers, not {a.dtype}")
-        return np.ascontiguousarray(a, dtype=np.float32)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.isfinite(a).all():  # a codec would turn them into noise or silence without a word
+            raise UsageError(f"audio samples must be finite; this block has NaN or infinity at sample "
+                             f"{int(np.flatnonzero(~np.isfinite(a).all(axis=1))[0])}")
+        return a
     if isinstance(facts, ImageFacts):
         if a.ndim == 2:
             a = a[:, :, None]
@@ -216,6 +227,10 @@ def _as_uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return np.ascontiguousarray(a)
     if a.dtype.kind == "f":
+        if a.size and not (np.isfinite(a).all() and -0.5 <= a.min() and a.max() <= 1.5):  # not [0, 1] plus noise
+            shown = "NaN or infinity" if not np.isfinite(a).all() else f"values from {a.min():g} to {a.max():g}"
+            raise UsageError(f"float pixels are taken in [0, 1]; these have {shown}"
+                             + (" (0-255 values: pass them as uint8)" if np.isfinite(a).all() and a.max() > 1.5 else ""))
         return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     raise UsageError(f"pixels must be uint8 or floats in [0, 1], not {a.dtype}")
 
@@ -254,6 +269,7 @@ class Reader:
         self._fill_budget, self._fill_bytes = float(MAX_FILL_SECONDS), 0
         self._closed = False
         self._iterated = self._sought = False  # a new iteration starts over unless seek() placed it
+        self._lock, self._reading_in = threading.Lock(), None  # the thread iterating, if any
 
     @property
     def created_by(self) -> str:
@@ -271,15 +287,22 @@ class Reader:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self._closed:
             raise UsageError("this reader is closed")
-        if self._iterated and not self._sought:
-            self._rewind()
-        self._iterated, self._sought = True, False
-        for item in self._container.chunks(self._start_offset, self._start_number):
-            if isinstance(item, Damage):
-                self._note_damage(item)
-            else:
-                yield from self._decode_chunk(item)
-        yield from self._finish()
+        with self._lock:  # one file position and one set of decoders: two threads would each get half
+            if self._reading_in not in (None, threading.get_ident()):
+                raise UsageError("this reader is being read in another thread: nc.open the file once per thread")
+            self._reading_in = threading.get_ident()
+        try:
+            if self._iterated and not self._sought:
+                self._rewind()
+            self._iterated, self._sought = True, False
+            for item in self._container.chunks(self._start_offset, self._start_number):
+                if isinstance(item, Damage):
+                    self._note_damage(item)
+                else:
+                    yield from self._decode_chunk(item)
+            yield from self._finish()
+        finally:
+            self._reading_in = None
 
     def _rewind(self) -> None:
         """Back to the first chunk, every track's decoder reset, as a fresh reader would start."""
@@ -292,7 +315,8 @@ class Reader:
         self.damage.clear()
 
     def decoded_seconds(self, track: int) -> float:
-        """How much of a track the iteration so far has handed out (gaps it filled included), in seconds."""
+        """Where the track's next piece starts, in seconds: how much of it the iteration so far has handed
+        out (gaps it filled included), or after a seek, the time sought."""
         _check_track(track, len(self.tracks))
         return self._states[track].info.facts.seconds(self._states[track].emitted)
 
@@ -303,6 +327,8 @@ class Reader:
 
     def seek(self, seconds: float) -> None:
         """Make the next iteration start at this time (every track), through the file's index."""
+        if self._closed:
+            raise UsageError("this reader is closed")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(seconds):
             shown = repr(seconds) if isinstance(seconds, (int, float, str)) else type(seconds).__name__
@@ -362,7 +388,8 @@ class Reader:
     def _note_damage(self, damage: Damage) -> None:
         if not self.ignore_errors:
             cls = TruncatedError if damage.truncated else CorruptChunkError
-            raise cls(damage.message + " (decode with --ignore-errors to recover the rest)", damage.number)
+            raise cls(damage.message + " (decode with --ignore-errors, in Python ignore_errors=True, to recover "
+                                       "the rest)", damage.number)
         self.damage.append(damage.message)
 
     def _decode_chunk(self, chunk: Chunk) -> Iterator[tuple[int, np.ndarray]]:
@@ -696,14 +723,21 @@ def facts_from_kwargs(**kw) -> MediaFacts:
     known = {"sample_rate", "channels", "fps", "width", "height", "mode"}
     if set(kw) - known:
         raise UsageError(f"unknown arguments: {', '.join(sorted(set(kw) - known))}")
+    def whole(name: str, default=None) -> int:
+        value = kw.pop(name) if default is None else kw.pop(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not float(value).is_integer():  # 44100.5 or "16000" is a mistake, not a number to round
+            raise UsageError(f"{name} must be a whole number, not {value!r}"[:200])
+        return int(value)
+
     try:
         if "sample_rate" in kw:
-            facts = AudioFacts(int(kw.pop("sample_rate")), int(kw.pop("channels", 1)))
+            facts = AudioFacts(whole("sample_rate"), whole("channels", 1))
         elif "fps" in kw:
             fps = Fraction(kw.pop("fps")).limit_denominator(1001)
-            facts = VideoFacts(int(kw.pop("width")), int(kw.pop("height")), fps.numerator, fps.denominator)
+            facts = VideoFacts(whole("width"), whole("height"), fps.numerator, fps.denominator)
         elif "width" in kw:
-            facts = ImageFacts(int(kw.pop("width")), int(kw.pop("height")), str(kw.pop("mode", "RGB")))
+            facts = ImageFacts(whole("width"), whole("height"), str(kw.pop("mode", "RGB")))
         else:
             facts = None
     except KeyError as e:
@@ -713,13 +747,15 @@ def facts_from_kwargs(**kw) -> MediaFacts:
     if kw:
         raise UsageError(f"{', '.join(sorted(kw))}: not facts of {facts.modality if facts else 'this media'}")
     if facts is not None:
-        return facts
+        return _valid(facts)
     raise UsageError("say what the media is: sample_rate=... (audio), width/height (image) or width/height/fps (video)")
 
 
 def _open_binary(target, mode: str) -> tuple[BinaryIO, bool]:
     if target == "-":
         return (sys.stdin.buffer if mode == "rb" else sys.stdout.buffer), False
+    if isinstance(target, io.TextIOBase):
+        raise UsageError("an .ncb file is bytes: open it in binary mode ('rb' or 'wb'), not as text")
     if hasattr(target, "read" if mode == "rb" else "write"):
         return target, False
     if not isinstance(target, (str, bytes, os.PathLike)):  # an int would open that file descriptor

@@ -161,7 +161,7 @@ def test_other_weights_are_refused(tmp_path):
 
 def test_tokens_of_a_video_and_of_an_image(codec, tmp_path):
     x = clip(GOP + 6, 40, 72)
-    codes = nc.tokens(x, codec="video/bsqvit", quality=5, width=72, height=40, fps=25)
+    codes = nc.tokens(x, codec="video/bsqvit", quality=5, fps=25)  # its size from the array
     assert codes.shape == (GOP // 4 + 2, 8, 12, 5) and codes.dtype == np.uint8 and codes.max() < ALPHABET
     facts, packets = code_packets(codec, x, quality=5)  # the tokens are what the file holds
     held = np.concatenate([codec.model.read(p.payload, 40, 72, p.duration)[0] for p in packets])

@@ -291,7 +291,7 @@ def test_open_takes_the_image_mode_as_a_fact_and_refuses_facts_when_reading():
         w.write(np.zeros((160, 1), np.float32))
     with pytest.raises(UsageError, match="reading takes no codec"):
         nc.open(io.BytesIO(out.getvalue()), "rb", codec="audio/toy-mulaw")
-    with pytest.raises(UsageError, match="media facts must be numbers"):
+    with pytest.raises(UsageError, match="sample_rate must be a whole number, not 'abc'"):
         nc.open(io.BytesIO(), "wb", codec="audio/toy-mulaw", sample_rate="abc")
     with pytest.raises(UsageError, match="mode: not facts of audio"):
         nc.open(io.BytesIO(), "wb", codec="audio/toy-mulaw", sample_rate=16000, mode="L")
@@ -543,3 +543,60 @@ def test_a_writer_refused_for_its_arguments_leaves_the_file_that_was_there(tmp_p
     with pytest.raises(NCError):
         nc.open(path, "wb", **{**TOY, **mistake})
     assert path.read_bytes() == b"the user's earlier output"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: nc.encode(np.zeros((3, 64, 48), np.uint8), codec="image/jpeg"), "channels-first one needs a.transpose"),
+    (lambda: nc.encode(np.zeros((8, 2), np.float32), sample_rate=16000.5, channels=2), "sample_rate must be a whole"),
+    (lambda: nc.encode(np.zeros((8, 2), np.float32), sample_rate="16000", channels=2), "sample_rate must be a whole"),
+    (lambda: nc.encode(np.full(100, np.nan, np.float32), **TOY), "audio samples must be finite; .* at sample 0"),
+    (lambda: nc.encode(np.full((8, 8, 3), 200.0), codec="image/jpeg"), "0-255 values: pass them as uint8"),
+    (lambda: nc.encode(np.full((8, 8, 3), np.inf), codec="image/jpeg"), "float pixels .* NaN or infinity"),
+    (lambda: nc.decode(np.zeros((3, 3))), "not a float64 array of shape"),
+    (lambda: nc.decode(io.StringIO("text")), "open it in binary mode"),
+    (lambda: nc.detokenize(np.zeros((1, 1, 5), np.int16), sample_rate=44100.5), "sample_rate must be a whole"),
+])
+def test_bad_arguments_are_usage_errors_not_pythons(call, message):
+    with pytest.raises(UsageError, match=message):
+        call()
+
+
+def test_decode_takes_the_bytes_as_a_uint8_array(tone):
+    data = nc.encode(tone, **TOY)
+    np.testing.assert_array_equal(nc.decode(np.frombuffer(data, np.uint8)).data, nc.decode(data).data)
+
+
+def test_a_reader_refuses_a_second_thread_while_one_reads_it(tone):
+    import threading
+
+    reader = nc.open(io.BytesIO(nc.encode(tone, **TOY)), "rb")
+    started, release, pieces = threading.Event(), threading.Event(), []
+
+    def read_slowly():
+        for piece in reader:
+            pieces.append(piece)
+            started.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=read_slowly)
+    thread.start()
+    started.wait(10)
+    with pytest.raises(UsageError, match="being read in another thread"):
+        next(iter(reader))
+    release.set()
+    thread.join(10)
+    assert sum(len(a) for _, a in pieces) == len(tone)
+    assert sum(len(a) for _, a in reader) == len(tone)  # the thread is done: any thread may read it now
+    reader.close()
+    with pytest.raises(UsageError, match="closed"):
+        reader.seek(1.0)
+
+
+def test_a_writer_never_closed_is_a_resource_warning(tone):
+    import gc
+
+    writer = nc.open(io.BytesIO(), "wb", **TOY)
+    writer.write(tone)
+    with pytest.warns(ResourceWarning, match="never closed, so its file ends without FINI"):
+        del writer
+        gc.collect()
