@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nc
+
 av = pytest.importorskip("av")
 PIL = pytest.importorskip("PIL")
 
@@ -340,3 +342,13 @@ def test_images_are_bounded_by_ncs_limit_not_pillows(monkeypatch, tmp_path):
         assert nc.decode(data).data.shape == (40, 40, 3)
     with pytest.raises(MediaError, match="large.png: the image has over 2000 pixels"):
         nc.encode(str(large), codec="image/jpeg")
+
+
+@pytest.mark.filterwarnings("ignore:.*came out at")
+def test_opus_decodes_eight_channels_each_in_its_place():
+    """PyAV's to_ndarray read a ninth plane of 8-channel planar frames: nc crashed (a segfault)."""
+    t = np.arange(24000) / 48000
+    x = np.stack([0.3 * np.sin(2 * np.pi * (300 + 100 * c) * t) for c in range(8)], 1).astype(np.float32)
+    y = nc.decode(nc.encode(x, codec="audio/opus", bitrate="256k", sample_rate=48000, channels=8)).data
+    assert y.shape == x.shape
+    assert all(np.corrcoef(x[4000:, c], y[4000:, c])[0, 1] > 0.99 for c in range(8))

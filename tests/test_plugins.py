@@ -132,6 +132,16 @@ def test_a_weights_variable_naming_a_missing_file_is_said(monkeypatch, tmp_path)
         registry.get("audio/rvq")
 
 
+def test_a_weights_variable_naming_a_folder_costs_only_its_codec(monkeypatch, tmp_path):
+    from nc.codecs import rvq
+
+    monkeypatch.setattr(rvq, "WEIGHTS", tmp_path)  # as NC_RVQ_WEIGHTS=/tmp (or empty: '.') would
+    registry = load_registry()
+    assert "audio/rvq" not in registry.codecs and "image/hvae" in registry.codecs and "audio/fsq" in registry.codecs
+    with pytest.raises(UnknownCodecError, match="NC_RVQ_WEIGHTS names .*, a folder, not a weights file"):
+        registry.get("audio/rvq")
+
+
 def test_descriptor_validation():
     with pytest.raises(ValueError, match="must look like"):
         CodecDescriptor("Audio Codec", 1, "audio", "x", points=(RatePoint("a", 1, "bps"),))

@@ -16,9 +16,13 @@ def nc_register_codecs():
              (hvae, hvae.HvaeCodec), (vqgan, vqgan.VqganCodec), (wfvae, wfvae.WfvaeCodec), (bsqvit, bsqvit.BsqVitCodec))
     codecs = []
     for module, codec in built:
-        if module.WEIGHTS.exists():
-            codecs.append(codec())
+        variable = f"NC_{module.__name__.rsplit('.', 1)[1].upper()}_WEIGHTS"
+        if module.WEIGHTS.is_file():
+            try:
+                codecs.append(codec())
+            except PluginError as e:  # one codec's bad weights must not take the others with it
+                codecs.append(PluginError(f"{variable}: {e}" if module.WEIGHTS != module.SHIPPED_WEIGHTS else str(e)))
         elif module.WEIGHTS != module.SHIPPED_WEIGHTS:  # a variable naming a file that is not there: say so
-            variable = f"NC_{module.__name__.rsplit('.', 1)[1].upper()}_WEIGHTS"
-            codecs.append(PluginError(f"{variable} names {module.WEIGHTS}, which does not exist"))
+            what = "a folder, not a weights file" if module.WEIGHTS.is_dir() else "which does not exist"
+            codecs.append(PluginError(f"{variable} names {module.WEIGHTS}, {what}"))
     return codecs

@@ -42,6 +42,7 @@ GROUP_SECONDS = 2  # per nc Packet: the container's ~60 bytes per chunk cost 0.2
 FRAMES_PER_PACKET = 50 * GROUP_SECONDS  # 20 ms frames
 MAX_CHANNELS = 8
 MAX_OPUS_PACKET = 1275  # bytes, RFC 6716
+PLANAR_FLOATS = {"fltp": np.float32, "dblp": np.float64}  # what libopus decodes to, planar
 MAX_OPUS_FRAME = 5760  # samples at 48 kHz: 120 ms, the longest an Opus packet decodes to (RFC 6716)
 # Layouts libopus maps with Vorbis channel order (mapping family 0 for 1-2, 1 for 3-8).
 
@@ -249,6 +250,10 @@ class OpusDecoder(Decoder):
 
 
 def _frame_array(frame, channels: int) -> np.ndarray:
-    a = frame.to_ndarray()
-    a = a.T if frame.format.is_planar else a.reshape(-1, channels)
-    return np.ascontiguousarray(a, dtype=np.float32)
+    if frame.format.is_planar:  # plane by plane: PyAV's to_ndarray reads a 9th plane of 8-channel frames (a crash)
+        dtype = PLANAR_FLOATS.get(frame.format.name)
+        if dtype is None:
+            raise CorruptChunkError(f"libopus decoded to sample format {frame.format.name}, not float")
+        return np.stack([np.frombuffer(plane, dtype, frame.samples) for plane in frame.planes[:channels]],
+                        1).astype(np.float32)
+    return np.ascontiguousarray(frame.to_ndarray().reshape(-1, channels), dtype=np.float32)
