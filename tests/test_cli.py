@@ -365,3 +365,24 @@ def test_a_bug_inside_a_plugin_names_the_plugin(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(api, "decode_file", nc_bug)
     assert main(["decode", str(SAMPLES / "speech.wav"), str(tmp_path / "y.wav")]) == 1
     assert capsys.readouterr().err.startswith("nc: internal error: AttributeError: nc's own")
+
+
+def test_sigterm_mid_encode_leaves_no_temporary_file_and_the_old_output(tmp_path):
+    """A `kill` (or a closed terminal) unwinds like Ctrl-C: the hidden .part file went unremoved."""
+    import signal
+    import time
+
+
+    t = np.arange(16000 * 600) / 16000
+    sf.write(tmp_path / "long.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    (tmp_path / "out.ncb").write_bytes(b"earlier output")
+    process = subprocess.Popen([sys.executable, "-m", "nc", "encode", str(tmp_path / "long.wav"),
+                                str(tmp_path / "out.ncb"), "--codec", "audio/opus"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".nc-") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and err.decode().strip() == "nc: terminated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav", "out.ncb"]
+    assert (tmp_path / "out.ncb").read_bytes() == b"earlier output"

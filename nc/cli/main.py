@@ -97,11 +97,41 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a `kill`, a closed terminal): unwound like Ctrl-C, so that no temporary file
+    is left behind and the file that was there stays."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, _frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    with warnings.catch_warnings():  # restores the caller's warning display when main returns
+    with warnings.catch_warnings(), _signals_unwind():  # both restore the caller's state when main returns
         warnings.showwarning = _show_warning
         return _run(argv)
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    import signal
+    import threading
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    before = {s: signal.signal(s, _on_signal) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 _python_show_warning = warnings.showwarning
@@ -135,6 +165,9 @@ def _run(argv: list[str]) -> int:
     except NCError as e:
         print(f"nc: error: {e}", file=sys.stderr)
         return 1
+    except Terminated as e:
+        print("nc: terminated", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("nc: interrupted", file=sys.stderr)
         return 130
