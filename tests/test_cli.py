@@ -169,6 +169,12 @@ def test_encode_never_destroys_files(tmp_path):
     keep.write_bytes(b"precious")
     _fails_cleanly(run_nc("encode", tmp_path / "missing.wav", keep), 1, "no such file")
     assert keep.read_bytes() == b"precious"
+    other = tmp_path / "other.WAV"  # encode and decode swapped: a media file would become .ncb bytes
+    other.write_bytes(b"a recording")
+    _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", other), 2, "nc encode writes an .ncb file, not .wav")
+    assert other.read_bytes() == b"a recording"
+    _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", f"{tmp_path}/new/"), 2, "names a folder")
+    assert not (tmp_path / "new").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".nc-")] == []
 
 
@@ -386,3 +392,21 @@ def test_sigterm_mid_encode_leaves_no_temporary_file_and_the_old_output(tmp_path
     assert process.returncode == 128 + signal.SIGTERM and err.decode().strip() == "nc: terminated"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav", "out.ncb"]
     assert (tmp_path / "out.ncb").read_bytes() == b"earlier output"
+
+
+def test_a_full_stdout_is_one_line_not_an_internal_error(monkeypatch, capsys):
+    import errno
+    import io
+
+    from nc.cli.main import main
+
+    class Full(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(Full()))
+    assert main(["encode", str(SAMPLES / "speech.wav"), "-", "--codec", "audio/opus"]) == 1
+    assert capsys.readouterr().err == "nc: error: cannot write to stdout: No space left on device\n"

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 import nc
-from nc.errors import NCError, RateWarning, UsageError, one_line
+from nc.errors import MediaError, NCError, RateWarning, UsageError, one_line
 from nc.media.files import STDOUT_NAMES, OutputFile
 
 
@@ -237,6 +237,7 @@ def cmd_encode(args) -> int:
     from nc.api import encode_file
 
     _refuse_overwriting(args.input, args.output)
+    _refuse_media_name(args.output)
     with _output(args.output) as out:
         bitrate = _bpp_bitrate(args.bpp) if args.bpp is not None else args.bitrate
         report = encode_file(args.input, out, codec=args.codec, bitrate=bitrate, quality=args.quality,
@@ -252,11 +253,25 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _refuse_media_name(path: str) -> None:
+    """`nc encode in.wav out.wav` (encode and decode swapped, or a transcode in mind) would replace a
+    media file with .ncb bytes; `out/` names a folder."""
+    from nc.media.files import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS
+
+    if path in STDOUT_NAMES:
+        return
+    if path.endswith(("/", os.sep)):
+        raise UsageError(f"{path} names a folder; nc encode writes one .ncb file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in AUDIO_EXTS | IMAGE_EXTS | VIDEO_EXTS:
+        raise UsageError(f"nc encode writes an .ncb file, not {ext}: name the output .ncb (nc decode makes {ext} files)")
+
+
 @contextlib.contextmanager
 def _output(path: str):
     """stdout (streamed), or an OutputFile for `path` that appears only when everything succeeded."""
     if path in STDOUT_NAMES:
-        yield sys.stdout.buffer
+        yield _Stdout(sys.stdout.buffer)
         return
 
     out = OutputFile(path, ".ncb.part")
@@ -266,6 +281,24 @@ def _output(path: str):
         out.commit()
     finally:
         out.discard()
+
+
+class _Stdout:
+    """stdout for the .ncb bytes: a write that fails (a full disk behind a redirect) is one line."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def write(self, data) -> int:
+        try:
+            return self._raw.write(data)
+        except BrokenPipeError:  # the reader left: quiet, as for any command in a pipe
+            raise
+        except OSError as e:
+            raise MediaError(f"cannot write to stdout: {e.strerror or e}") from None
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
 
 
 def cmd_decode(args) -> int:
