@@ -214,6 +214,28 @@ def test_sixteen_bit_grey_png_keeps_its_tones(tmp_path):
     assert decoded.ndim == 2 and abs(decoded.mean() - (ramp >> 8).mean()) < 2
 
 
+def test_images_are_read_as_viewers_show_them(tmp_path):
+    """EXIF orientation applied (a phone photo came back sideways), float TIFFs in [0, 1] kept (they came
+    out black), LAB not taken for RGBA (its a* band looked like alpha), several frames refused (only the
+    first was kept, silently)."""
+    from nc.errors import MediaError
+
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to show
+    Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif)
+    upright = nc.decode(nc.encode(tmp_path / "phone.png", codec="image/webp", quality=100)).data
+    assert upright.shape == (40, 30, 3)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "f.tif")
+    assert nc.decode(nc.encode(tmp_path / "f.tif", codec="image/webp", quality=100)).data.max() == 128
+    Image.new("LAB", (4, 4), (50, 10, 10)).save(tmp_path / "lab.tif")
+    assert nc.decode(nc.encode(tmp_path / "lab.tif", codec="image/webp", quality=100))[0].info.facts.mode == "RGB"
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "green", "blue")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(MediaError, match="the image has 3 frames .* make it a video"):
+        nc.encode(tmp_path / "a.gif", codec="image/webp")
+
+
 def test_soundtrack_options_on_plain_audio_are_refused(tmp_path):
     _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "x.ncb", "--audio-bitrate", "6k"), 2,
                    "soundtrack")

@@ -106,7 +106,7 @@ def pillow_within_image_facts():
 def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | None:
     """The image, or None if Pillow cannot read it (or, with damaged_is_an_error, knows the format but
     cannot decode it: then a MediaError). The size is checked before the pixels are allocated."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     with pillow_within_image_facts():
         try:
@@ -117,8 +117,12 @@ def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | N
             return None
         with im:
             ImageFacts(im.width, im.height, "RGB").validate()
+            if getattr(im, "n_frames", 1) > 1:  # keeping the first alone would lose the rest without a word
+                raise MediaError(f"{path}: the image has {im.n_frames} frames (animated or pages); nc codes one "
+                                 f"image: make it a video (ffmpeg -i {os.path.basename(path)} out.mp4) or one still")
             try:
                 im.load()
+                ImageOps.exif_transpose(im, in_place=True)  # upright, as viewers show it (phone photos)
                 array = _pixels(im)
             except (OSError, ValueError, SyntaxError, EOFError) as e:
                 if damaged_is_an_error:
@@ -137,7 +141,12 @@ def _pixels(im) -> np.ndarray:
         wide = np.asarray(im).astype(np.int64)
         bits = 16 if im.mode.startswith("I;16") or wide.max(initial=0) < 65536 else 32
         return np.clip(wide >> (bits - 8), 0, 255).astype(np.uint8)
-    return np.asarray(im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB"))
+    if im.mode == "F":  # float pixels: [0, 1] when they fit it (convert() would take them as 0-255)
+        floats = np.nan_to_num(np.asarray(im, np.float64))
+        scale = 255.0 if floats.size and floats.max() <= 1.0 else 1.0
+        return np.clip(np.rint(floats * scale), 0, 255).astype(np.uint8)
+    alpha = im.mode in ("LA", "La", "PA", "RGBa") or "transparency" in im.info  # not LAB's a* band
+    return np.asarray(im.convert("RGBA" if alpha else "RGB"))
 
 
 def _open_soundfile(path: str) -> MediaSource | None:
