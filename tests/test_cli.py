@@ -432,3 +432,27 @@ def test_a_full_stdout_is_one_line_not_an_internal_error(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(Full()))
     assert main(["encode", str(SAMPLES / "speech.wav"), "-", "--codec", "audio/opus"]) == 1
     assert capsys.readouterr().err == "nc: error: cannot write to stdout: No space left on device\n"
+
+
+def test_an_image_format_that_would_lose_part_of_the_image_is_refused(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    (tmp_path / "a.ncb").write_bytes(nc.encode(rgba, codec="image/webp", quality=100))
+    _fails_cleanly(run_nc("decode", tmp_path / "a.ncb", tmp_path / "a.jpg"), 2,
+                   "a.jpg: JPEG has no alpha channel and the image is RGBA")
+    (tmp_path / "c.ncb").write_bytes(nc.encode(rgba[:, :, :3].copy(), codec="image/webp", quality=100))
+    _fails_cleanly(run_nc("decode", tmp_path / "c.ncb", tmp_path / "c.pgm"), 2, "a .pgm is greyscale")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ncb", "c.ncb"]
+
+
+def test_a_writers_error_names_the_output_not_its_temporary_file(tmp_path, monkeypatch):
+    from nc.errors import MediaError
+    from nc.media import files
+
+    def fails(self, track, block):
+        raise MediaError(f"cannot write {self.path}: the disk said no")
+
+    monkeypatch.setattr(files._ImageFileWriter, "write", fails)
+    sink = files.MediaSink(str(tmp_path / "out.png"), [files.ImageFacts(2, 2, "RGB")])
+    with pytest.raises(MediaError, match=f"^cannot write {tmp_path / 'out.png'}: the disk said no$"):
+        sink.write(0, np.zeros((2, 2, 3), np.uint8))
+    sink.abort()

@@ -318,6 +318,8 @@ class MediaSink:
         self.path, self.facts = path, facts
         ext = "." + fmt.lower().lstrip(".") if fmt else os.path.splitext(path)[1].lower()
         writer = _writer_for([f.modality for f in facts], ext, path)
+        if isinstance(facts[0], ImageFacts):
+            _check_image_format(facts[0].mode, ext, path)
         self._out = OutputFile(path, ext)  # the writers pick the format from the temporary file's extension too
         try:
             self._writer = writer(self._out.temp, facts, ext)
@@ -327,16 +329,26 @@ class MediaSink:
         self.written = [0] * len(facts)  # blocks written per track
 
     def write(self, track: int, block: np.ndarray) -> None:
-        self._writer.write(track, block)
+        with self._named_as_the_user_named_it():
+            self._writer.write(track, block)
         self.written[track] += 1
 
     def close(self) -> None:
         try:
-            self._writer.close()
+            with self._named_as_the_user_named_it():
+                self._writer.close()
         except BaseException:
             self._out.discard()
             raise
         self._out.commit()
+
+    @contextmanager
+    def _named_as_the_user_named_it(self):
+        """A writer's error names the file it writes, the hidden temporary one: say the output's name."""
+        try:
+            yield
+        except MediaError as e:
+            raise MediaError(str(e).replace(str(self._out.temp), self.path)) from None
 
     def abort(self) -> None:
         try:
@@ -364,6 +376,18 @@ def _writer_for(modalities: list[str], ext: str, path: str):
             raise UsageError(f"cannot write an image to {ext!r}; use .png")
         return _ImageFileWriter
     raise UsageError(f"cannot write tracks {modalities} to one file")
+
+
+NO_ALPHA = {".jpg": "JPEG", ".jpeg": "JPEG", ".ppm": "PPM", ".pgm": "PGM"}
+
+
+def _check_image_format(mode: str, ext: str, path: str) -> None:
+    """Refuse a format that would lose part of the image (Pillow drops alpha or writes colour into .pgm)."""
+    if mode == "RGBA" and ext in NO_ALPHA:
+        raise UsageError(f"{path}: {NO_ALPHA[ext]} has no alpha channel and the image is RGBA; "
+                         f"write .png, .webp, .tif or .avif")
+    if mode != "L" and ext == ".pgm":
+        raise UsageError(f"{path}: a .pgm is greyscale and the image is {mode}; write .ppm or .png")
 
 
 class _AudioFileWriter:
