@@ -456,3 +456,12 @@ def test_a_writers_error_names_the_output_not_its_temporary_file(tmp_path, monke
     with pytest.raises(MediaError, match=f"^cannot write {tmp_path / 'out.png'}: the disk said no$"):
         sink.write(0, np.zeros((2, 2, 3), np.uint8))
     sink.abort()
+
+
+def test_tokens_can_go_to_stdout(tmp_path):
+    import io
+
+    result = run_nc("tokens", SAMPLES / "speech.wav", "-o", "-", "--codec", "audio/rvq", "--bitrate", "1.5k")
+    assert result.returncode == 0, result.stderr
+    assert np.load(io.BytesIO(result.stdout)).shape[:2] == (1, 3) and b"3 stages" in result.stderr
+    assert not (tmp_path / "-.npy").exists() and not os.path.exists("-.npy")

@@ -384,7 +384,10 @@ def cmd_codecs(args) -> int:
 def cmd_tokens(args) -> int:
     import numpy as np
 
-    path = args.output if args.output.endswith(".npy") else args.output + ".npy"  # as np.save names it
+    path = args.output
+    written_into = path in STDOUT_NAMES or (os.path.exists(path) and not os.path.isfile(path))  # /dev/null, a FIFO
+    if not path.endswith(".npy") and not written_into:
+        path += ".npy"  # as np.save names it
     _refuse_overwriting(args.input, path)
     out = OutputFile(path, ".npy")
     try:
@@ -395,7 +398,8 @@ def cmd_tokens(args) -> int:
         out.discard()
     axes = {"image": ("stages", "rows", "columns"), "video": ("tubelets", "rows", "columns", "sub-codes")}.get(
         args.codec.split("/")[0], ("channel(s)", "stages", "frames"))
-    print(f"{path}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)))
+    print(f"{path}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)),
+          file=sys.stderr if path in STDOUT_NAMES else sys.stdout)
     return 0
 
 
