@@ -22,7 +22,7 @@ import numpy as np
 
 import nc
 from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
-from nc.codecs.base import Codec, Decoder, Packet, RatePoint
+from nc.codecs.base import Codec, Decoder, Packet, RatePoint, parse_rate
 from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, PluginError, RateWarning,
                        TruncatedError, UsageError, WeightsMismatchError, one_line)
 from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
@@ -90,6 +90,7 @@ class Writer:
             codec = find_codec(spec.codec, facts.modality, spec.bitrate, spec.quality)
             codec.check(facts)
             rate = codec.descriptor.resolve(spec.bitrate, spec.quality)
+            _warn_if_another_point(codec.descriptor, rate, spec)
             encoder = codec.encoder(facts, rate)
             d = codec.descriptor
             headers.append(TrackHeader(d.id, d.version, d.weights_sha256, rate.to_json(), facts_to_json(facts),
@@ -587,6 +588,23 @@ def _checked_output(info: TrackInfo, out) -> np.ndarray | None:
         got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
         raise PluginError(f"{info.codec}'s decoder returned {got}, not {want} (a bug in the codec)")
     return out.astype(np.float32, copy=False) if isinstance(facts, AudioFacts) else out
+
+
+def _warn_if_another_point(d, rate: RatePoint, spec: TrackSpec) -> None:
+    """A rate asked that no point of the codec is (within 10 %; a quality exactly) gets the nearest
+    point: say which, as `--bitrate 4k` getting audio/rvq's 3k would otherwise go unnoticed."""
+    if rate not in d.points:
+        return
+    if spec.quality is not None:
+        asked, off = f"quality {float(spec.quality):g}", float(spec.quality) != rate.value
+    elif spec.bitrate is not None:
+        value, _ = parse_rate(spec.bitrate, d.modality)
+        asked, off = str(spec.bitrate), not 0.9 <= rate.value / value <= 1.1
+    else:
+        return
+    if off:
+        warnings.warn(f"{d.id} has no {asked} point; coding at its nearest, {rate.name}", RateWarning,
+                      stacklevel=_first_level_outside_nc())
 
 
 def _check_track(track, count: int) -> None:

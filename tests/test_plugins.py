@@ -213,3 +213,25 @@ def test_blocking_nc_leaves_only_the_plugins_codecs(monkeypatch):
     monkeypatch.setenv("NC_DISABLE_PLUGINS", "nc")
     codecs = load_registry().codecs
     assert "audio/toy-mulaw" in codecs and "audio/rvq" not in codecs and "image/hvae" not in codecs
+
+
+def test_a_rate_no_codec_offers_lists_every_codecs_rates():
+    """It named audio/rvq's points alone, though Opus takes 5k-510k."""
+    from nc.plugins import find_codec
+
+    with pytest.raises(UsageError, match="no installed audio codec offers 511k: audio/rvq 1.5k, 3k, 6k, 12k; .*"
+                                         "audio/opus .*5k..510k"):
+        find_codec(None, "audio", "511k")
+
+
+def test_a_rate_between_points_is_warned_of(tone):
+    import warnings
+
+    import nc
+    from nc.errors import RateWarning
+
+    with pytest.warns(RateWarning, match="audio/rvq has no 4k point; coding at its nearest, 3k"):
+        nc.encode(tone, sample_rate=16000, bitrate="4k")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RateWarning)
+        nc.encode(tone, sample_rate=16000, bitrate="6.3k")  # within 10 %: the point asked for

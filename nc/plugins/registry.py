@@ -55,6 +55,12 @@ class Registry:
             return candidates[0]
         offers = [(point, c) for c in candidates if (point := _offered_point(c, bitrate, quality))]
         if not offers:
+            try:
+                candidates[0].descriptor.resolve(bitrate, quality)  # its nearest point, if near enough
+            except UsageError:
+                rates = "; ".join(f"{c.descriptor.id} {c.descriptor.describe_rates()}" for c in candidates)
+                asked = bitrate if bitrate is not None else f"quality {quality:g}"
+                raise UsageError(f"no installed {modality} codec offers {asked}: {rates}") from None
             return candidates[0]
         best = min(offers, key=lambda pc: (-_rank_at(pc[0], pc[1]), pc[1].descriptor.id))
         return best[1]
