@@ -465,3 +465,13 @@ def test_tokens_can_go_to_stdout(tmp_path):
     assert result.returncode == 0, result.stderr
     assert np.load(io.BytesIO(result.stdout)).shape[:2] == (1, 3) and b"3 stages" in result.stderr
     assert not (tmp_path / "-.npy").exists() and not os.path.exists("-.npy")
+
+
+def test_the_content_decides_what_a_file_is_not_its_extension(tmp_path):
+    """A PNG named .wav became a one-frame H.264 video; a WAV named .png was refused."""
+    import shutil
+
+    shutil.copy(SAMPLES / "photo.png", tmp_path / "photo.wav")
+    shutil.copy(SAMPLES / "speech.wav", tmp_path / "speech.png")
+    assert nc.decode(nc.encode(tmp_path / "photo.wav", codec="image/webp"))[0].info.modality == "image"
+    assert nc.decode(nc.encode(tmp_path / "speech.png", codec="audio/opus"))[0].info.modality == "audio"

@@ -235,3 +235,20 @@ def test_a_rate_between_points_is_warned_of(tone):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RateWarning)
         nc.encode(tone, sample_rate=16000, bitrate="6.3k")  # within 10 %: the point asked for
+
+
+def test_the_not_installed_error_lists_its_modalitys_codecs_and_the_problems_that_may_explain_it(site):
+    _fake_distribution(site, "fake_typo2", "typo2 = fake_typo2", "fake_typo2", """
+        from nc.plugins import hookimpl
+
+        @hookimpl
+        def nc_register_codec():
+            return []
+    """)
+    _fake_distribution(site, "fake-broken2", "broken2 = fake_missing_module2")
+    with pytest.raises(UnknownCodecError) as e:
+        load_registry().get("image/nope")
+    message = str(e.value)
+    assert "image/jpeg" in message and "audio/rvq" not in message  # the image codecs, not every codec
+    assert "'broken2'" in message and "failed to load" in message  # it may have held the codec
+    assert "'typo2'" not in message and "1 other plugin problem: `nc codecs` lists them" in message

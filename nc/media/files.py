@@ -64,13 +64,15 @@ def local_path(path: str):
 def open_media(path: str) -> MediaSource:
     """Sniff and open a media file (by extension first, then by trying each reader)."""
     ext = os.path.splitext(path)[1].lower()
+    # the content decides; the extension only says what to try first (a PNG named .wav is an image,
+    # not the one-frame video FFmpeg would make of it)
     order = [_open_image, _open_soundfile, _open_av]
     if ext in AUDIO_EXTS:
-        order = [_open_soundfile, _open_av]
+        order = [_open_soundfile, _open_image, _open_av]
     elif ext in VIDEO_EXTS:
         order = [_open_av]
-    elif ext in IMAGE_EXTS:  # an image Pillow cannot read is damaged, not a video in disguise
-        order = [lambda p: _open_image(p, damaged_is_an_error=True)]
+    elif ext in IMAGE_EXTS:  # an image Pillow cannot read is damaged, not a video in disguise (sound may be)
+        order = [lambda p: _open_image(p, damaged_is_an_error=True), _open_soundfile]
     for opener in order:
         try:
             source = opener(path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from nc.codecs.base import Codec, CodecDescriptor, RatePoint
+from nc.codecs.base import Codec, CodecDescriptor, RatePoint, parse_rate
 from nc.errors import NCError, UnknownCodecError, UsageError, one_line
 from nc.plugins import hookspecs
 
@@ -39,9 +39,12 @@ class Registry:
             names = " and ".join(repr(p) for p in self.contested[codec_id])
             raise UnknownCodecError(f"codec {codec_id!r} is registered by plugins {names}, so nc uses neither; "
                                     f"switch one off with {BLOCK_ENV}=NAME or uninstall it")
-        known = ", ".join(sorted(self.codecs)) or "none"
+        modality = codec_id.split("/")[0]
+        same = [c for c in self.codecs if c.startswith(modality + "/")] or list(self.codecs)
+        known = ", ".join(sorted(same)) or "none"
         off = f"; {BLOCK_ENV} switched off {', '.join(sorted(self.disabled))}" if self.disabled else ""
-        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{off}{self._hint()}")
+        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{off}"
+                                f"{self._hint(codec_id)}")
 
     def default(self, modality: str, bitrate=None, quality=None) -> Codec:
         """The highest-ranked codec for a modality (ties: alphabetical id) among those offering the
@@ -58,6 +61,8 @@ class Registry:
             try:
                 candidates[0].descriptor.resolve(bitrate, quality)  # its nearest point, if near enough
             except UsageError:
+                if bitrate is not None and not parse_rate(bitrate, modality)[0] > 0:  # (unreadable: raises)
+                    raise  # a rate that cannot be read, or is not positive, is said so, not listed against
                 rates = "; ".join(f"{c.descriptor.id} {c.descriptor.describe_rates()}" for c in candidates)
                 asked = bitrate if bitrate is not None else f"quality {quality:g}"
                 raise UsageError(f"no installed {modality} codec offers {asked}: {rates}") from None
@@ -65,8 +70,17 @@ class Registry:
         best = min(offers, key=lambda pc: (-_rank_at(pc[0], pc[1]), pc[1].descriptor.id))
         return best[1]
 
-    def _hint(self) -> str:
-        return f" ({'; '.join(self.problems)})" if self.problems else ""
+    def _hint(self, codec_id: str | None = None) -> str:
+        """The plugin problems that may explain a missing codec: those naming it, and plugins that failed
+        to load or register (they may have held it); the others are counted, not listed."""
+        if codec_id is None:
+            relevant = self.problems
+        else:
+            relevant = [p for p in self.problems if repr(codec_id) in p or "failed to" in p or "WEIGHTS" in p]
+        others = len(self.problems) - len(relevant)
+        parts = relevant + ([f"{others} other plugin problem{'s' * (others > 1)}: `nc codecs` lists them"]
+                            if others else [])
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def descriptors(self) -> list[CodecDescriptor]:
         return sorted((c.descriptor for c in self.codecs.values()), key=lambda d: d.id)
@@ -183,7 +197,6 @@ def registry() -> Registry:
 def _offered_point(codec: Codec, bitrate, quality) -> RatePoint | None:
     """The codec's point for this request if it is the rate asked for (within 10 %), not merely
     its nearest one; a quality request is offered by any codec that accepts it."""
-    from nc.codecs.base import parse_rate
 
     try:
         point = codec.descriptor.resolve(bitrate, quality)
