@@ -475,3 +475,9 @@ def test_the_content_decides_what_a_file_is_not_its_extension(tmp_path):
     shutil.copy(SAMPLES / "speech.wav", tmp_path / "speech.png")
     assert nc.decode(nc.encode(tmp_path / "photo.wav", codec="image/webp"))[0].info.modality == "image"
     assert nc.decode(nc.encode(tmp_path / "speech.png", codec="audio/opus"))[0].info.modality == "audio"
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="Python 3.11's argparse turns `-- --` into []")
+def test_a_double_separator_is_a_usage_error_not_an_internal_one():
+    _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", "--", "--"), 2,
+                   "the following arguments are required: output")

@@ -151,6 +151,9 @@ def _run(argv: list[str]) -> int:
             return _train(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
+        for name in ("input", "output"):  # Python 3.11's argparse turns `-- --` into [] (a bug of its own)
+            if isinstance(getattr(args, name, None), list):
+                parser.error(f"the following arguments are required: {name} (a file name, or - )")
         commands = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "codecs": cmd_codecs,
                     "tokens": cmd_tokens, "detokenize": cmd_detokenize}
         return commands[args.command](args)
