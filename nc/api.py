@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 
 from nc.errors import CorruptChunkError, UsageError
-from nc.media.facts import ImageFacts
+from nc.media.facts import ImageFacts, facts_to_json
 from nc.media.files import MediaSink, local_path, open_media
 from nc.stream import Reader, TrackInfo, TrackSpec, Writer, facts_from_kwargs, join_pieces
 from nc.stream import open as nc_open
@@ -188,23 +188,38 @@ def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts)
     Audio: (channels, stages, frames), int16 for audio/rvq, int64 for audio/fsq (mixed-radix FSQ codes).
     Images (image/vqgan): int16 (stages, rows, columns), one token per 16 x 16 pixels; an image
     array (height, width, channels) needs no facts."""
+    return tokens_and_facts(media, codec, bitrate, quality, **facts)[0]
+
+
+def tokens_and_facts(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts) -> tuple[np.ndarray, dict]:
+    """`tokens`, and what the codes do not say: {"codec", "rate", "facts" (as in a track header), "length"
+    (samples or frames; 1 for an image)}, JSON-able (`nc tokens -o x.npz` stores it beside the codes)."""
     c = _token_codec(codec)
     modalities = getattr(c, "token_modalities", (c.descriptor.modality,))  # video/bsqvit: video and images
     rate = c.descriptor.resolve(bitrate, quality)
+    length = [0]
+
+    def counted(blocks):
+        for block in blocks:
+            length[0] += len(block) if spec.modality != "image" else 1
+            yield block
+
     if isinstance(media, (str, os.PathLike)):
         _no_facts_for_a_file(facts)
         with local_path(os.fspath(media)) as local:
             source = open_media(local)
-            first = source.facts[0]
-            if first.modality not in modalities or (len(source.facts) > 1 and first.modality != "video"):
+            spec = source.facts[0]
+            if spec.modality not in modalities or (len(source.facts) > 1 and spec.modality != "video"):
                 raise UsageError(f"{media}: {codec} makes tokens of {' and '.join(modalities)} files")
-            return c.tokenize((b for t, b in source.blocks() if t == 0), first, rate)
-    from nc.stream import as_media
+            codes = c.tokenize(counted(b for t, b in source.blocks() if t == 0), spec, rate)
+    else:
+        from nc.stream import as_media
 
-    spec = _array_facts(media, facts)
-    if spec.modality not in modalities:
-        raise UsageError(f"{codec} makes tokens of {' and '.join(modalities)}, not {spec.modality}")
-    return c.tokenize([as_media(media, spec)], spec, rate)
+        spec = _array_facts(media, facts)
+        if spec.modality not in modalities:
+            raise UsageError(f"{codec} makes tokens of {' and '.join(modalities)}, not {spec.modality}")
+        codes = c.tokenize(counted([as_media(media, spec)]), spec, rate)
+    return codes, {"codec": codec, "rate": rate.name, "facts": facts_to_json(spec), "length": length[0]}
 
 
 def detokenize(codes, codec: str = "audio/rvq", sample_rate: int = 16000) -> np.ndarray:

@@ -307,7 +307,7 @@ def test_detokenize_refuses_empty_codes_bad_files_and_frame_rates(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((1, 12, 0), np.int16))
     _fails_cleanly(run_nc("detokenize", tmp_path / "empty.npy", tmp_path / "o.wav"), 2, "no tokens")
     (tmp_path / "text.npy").write_text("hello")
-    _fails_cleanly(run_nc("detokenize", tmp_path / "text.npy", tmp_path / "o.wav"), 1, "not a .npy file of codes")
+    _fails_cleanly(run_nc("detokenize", tmp_path / "text.npy", tmp_path / "o.wav"), 1, "not a .npy of codes or an .npz from `nc tokens`")
     _fails_cleanly(run_nc("detokenize", tmp_path / "empty.npy", tmp_path / "o.mp4", "--codec", "video/bsqvit",
                           "--fps", "0"), 2, "--fps takes 1 to 1000")
 
@@ -481,3 +481,20 @@ def test_the_content_decides_what_a_file_is_not_its_extension(tmp_path):
 def test_a_double_separator_is_a_usage_error_not_an_internal_one():
     _fails_cleanly(run_nc("encode", SAMPLES / "speech.wav", "--", "--"), 2,
                    "the following arguments are required: output")
+
+
+def test_tokens_in_an_npz_carry_their_codec_facts_and_length(tmp_path):
+    """A .npy holds bare codes (detokenize needs --codec and --sample-rate, and pads); an .npz from
+    `nc tokens` says them, so the media comes back at its rate, size and length, and a contradicting
+    option is refused."""
+    _ok(run_nc("tokens", SAMPLES / "speech.wav", "-o", tmp_path / "s.npz", "--bitrate", "3k"))
+    _ok(run_nc("detokenize", tmp_path / "s.npz", tmp_path / "s.wav"))
+    assert sf.info(tmp_path / "s.wav").frames == sf.info(SAMPLES / "speech.wav").frames
+    _fails_cleanly(run_nc("detokenize", tmp_path / "s.npz", tmp_path / "f.wav", "--codec", "audio/fsq"), 2,
+                   "the tokens record --codec audio/rvq; --codec audio/fsq contradicts them")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    _ok(run_nc("tokens", tmp_path / "p.png", "-o", tmp_path / "p.npz", "--codec", "image/vqgan", "--quality", "1"))
+    _ok(run_nc("detokenize", tmp_path / "p.npz", tmp_path / "back.png"))
+    assert Image.open(tmp_path / "back.png").size == (50, 40)  # not the tokens' 64 x 48
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
+    _fails_cleanly(run_nc("detokenize", tmp_path / "junk.npz", tmp_path / "j.wav"), 1, "cannot read tokens from")

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 import nc
-from nc.errors import MediaError, NCError, RateWarning, UsageError, one_line
+from nc.errors import FormatError, MediaError, NCError, RateWarning, UsageError, one_line
 from nc.media.files import STDOUT_NAMES, OutputFile
 
 
@@ -59,17 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "rows x columns, int16; video/bsqvit (video or image) tubelets x rows x "
                                       "columns x 4-bit sub-codes, uint8)")
     t.add_argument("input")
-    t.add_argument("-o", "--output", required=True, help=".npy file")
+    t.add_argument("-o", "--output", required=True, help=".npy file of the codes, or .npz: the codes with "
+                                                            "their codec, media facts and length")
     t.add_argument("--codec", default="audio/rvq")
     t.add_argument("--bitrate", help="rate point (sets the number of stages)")
     t.add_argument("--quality", type=float, help="quality (image/vqgan: the number of stages, 1-4)")
 
     k = sub.add_parser("detokenize", help="codes (.npy) -> audio or image file")
-    k.add_argument("input", help=".npy made by `nc tokens`")
+    k.add_argument("input", help=".npy or .npz made by `nc tokens` (an .npz records the codec, rate and size)")
     k.add_argument("output", help="audio file (.wav, .flac, ...) or, for image codecs, .png")
-    k.add_argument("--codec", default="audio/rvq")
-    k.add_argument("--sample-rate", type=int, default=16000)
-    k.add_argument("--fps", type=int, default=25, help="frame rate of a video written from video tokens")
+    k.add_argument("--codec", help="the codec that made the tokens (default: what an .npz records, else audio/rvq)")
+    k.add_argument("--sample-rate", type=int, help="(default: what an .npz records, else 16000)")
+    k.add_argument("--fps", type=int, help="frame rate of a video written from video tokens (default: what an .npz "
+                                           "records, else 25)")
 
     sub.add_parser("train", help="train a neural codec (see `nc train --help`)", add_help=False)
     return p
@@ -387,15 +389,21 @@ def cmd_codecs(args) -> int:
 def cmd_tokens(args) -> int:
     import numpy as np
 
+    from nc.api import tokens_and_facts
+
     path = args.output
     written_into = path in STDOUT_NAMES or (os.path.exists(path) and not os.path.isfile(path))  # /dev/null, a FIFO
-    if not path.endswith(".npy") and not written_into:
+    if not path.endswith((".npy", ".npz")) and not written_into:
         path += ".npy"  # as np.save names it
     _refuse_overwriting(args.input, path)
-    out = OutputFile(path, ".npy")
+    with_facts = path.endswith(".npz")
+    out = OutputFile(path, ".npz" if with_facts else ".npy")
     try:
-        codes = nc.tokens(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
-        np.save(out.temp, codes)
+        codes, meta = tokens_and_facts(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
+        if with_facts:  # what `nc detokenize` needs besides the codes: no option to remember, nothing to pickle
+            np.savez(out.temp, codes=codes, meta=np.array(json.dumps(meta)))
+        else:
+            np.save(out.temp, codes)
         out.commit()
     finally:
         out.discard()
@@ -407,32 +415,34 @@ def cmd_tokens(args) -> int:
 
 
 def cmd_detokenize(args) -> int:
-    import numpy as np
+    from fractions import Fraction
 
     from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
     from nc.media.files import IMAGE_EXTS, MediaSink
 
-    if not 1 <= args.fps <= 1000:
-        raise UsageError(f"--fps takes 1 to 1000 frames per second, not {args.fps}")
     _refuse_overwriting(args.input, args.output)
-    try:
-        codes = np.load(args.input, allow_pickle=False)
-    except OSError as e:
-        raise NCError(f"cannot read tokens from {args.input}: {e.strerror or 'not a .npy file'}") from None
-    except (ValueError, EOFError):  # numpy's message would suggest unpickling
-        raise NCError(f"cannot read tokens from {args.input}: not a .npy file of codes") from None
-    media = nc.detokenize(codes, codec=args.codec, sample_rate=args.sample_rate)
-    kind = args.codec.split("/")[0]
-    if kind == "video" and os.path.splitext(args.output)[1].lower() in IMAGE_EXTS:
+    codes, meta = _read_tokens(args.input)
+    codec = _agreed("--codec", args.codec, meta and meta["codec"], "audio/rvq")
+    facts = meta and meta["facts"]
+    sample_rate = _agreed("--sample-rate", args.sample_rate, getattr(facts, "sample_rate", None), 16000)
+    fps = Fraction(_agreed("--fps", args.fps, getattr(facts, "fps", None), 25))
+    if not 1 <= fps <= 1000:
+        raise UsageError(f"--fps takes 1 to 1000 frames per second, not {fps}")
+    media = nc.detokenize(codes, codec=codec, sample_rate=sample_rate)
+    kind = codec.split("/")[0]
+    if kind == "video" and (isinstance(facts, ImageFacts) or os.path.splitext(args.output)[1].lower() in IMAGE_EXTS):
         kind, media = "image", media[0]  # the tokens of an image: its first frame
+    if facts is not None:  # the media's own size and length, without the codec's padding
+        media = media[:facts.height, :facts.width] if kind == "image" else \
+            media[:meta["length"], :facts.height, :facts.width] if kind == "video" else media[:meta["length"]]
     if kind == "image":
-        facts, shown = ImageFacts(media.shape[1], media.shape[0], "RGB"), f"{media.shape[1]}x{media.shape[0]}"
+        out, shown = ImageFacts(media.shape[1], media.shape[0], "RGB"), f"{media.shape[1]}x{media.shape[0]}"
     elif kind == "video":
-        facts = VideoFacts(media.shape[2], media.shape[1], args.fps, 1)
+        out = VideoFacts(media.shape[2], media.shape[1], fps.numerator, fps.denominator)
         shown = f"{len(media)} frames of {media.shape[2]}x{media.shape[1]}"
     else:
-        facts, shown = AudioFacts(args.sample_rate, media.shape[1]), f"{len(media) / args.sample_rate:.2f} s"
-    sink = MediaSink(args.output, [facts])
+        out, shown = AudioFacts(sample_rate, media.shape[1]), f"{len(media) / sample_rate:.2f} s"
+    sink = MediaSink(args.output, [out])
     try:
         sink.write(0, media)
     except BaseException:
@@ -441,6 +451,42 @@ def cmd_detokenize(args) -> int:
     sink.close()
     print(f"{args.output}: {shown}")
     return 0
+
+
+MAX_TOKENS_BYTES = 1 << 30  # a .npz member is inflated in memory: a small file must not claim gigabytes
+
+
+def _read_tokens(path: str):
+    """(codes, None) from a .npy; (codes, {"codec", "facts" (MediaFacts), "length"}) from `nc tokens`'s .npz."""
+    import zipfile
+
+    import numpy as np
+
+    from nc.media.facts import facts_from_json
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return np.load(path, allow_pickle=False), None
+        with zipfile.ZipFile(path) as z:
+            if sum(i.file_size for i in z.infolist()) > MAX_TOKENS_BYTES:
+                raise NCError(f"cannot read tokens from {path}: it unpacks to over {MAX_TOKENS_BYTES} bytes")
+        with np.load(path, allow_pickle=False) as z:
+            codes, meta = z["codes"], json.loads(str(z["meta"]))
+        meta = {"codec": str(meta["codec"]), "facts": facts_from_json(meta["facts"]), "length": int(meta["length"])}
+    except OSError as e:
+        raise NCError(f"cannot read tokens from {path}: {e.strerror or 'not a .npy or .npz file'}") from None
+    except FormatError as e:  # the facts an .npz records
+        raise NCError(f"cannot read tokens from {path}: {e}") from None
+    except (ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile):  # numpy's words would suggest pickles
+        raise NCError(f"cannot read tokens from {path}: not a .npy of codes or an .npz from `nc tokens`") from None
+    return codes, meta
+
+
+def _agreed(option: str, given, recorded, default):
+    """An option's value: what the tokens' file records, unless the option says otherwise (a conflict)."""
+    if given is not None and recorded is not None and given != recorded:
+        raise UsageError(f"the tokens record {option} {recorded}; {option} {given} contradicts them")
+    return given if given is not None else recorded if recorded is not None else default
 
 
 if __name__ == "__main__":
