@@ -109,7 +109,7 @@ def test_opus_packet_lengths_use_rfc6716_framing():
     payload = pack_group(group)
     assert len(payload) == sum(sizes) + sum(1 if n < 252 else 2 for n in sizes)
     assert unpack_group(payload) == group
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="over the 1275 its payload's lengths hold"):
         pack_group([bytes(1276)])
 
 
@@ -352,3 +352,12 @@ def test_opus_decodes_eight_channels_each_in_its_place():
     y = nc.decode(nc.encode(x, codec="audio/opus", bitrate="256k", sample_rate=48000, channels=8)).data
     assert y.shape == x.shape
     assert all(np.corrcoef(x[4000:, c], y[4000:, c])[0, 1] > 0.99 for c in range(8))
+
+
+def test_opus_refuses_more_than_two_channels_above_256k_in_words():
+    """Several Opus streams in one packet outgrew the 1275 bytes the payload's lengths hold: an internal error."""
+    noise = (np.random.default_rng(0).standard_normal((48000, 3)) * 0.3).astype(np.float32)
+    with pytest.raises(UsageError, match="audio/opus codes 3 channels at up to 256k, not 320k"):
+        nc.encode(noise, codec="audio/opus", bitrate="320k", sample_rate=48000, channels=3)
+    assert nc.decode(nc.encode(noise, codec="audio/opus", bitrate="256k", sample_rate=48000, channels=3)).data.shape \
+        == noise.shape

@@ -6,7 +6,8 @@ runs the way back: Opus packets -> 48 kHz -> drop the encoder's pre-skip ->
 StreamResampler -> input rate.
 
 nc Packet payload: the group's Opus packets back to back, each preceded by its
-length n (0..1275) coded as in RFC 6716 section 3.2.1:
+length n (0..1275) coded as in RFC 6716 section 3.2.1 (so 3-8 channels, several
+Opus streams per packet, are coded at up to 256 kbps):
 
     n < 252:   one byte, n
     n >= 252:  two bytes, b0 = 252 + (n & 3), b1 = (n - b0) >> 2
@@ -42,6 +43,9 @@ GROUP_SECONDS = 2  # per nc Packet: the container's ~60 bytes per chunk cost 0.2
 FRAMES_PER_PACKET = 50 * GROUP_SECONDS  # 20 ms frames
 MAX_CHANNELS = 8
 MAX_OPUS_PACKET = 1275  # bytes, RFC 6716
+# 3-8 channels are several Opus streams in one packet, which libopus does not keep within 1275 bytes (3
+# channels of noise at 320k overflowed it); at 256k a packet averages 640 bytes
+MAX_MULTISTREAM_BPS = 256_000
 PLANAR_FLOATS = {"fltp": np.float32, "dblp": np.float64}  # what libopus decodes to, planar
 MAX_OPUS_FRAME = 5760  # samples at 48 kHz: 120 ms, the longest an Opus packet decodes to (RFC 6716)
 # Layouts libopus maps with Vorbis channel order (mapping family 0 for 1-2, 1 for 3-8).
@@ -78,6 +82,10 @@ class OpusCodec(Codec):
         self.check(facts)
         if rate.unit != "bps":
             raise UsageError(f"audio/opus takes a bitrate in bps, not {rate.unit}")
+        if facts.channels > 2 and rate.value > MAX_MULTISTREAM_BPS:
+            raise UsageError(f"audio/opus codes {facts.channels} channels at up to {MAX_MULTISTREAM_BPS // 1000}k, "
+                             f"not {rate.name}: above it their Opus packets outgrow the {MAX_OPUS_PACKET} bytes "
+                             f"its payload's lengths hold")
         return OpusEncoder(facts, int(round(rate.value)))
 
     def decoder(self, facts: AudioFacts, rate: RatePoint, params: dict) -> Decoder:
@@ -112,7 +120,8 @@ def _length_bytes(n: int) -> bytes:
 def pack_group(packets: list[bytes]) -> bytes:
     for p in packets:
         if len(p) > MAX_OPUS_PACKET:
-            raise ValueError(f"an Opus packet of {len(p)} bytes exceeds RFC 6716's {MAX_OPUS_PACKET}")
+            raise UsageError(f"audio/opus made a packet of {len(p)} bytes, over the {MAX_OPUS_PACKET} its payload's "
+                             f"lengths hold: ask for a lower bitrate")
     return b"".join(_length_bytes(len(p)) + p for p in packets)
 
 
