@@ -201,12 +201,15 @@ def _culprit(error: BaseException) -> str:
     except Exception:
         return ""
     places: dict[Path, tuple[str, list[str]]] = {}  # a plugin's package folder, or its one-file module
+    modules: dict[Path, list[str]] = {}  # the file each codec's class is in
     for codec_id, codec in reg.codecs.items():
         top = sys.modules.get(type(codec).__module__.split(".")[0])
         if reg.provider[codec_id] != BUILTIN and getattr(top, "__file__", None):
             place = Path(top.__file__)
             place = place.parent if place.name == "__init__.py" else place
             places.setdefault(place, (reg.provider[codec_id], []))[1].append(codec_id)
+            own = getattr(sys.modules.get(type(codec).__module__), "__file__", None)
+            modules.setdefault(Path(own) if own else place, []).append(codec_id)
     files = []
     tb = error.__traceback__
     while tb is not None:
@@ -215,7 +218,7 @@ def _culprit(error: BaseException) -> str:
     for file in reversed(files):
         for place, (plugin, ids) in places.items():
             if file == place or place in file.parents:
-                return f" in plugin {plugin!r} ({', '.join(sorted(ids))})"
+                return f" in plugin {plugin!r} ({', '.join(sorted(modules.get(file, ids)))})"
     return ""
 
 
