@@ -498,3 +498,36 @@ def test_tokens_in_an_npz_carry_their_codec_facts_and_length(tmp_path):
     assert Image.open(tmp_path / "back.png").size == (50, 40)  # not the tokens' 64 x 48
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
     _fails_cleanly(run_nc("detokenize", tmp_path / "junk.npz", tmp_path / "j.wav"), 1, "cannot read tokens from")
+
+
+def test_a_variable_frame_rate_video_keeps_its_duration(tmp_path):
+    """Frames at their timestamps become frames at the constant rate (a phone's video was shortened:
+    every frame was taken as one period long)."""
+    import av
+    from fractions import Fraction
+
+    times = [0, 0.04, 0.08, 0.2, 0.24, 0.56]  # 25 fps slots 0, 1, 2, 5, 6, 14
+    with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = 16, 16, "yuv444p", Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    from nc.media.files import open_media
+
+    frames = np.concatenate([b for _, b in open_media(str(tmp_path / "vfr.mkv")).blocks()])
+    assert [int(f[0, 0, 0]) // 40 for f in frames] == [0, 1, 2, 2, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5]
+
+
+def test_constant_rate_holds_no_gap_longer_than_ten_seconds():
+    from fractions import Fraction
+
+    from nc.media.files import _ConstantRate
+
+    rate = _ConstantRate(Fraction(25))
+    shown = [f for t, f in ((0.0, "a"), (1e9, "b"), (1e9 + 0.08, "c")) for f in rate.push(f, t)] + list(rate.flush())
+    assert shown == ["a", "b", "b", "c"]  # a crafted jump of 30 years is a discontinuity, not 8e10 copies of "a"

@@ -190,15 +190,47 @@ def _open_av(path: str) -> MediaSource | None:
                 facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels).validate())
     except (av.FFmpegError, OSError, ValueError):
         return None
-    return MediaSource(facts, lambda: _av_blocks(path, video is not None, audio is not None), seconds)
+    fps = facts[0].fps if video is not None else None
+    return MediaSource(facts, lambda: _av_blocks(path, fps, audio is not None), seconds)
 
 
-def _av_blocks(path: str, has_video: bool, has_audio: bool) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode frames in file order: video (RGB uint8) as track 0, audio (float32) as the next."""
+class _ConstantRate:
+    """Frames at their timestamps -> frames at a constant rate, as FFmpeg's fps filter makes them: a frame
+    shown longer than one period is repeated, one shown shorter is dropped, so a variable-frame-rate video
+    (a phone's) keeps its duration and its sync with the sound. Frames without a time follow one another;
+    a jump of over MAX_HOLD seconds is a discontinuity (a damaged or crafted timestamp), not held."""
+
+    MAX_HOLD = 10.0
+
+    def __init__(self, fps: Fraction):
+        self.fps, self.first, self.current, self.count = fps, None, None, 0
+
+    def push(self, frame: np.ndarray, time: float | None) -> Iterator[np.ndarray]:
+        own = self.count + (self.current is not None)  # the slot right after the current frame's
+        if time is not None and (self.first is None or abs(time - self.first - own / self.fps) > self.MAX_HOLD):
+            self.first = time - own / self.fps  # times count from here
+        slot = own if time is None else round((time - self.first) * self.fps)
+        if self.current is not None:
+            while self.count < slot:  # the current frame lasts until this one's slot
+                self.count += 1
+                yield self.current
+        self.current = frame  # a frame whose slot is already filled replaces the one before it (dropped)
+
+    def flush(self) -> Iterator[np.ndarray]:
+        if self.current is not None:
+            self.count += 1
+            yield self.current
+        self.current = None
+
+
+def _av_blocks(path: str, fps: Fraction | None, has_audio: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode frames in file order: video (RGB uint8, at the constant rate `fps`) as track 0, audio
+    (float32) as the next."""
     import av
 
-    audio_track = 1 if has_video else 0
+    audio_track = 1 if fps is not None else 0
     pending: list[np.ndarray] = []
+    frames = _ConstantRate(fps) if fps is not None else None
     try:
         with av.open(path) as container:
             streams = [s for s in (next(iter(container.streams.video), None), next(iter(container.streams.audio), None))
@@ -207,15 +239,17 @@ def _av_blocks(path: str, has_video: bool, has_audio: bool) -> Iterator[tuple[in
             for packet in container.demux(streams):
                 for frame in packet.decode():
                     if isinstance(frame, av.VideoFrame):
-                        pending.append(frame.to_ndarray(format="rgb24"))
-                        if len(pending) >= VIDEO_BLOCK:
-                            yield 0, np.stack(pending)
-                            pending = []
+                        for shown in frames.push(frame.to_ndarray(format="rgb24"), frame.time):
+                            pending.append(shown)
+                            if len(pending) >= VIDEO_BLOCK:
+                                yield 0, np.stack(pending)
+                                pending = []
                     else:
                         if resampler is None:
                             resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.sample_rate)
                         for f in resampler.resample(frame):
                             yield audio_track, f.to_ndarray().reshape(-1, len(f.layout.channels))
+            pending += list(frames.flush()) if frames is not None else []
             if pending:
                 yield 0, np.stack(pending)
             if resampler is not None:
