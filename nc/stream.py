@@ -22,7 +22,7 @@ import numpy as np
 
 import nc
 from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
-from nc.codecs.base import Codec, Decoder, Packet, RatePoint, parse_rate
+from nc.codecs.base import Codec, Decoder, Packet, RatePoint, is_near, parse_rate
 from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, PluginError, RateWarning,
                        TruncatedError, UsageError, WeightsMismatchError, one_line)
 from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
@@ -100,10 +100,12 @@ class Writer:
             self.facts.append(facts)
             self.rates.append(rate)
             self.codecs.append(d.id)
+        created_by = f"nc {nc.__version__}"
+        ContainerWriter.head_body(headers, created_by)  # what no file can hold is said before a file is opened
         if not hasattr(out, "write"):
             out, close_out = out()
         self._out, self._close_out = out, close_out
-        self._container = ContainerWriter(_CountingWriter(out), headers, f"nc {nc.__version__}")
+        self._container = ContainerWriter(_CountingWriter(out), headers, created_by)
         self._payload_bytes = [0] * len(specs)
         self._ends = [0] * len(specs)
         self._closed = False
@@ -172,7 +174,9 @@ class Writer:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
-        elif self._close_out:
+            return
+        self._closed = True  # left unfinished on purpose (a recording cut short), not forgotten
+        if self._close_out:
             self._out.close()
 
 
@@ -598,8 +602,7 @@ def _warn_if_another_point(d, rate: RatePoint, spec: TrackSpec) -> None:
     if spec.quality is not None:
         asked, off = f"quality {float(spec.quality):g}", float(spec.quality) != rate.value
     elif spec.bitrate is not None:
-        value, _ = parse_rate(spec.bitrate, d.modality)
-        asked, off = str(spec.bitrate), not 0.9 <= rate.value / value <= 1.1
+        asked, off = str(spec.bitrate), not is_near(rate, parse_rate(spec.bitrate, d.modality)[0])
     else:
         return
     if off:

@@ -231,6 +231,8 @@ def test_images_are_read_as_viewers_show_them(tmp_path):
     Image.new("LAB", (4, 4), (50, 10, 10)).save(tmp_path / "lab.tif")
     assert nc.decode(nc.encode(tmp_path / "lab.tif", codec="image/webp", quality=100))[0].info.facts.mode == "RGB"
     frames = [Image.new("RGB", (8, 8), c) for c in ("red", "green", "blue")]
+    frames[0].save(tmp_path / "mpo.jpg", format="MPO", save_all=True, append_images=frames[1:2])  # a camera's
+    assert nc.decode(nc.encode(tmp_path / "mpo.jpg", codec="image/webp", quality=100)).data[0, 0, 0] > 200  # red
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
     with pytest.raises(MediaError, match="the image has 3 frames .* make it a video"):
         nc.encode(tmp_path / "a.gif", codec="image/webp")
@@ -395,25 +397,40 @@ def test_a_bug_inside_a_plugin_names_the_plugin(monkeypatch, capsys, tmp_path):
     assert capsys.readouterr().err.startswith("nc: internal error: AttributeError: nc's own")
 
 
-def test_sigterm_mid_encode_leaves_no_temporary_file_and_the_old_output(tmp_path):
-    """A `kill` (or a closed terminal) unwinds like Ctrl-C: the hidden .part file went unremoved."""
+def _signal_mid_encode(tmp_path, signum, ignored: bool = False, seconds: int = 600) -> tuple[int, str]:
+    """Send `signum` to an `nc encode` once its temporary output exists; (exit status, stderr)."""
     import signal
     import time
 
-
-    t = np.arange(16000 * 600) / 16000
+    t = np.arange(16000 * seconds) / 16000
     sf.write(tmp_path / "long.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
     (tmp_path / "out.ncb").write_bytes(b"earlier output")
     process = subprocess.Popen([sys.executable, "-m", "nc", "encode", str(tmp_path / "long.wav"),
-                                str(tmp_path / "out.ncb"), "--codec", "audio/opus"], stderr=subprocess.PIPE)
+                                str(tmp_path / "out.ncb"), "--codec", "audio/opus"], stderr=subprocess.PIPE,
+                               preexec_fn=(lambda: signal.signal(signum, signal.SIG_IGN)) if ignored else None)
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".nc-") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM and err.decode().strip() == "nc: terminated"
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err.decode().strip()
+
+
+def test_sigterm_mid_encode_leaves_no_temporary_file_and_the_old_output(tmp_path):
+    """A `kill` (or a closed terminal) unwinds like Ctrl-C: the hidden .part file went unremoved."""
+    import signal
+
+    assert _signal_mid_encode(tmp_path, signal.SIGTERM) == (128 + signal.SIGTERM, "nc: terminated")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav", "out.ncb"]
     assert (tmp_path / "out.ncb").read_bytes() == b"earlier output"
+
+
+def test_a_sighup_ignored_when_nc_starts_stays_ignored(tmp_path):
+    """`nohup nc encode ...` must survive the terminal closing."""
+    import signal
+
+    status, _ = _signal_mid_encode(tmp_path, signal.SIGHUP, ignored=True, seconds=60)
+    assert status == 0 and (tmp_path / "out.ncb").read_bytes()[:8] != b"earlier "
 
 
 def test_a_full_stdout_is_one_line_not_an_internal_error(monkeypatch, capsys):
@@ -496,6 +513,10 @@ def test_tokens_in_an_npz_carry_their_codec_facts_and_length(tmp_path):
     _ok(run_nc("tokens", tmp_path / "p.png", "-o", tmp_path / "p.npz", "--codec", "image/vqgan", "--quality", "1"))
     _ok(run_nc("detokenize", tmp_path / "p.npz", tmp_path / "back.png"))
     assert Image.open(tmp_path / "back.png").size == (50, 40)  # not the tokens' 64 x 48
+    with np.load(tmp_path / "s.npz") as z:
+        meta = json.loads(str(z["meta"]))
+        np.savez(tmp_path / "neg.npz", codes=z["codes"], meta=np.array(json.dumps({**meta, "length": -8000})))
+    _fails_cleanly(run_nc("detokenize", tmp_path / "neg.npz", tmp_path / "n.wav"), 1, "cannot read tokens from")
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
     _fails_cleanly(run_nc("detokenize", tmp_path / "junk.npz", tmp_path / "j.wav"), 1, "cannot read tokens from")
 
@@ -531,3 +552,6 @@ def test_constant_rate_holds_no_gap_longer_than_ten_seconds():
     rate = _ConstantRate(Fraction(25))
     shown = [f for t, f in ((0.0, "a"), (1e9, "b"), (1e9 + 0.08, "c")) for f in rate.push(f, t)] + list(rate.flush())
     assert shown == ["a", "b", "b", "c"]  # a crafted jump of 30 years is a discontinuity, not 8e10 copies of "a"
+    rate = _ConstantRate(Fraction(1000))  # gaps just under the limit, again and again
+    shown = sum(1 for i in range(100) for _ in rate.push(i, i * 9.9))
+    assert shown < 2 * 100 + 10 * 1000  # the frames out keep near the frames in

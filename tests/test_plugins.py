@@ -110,13 +110,13 @@ def test_a_hook_with_a_wrong_signature_is_said_in_full(site):
     assert "failed to load" in problem and "config" in problem and "\n" not in problem
 
 
-@pytest.mark.parametrize("name", ["toy", "nc-toy"], ids=["entry point", "distribution"])
+@pytest.mark.parametrize("name", ["toy", "nc-toy", "NC_Toy"], ids=["entry point", "distribution", "as PEP 503"])
 def test_blocking_a_plugin(monkeypatch, name):
     monkeypatch.setenv("NC_DISABLE_PLUGINS", f"{name},no-such-plugin")
     registry = load_registry()
     assert "audio/toy-mulaw" not in registry.codecs
     assert "NC_DISABLE_PLUGINS names 'no-such-plugin', which is no installed plugin" in registry.problems
-    with pytest.raises(UnknownCodecError, match=f"NC_DISABLE_PLUGINS switched off {name}"):
+    with pytest.raises(UnknownCodecError, match=f"NC_DISABLE_PLUGINS switched off {name.lower().replace('_', '-')}"):
         registry.get("audio/toy-mulaw")
 
 
@@ -252,3 +252,13 @@ def test_the_not_installed_error_lists_its_modalitys_codecs_and_the_problems_tha
     assert "image/jpeg" in message and "audio/rvq" not in message  # the image codecs, not every codec
     assert "'broken2'" in message and "failed to load" in message  # it may have held the codec
     assert "'typo2'" not in message and "1 other plugin problem: `nc codecs` lists them" in message
+
+
+def test_the_not_installed_error_keeps_ncs_own_problems():
+    """Shipped weights that are not a codec's (an LFS pointer, say) are why nc lacks it: said, not counted."""
+    from nc.plugins import Registry
+
+    registry = Registry(problems=["plugin 'nc': /x/video_bsqvit.safetensors: not video/bsqvit weights (no config)",
+                                  "plugin 'other' implements 'nc_register_codec', which is not an nc hook"])
+    with pytest.raises(UnknownCodecError, match="not video/bsqvit weights .* 1 other plugin problem"):
+        registry.get("video/bsqvit")

@@ -534,14 +534,17 @@ def test_a_decoders_float64_audio_is_handed_out_as_float32(tone, monkeypatch):
 
 
 @pytest.mark.parametrize("mistake", [dict(codec="audio/no-such"), dict(bitrate="fast"), dict(channels=0),
-                                     dict(sample_rate="x")])
+                                     dict(sample_rate="x"), dict(tracks=[]), dict(tracks=17)])
 def test_a_writer_refused_for_its_arguments_leaves_the_file_that_was_there(tmp_path, mistake):
     from nc.errors import NCError
+    from nc.media.facts import AudioFacts
 
     path = tmp_path / "x.ncb"
     path.write_bytes(b"the user's earlier output")
+    if mistake.get("tracks") == 17:  # one more than a file holds
+        mistake = dict(tracks=[nc.TrackSpec(AudioFacts(16000, 1), TOY["codec"])] * 17)
     with pytest.raises(NCError):
-        nc.open(path, "wb", **{**TOY, **mistake})
+        nc.open(path, "wb", **(mistake if "tracks" in mistake else {**TOY, **mistake}))
     assert path.read_bytes() == b"the user's earlier output"
 
 
@@ -598,5 +601,12 @@ def test_a_writer_never_closed_is_a_resource_warning(tone):
     writer = nc.open(io.BytesIO(), "wb", **TOY)
     writer.write(tone)
     with pytest.warns(ResourceWarning, match="never closed, so its file ends without FINI"):
+        del writer
+        gc.collect()
+    with warnings.catch_warnings():  # a with-block that raised left it unfinished on purpose: no warning
+        warnings.simplefilter("error", ResourceWarning)
+        with pytest.raises(KeyError):
+            with nc.open(io.BytesIO(), "wb", **TOY) as writer:
+                raise KeyError("the user's")
         del writer
         gc.collect()

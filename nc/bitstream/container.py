@@ -109,20 +109,27 @@ class ContainerWriter:
     """Appends chunks to a binary stream; `close()` writes FINI, indx and tail."""
 
     def __init__(self, out: BinaryIO, tracks: list[TrackHeader], created_by: str):
-        if not 1 <= len(tracks) <= MAX_TRACKS:
-            raise FormatError(f"a file holds 1 to {MAX_TRACKS} tracks, not {len(tracks)}")
+        head = self.head_body(tracks, created_by)
         self._out = out
         self._offset = 0
         self._index: list[bytes] = []  # packed INDEX_ENTRY records
         self._totals = [[0, 0] for _ in tracks]  # per track: duration so far, chunks
         self._images = [t.codec.startswith("image/") for t in tracks]
+        pre = struct.pack("<8sHH", SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR)
+        self._write(PREAMBLE.pack(SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, zlib.crc32(pre)))
+        self._write_chunk(b"HEAD", head)
+
+    @staticmethod
+    def head_body(tracks: list[TrackHeader], created_by: str) -> bytes:
+        """The HEAD chunk's body, or FormatError for tracks no file can hold (a writer may check first,
+        before it opens its output)."""
+        if not 1 <= len(tracks) <= MAX_TRACKS:
+            raise FormatError(f"a file holds 1 to {MAX_TRACKS} tracks, not {len(tracks)}")
         head = json.dumps({"created_by": created_by, "tracks": [t.to_json() for t in tracks]},
                           separators=(",", ":"), sort_keys=True).encode()
         if len(head) > MAX_HEAD:
             raise FormatError("track headers are too large")
-        pre = struct.pack("<8sHH", SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR)
-        self._write(PREAMBLE.pack(SIGNATURE, FORMAT_MAJOR, FORMAT_MINOR, zlib.crc32(pre)))
-        self._write_chunk(b"HEAD", head)
+        return head
 
     def write_chunk(self, track: int, start: int, duration: int, keyframe: bool, payload: bytes) -> None:
         """Append one DATA chunk. Its start must be where the track's chunks so far end (an image's one

@@ -128,7 +128,8 @@ def _signals_unwind():
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    before = {s: signal.signal(s, _on_signal) for s in wanted}
+    # a signal ignored when nc started (`nohup` ignores SIGHUP) stays ignored
+    before = {s: signal.signal(s, _on_signal) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
@@ -396,10 +397,10 @@ def cmd_tokens(args) -> int:
 
     path = args.output
     written_into = path in STDOUT_NAMES or (os.path.exists(path) and not os.path.isfile(path))  # /dev/null, a FIFO
-    if not path.endswith((".npy", ".npz")) and not written_into:
+    if not path.lower().endswith((".npy", ".npz")) and not written_into:
         path += ".npy"  # as np.save names it
     _refuse_overwriting(args.input, path)
-    with_facts = path.endswith(".npz")
+    with_facts = path.lower().endswith(".npz")
     out = OutputFile(path, ".npz" if with_facts else ".npy")
     try:
         codes, meta = tokens_and_facts(args.input, codec=args.codec, bitrate=args.bitrate, quality=args.quality)
@@ -476,6 +477,8 @@ def _read_tokens(path: str):
         with np.load(path, allow_pickle=False) as z:
             codes, meta = z["codes"], json.loads(str(z["meta"]))
         meta = {"codec": str(meta["codec"]), "facts": facts_from_json(meta["facts"]), "length": int(meta["length"])}
+        if meta["length"] < 1:
+            raise ValueError("length")
     except OSError as e:
         raise NCError(f"cannot read tokens from {path}: {e.strerror or 'not a .npy or .npz file'}") from None
     except FormatError as e:  # the facts an .npz records

@@ -116,6 +116,8 @@ class CodecDescriptor:
     #: the rate asked for wins. nc's audio codecs rank 30-50, nc-classical's 10-12, nc's image and
     #: video codecs 4-5, the test plugin -100; rank a codec below what it does not beat
     rank: int = 0
+    #: not used by nc (kept so that plugins that pass it still load)
+    extensions: tuple[str, ...] = ()
     #: seconds a seek starts decoding before its target, for decoders whose output depends on earlier
     #: packets (a convolutional decoder's left context); what they decode before the target is dropped
     preroll: float = 0.0
@@ -154,6 +156,11 @@ class CodecDescriptor:
         if unit != "quality" and not 0.5 <= nearest.value / value <= 2:  # a request far off every point is a mistake
             raise UsageError(f"{self.id} offers {self.describe_rates()}; {_fmt(value, unit)} is not near any of them")
         return nearest
+
+
+def is_near(point: RatePoint, value: float) -> bool:
+    """Whether a rate asked for is this point (within 10 %), not merely the nearest one."""
+    return 0.9 <= point.value / value <= 1.1
 
 
 def _mid(r: RateRange) -> RatePoint:

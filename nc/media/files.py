@@ -119,7 +119,9 @@ def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | N
             return None
         with im:
             ImageFacts(im.width, im.height, "RGB").validate()
-            if getattr(im, "n_frames", 1) > 1:  # keeping the first alone would lose the rest without a word
+            # keeping the first alone would lose the rest without a word; a camera's MPO JPEG is one photo
+            # (its other frames are previews and depth maps), read as its first
+            if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":
                 raise MediaError(f"{path}: the image has {im.n_frames} frames (animated or pages); nc codes one "
                                  f"image: make it a video (ffmpeg -i {os.path.basename(path)} out.mp4) or one still")
             try:
@@ -198,16 +200,22 @@ class _ConstantRate:
     """Frames at their timestamps -> frames at a constant rate, as FFmpeg's fps filter makes them: a frame
     shown longer than one period is repeated, one shown shorter is dropped, so a variable-frame-rate video
     (a phone's) keeps its duration and its sync with the sound. Frames without a time follow one another;
-    a jump of over MAX_HOLD seconds is a discontinuity (a damaged or crafted timestamp), not held."""
+    a jump of over MAX_HOLD seconds is a discontinuity (a damaged or crafted timestamp), not held; a
+    shorter jump back (a splice) drops the frames until their times catch up, as FFmpeg's filter does."""
 
     MAX_HOLD = 10.0
 
     def __init__(self, fps: Fraction):
-        self.fps, self.first, self.current, self.count = fps, None, None, 0
+        self.fps, self.first, self.current, self.count, self.frames_in = fps, None, None, 0, 0
 
     def push(self, frame: np.ndarray, time: float | None) -> Iterator[np.ndarray]:
+        self.frames_in += 1
         own = self.count + (self.current is not None)  # the slot right after the current frame's
-        if time is not None and (self.first is None or abs(time - self.first - own / self.fps) > self.MAX_HOLD):
+        # the rate is the average one, so the frames out keep near the frames in: many gaps just under
+        # MAX_HOLD (a crafted file) must not make millions of copies either
+        allowed = 2 * self.frames_in + self.MAX_HOLD * self.fps
+        if time is not None and (self.first is None or abs(time - self.first - own / self.fps) > self.MAX_HOLD
+                                 or (time - self.first) * self.fps > allowed):
             self.first = time - own / self.fps  # times count from here
         slot = own if time is None else round((time - self.first) * self.fps)
         if self.current is not None:

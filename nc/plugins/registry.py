@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+import re
 from dataclasses import dataclass, field
 
 import pluggy
 
-from nc.codecs.base import Codec, CodecDescriptor, RatePoint, parse_rate
+from nc.codecs.base import Codec, CodecDescriptor, RatePoint, is_near, parse_rate
 from nc.errors import NCError, UnknownCodecError, UsageError, one_line
 from nc.plugins import hookspecs
 
@@ -64,7 +65,7 @@ class Registry:
                 if bitrate is not None and not parse_rate(bitrate, modality)[0] > 0:  # (unreadable: raises)
                     raise  # a rate that cannot be read, or is not positive, is said so, not listed against
                 rates = "; ".join(f"{c.descriptor.id} {c.descriptor.describe_rates()}" for c in candidates)
-                asked = bitrate if bitrate is not None else f"quality {quality:g}"
+                asked = bitrate if bitrate is not None else f"quality {quality}"
                 raise UsageError(f"no installed {modality} codec offers {asked}: {rates}") from None
             return candidates[0]
         best = min(offers, key=lambda pc: (-_rank_at(pc[0], pc[1]), pc[1].descriptor.id))
@@ -76,7 +77,8 @@ class Registry:
         if codec_id is None:
             relevant = self.problems
         else:
-            relevant = [p for p in self.problems if repr(codec_id) in p or "failed to" in p or "WEIGHTS" in p]
+            relevant = [p for p in self.problems  # (nc's own problems are about its built-in codecs' weights)
+                        if codec_id in p or "failed to" in p or p.startswith(f"plugin {BUILTIN!r}")]
         others = len(self.problems) - len(relevant)
         parts = relevant + ([f"{others} other plugin problem{'s' * (others > 1)}: `nc codecs` lists them"]
                             if others else [])
@@ -98,7 +100,9 @@ class Registry:
                                  f"{type(descriptor).__name__}, not a CodecDescriptor")
             return
         codec_id, first = descriptor.id, self.provider.get(descriptor.id)
-        if first == BUILTIN:  # nc's own ids are nc's: files name them
+        if first == plugin:
+            self.problems.append(f"plugin {plugin!r} registers codec {codec_id!r} twice; the first is kept")
+        elif first == BUILTIN:  # nc's own ids are nc's: files name them
             self.problems.append(f"plugin {plugin!r} registers codec {codec_id!r}, which is nc's own; ignored")
         elif codec_id in self.contested or first is not None:
             # two implementations of one id: whichever nc picked, files from the other would decode wrong
@@ -121,7 +125,7 @@ def load_registry(use_entry_points: bool = True) -> Registry:
     from nc.codecs import builtin
 
     registry = Registry()
-    blocked = {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+    blocked = {_normalized(n) for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
     manager = pluggy.PluginManager("nc")
     manager.add_hookspecs(hookspecs)
     if BUILTIN in blocked:  # nc's own codecs can be switched off like any plugin's
@@ -149,9 +153,9 @@ def load_registry(use_entry_points: bool = True) -> Registry:
 
 def _register_entry_points(manager: pluggy.PluginManager, registry: Registry, blocked: set[str]) -> None:
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        distribution = ep.dist.name if ep.dist is not None else None
-        if blocked & {ep.name, distribution}:  # the entry point's name or its distribution's (nc-classical)
-            registry.disabled |= blocked & {ep.name, distribution}
+        names = {_normalized(ep.name)} | ({_normalized(ep.dist.name)} if ep.dist is not None else set())
+        if blocked & names:  # the entry point's name or its distribution's (nc-classical)
+            registry.disabled |= blocked & names
             continue
         if manager.has_plugin(ep.name) or ep.name == BUILTIN:
             registry.problems.append(f"plugin {ep.name!r} ({ep.value}) was skipped: that name is already registered")
@@ -167,6 +171,11 @@ def _register_entry_points(manager: pluggy.PluginManager, registry: Registry, bl
             registry.problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {one_line(e)}")
             continue
         registry.problems += _unknown_hooks(manager, ep.name, module)
+
+
+def _normalized(name: str) -> str:
+    """A plugin or distribution name as PEP 503 compares them: nc_classical, NC-Classical = nc-classical."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def _unknown_hooks(manager: pluggy.PluginManager, name: str, module: object) -> list[str]:
@@ -204,8 +213,7 @@ def _offered_point(codec: Codec, bitrate, quality) -> RatePoint | None:
         return None
     if quality is not None:
         return point
-    value, _ = parse_rate(bitrate, codec.descriptor.modality)
-    return point if 0.9 <= point.value / value <= 1.1 else None
+    return point if is_near(point, parse_rate(bitrate, codec.descriptor.modality)[0]) else None
 
 
 def _rank_at(point: RatePoint, codec: Codec) -> int:
