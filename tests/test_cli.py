@@ -5,6 +5,7 @@ import stat
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -555,3 +556,51 @@ def test_constant_rate_holds_no_gap_longer_than_ten_seconds():
     rate = _ConstantRate(Fraction(1000))  # gaps just under the limit, again and again
     shown = sum(1 for i in range(100) for _ in rate.push(i, i * 9.9))
     assert shown < 2 * 100 + 10 * 1000  # the frames out keep near the frames in
+
+
+def _clip_with_late_sound(path, sound_at: float, frames: int = 25, rate: int = 16000):
+    """An .mkv: `frames` frames at 25 fps from 0 s, and a 1 s tone whose first sample is at `sound_at` s."""
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 16, 16, "yuv444p"
+        sound = out.add_stream("pcm_s16le", rate=rate)
+        sound.layout = "mono"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 9 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 32767).astype(np.int16)
+        for at in range(0, rate, 1000):
+            frame = av.AudioFrame.from_ndarray(tone[None, at:at + 1000], format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = rate, round(sound_at * rate) + at, Fraction(1, rate)
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode())
+
+
+def test_sound_that_starts_after_the_video_keeps_its_place(tmp_path):
+    """Both tracks were read from their own first sample: sound starting 0.5 s into the video came out
+    0.5 s early (a stream cut, a capture whose sound came late)."""
+    from nc.media.files import open_media
+
+    _clip_with_late_sound(tmp_path / "late.mkv", sound_at=0.5)
+    blocks = list(open_media(str(tmp_path / "late.mkv")).blocks())
+    video = np.concatenate([b for t, b in blocks if t == 0])
+    sound = np.concatenate([b for t, b in blocks if t == 1])
+    assert len(video) == 25
+    assert np.all(sound[:8000] == 0) and np.abs(sound[8000:8100]).max() > 0.01  # silence, then the tone at 0.5 s
+
+
+def test_sound_timeline_fills_holes_and_drops_overlaps():
+    from nc.media.files import _common_origin, _SoundTimeline
+
+    line = _SoundTimeline(rate=1000, channels=1, origin=0.0)
+    placed = [len(b) for t, n in ((0.1, 100), (0.2, 100), (0.6, 100), (0.65, 100), (0.7551, 10)) for b in
+              line.place(np.ones((n, 1), np.float32), t)]
+    # 100 silent, 100, 100, 300 silent (a hole), 100, the overlap of 50 dropped, 50; 5 ms of jitter let through
+    assert placed == [100, 100, 100, 300, 100, 50, 10]
+    assert _common_origin(video=10.0, audio=9.978, fps=Fraction(25)) == 10.0  # priming: trimmed, no frame added
+    assert _common_origin(video=0.5, audio=0.0, fps=Fraction(25)) == pytest.approx(0.02)  # 12 frames held

@@ -8,6 +8,7 @@ format sniffers need to seek) or writes stdout.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import stat
@@ -193,7 +194,28 @@ def _open_av(path: str) -> MediaSource | None:
     except (av.FFmpegError, OSError, ValueError):
         return None
     fps = facts[0].fps if video is not None else None
-    return MediaSource(facts, lambda: _av_blocks(path, fps, audio is not None), seconds)
+    origin = _common_origin(_start(video), _start(audio), fps) if video is not None and audio is not None else None
+    return MediaSource(facts, lambda: _av_blocks(path, fps, audio is not None, origin), seconds)
+
+
+def _start(stream) -> float | None:
+    """A stream's first presentation time in seconds, as the container gives it (edit lists applied)."""
+    if stream is None or stream.start_time is None or not stream.time_base:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def _common_origin(video: float | None, audio: float | None, fps: Fraction) -> float | None:
+    """The time both tracks are placed from, so that they keep the sync the file gives them: the video's
+    start, moved back by the whole frames the sound starts before it (the first frame is held over
+    them); sound that starts less than a frame before that (an AAC encoder's priming) is trimmed, so
+    that the frame count stays. None when a start is unknown: each track then starts at its first."""
+    if video is None or audio is None:
+        return None
+    return video - math.floor(max(0.0, video - audio) * fps) / fps
+
+
+MAX_HOLD_SECONDS = 10.0  # the longest a frame is held or a hole in the sound filled when reading a file
 
 
 class _ConstantRate:
@@ -203,10 +225,10 @@ class _ConstantRate:
     a jump of over MAX_HOLD seconds is a discontinuity (a damaged or crafted timestamp), not held; a
     shorter jump back (a splice) drops the frames until their times catch up, as FFmpeg's filter does."""
 
-    MAX_HOLD = 10.0
+    MAX_HOLD = MAX_HOLD_SECONDS
 
-    def __init__(self, fps: Fraction):
-        self.fps, self.first, self.current, self.count, self.frames_in = fps, None, None, 0, 0
+    def __init__(self, fps: Fraction, origin: float | None = None):
+        self.fps, self.first, self.current, self.count, self.frames_in = fps, origin, None, 0, 0
 
     def push(self, frame: np.ndarray, time: float | None) -> Iterator[np.ndarray]:
         self.frames_in += 1
@@ -218,10 +240,10 @@ class _ConstantRate:
                                  or (time - self.first) * self.fps > allowed):
             self.first = time - own / self.fps  # times count from here
         slot = own if time is None else round((time - self.first) * self.fps)
-        if self.current is not None:
-            while self.count < slot:  # the current frame lasts until this one's slot
-                self.count += 1
-                yield self.current
+        held = self.current if self.current is not None else frame  # the first frame is shown from the origin
+        while self.count < slot:  # the current frame lasts until this one's slot
+            self.count += 1
+            yield held
         self.current = frame  # a frame whose slot is already filled replaces the one before it (dropped)
 
     def flush(self) -> Iterator[np.ndarray]:
@@ -231,14 +253,47 @@ class _ConstantRate:
         self.current = None
 
 
-def _av_blocks(path: str, fps: Fraction | None, has_audio: bool) -> Iterator[tuple[int, np.ndarray]]:
+class _SoundTimeline:
+    """Sound placed by its timestamps from the origin: a hole (a capture's dropout, sound that starts
+    after the video) becomes silence, and sound before the origin or overlapping what came before is
+    dropped. The start is placed exactly; later, drift within TOLERANCE (timestamps' rounding) passes,
+    and a jump of over MAX_HOLD_SECONDS is a discontinuity, not filled."""
+
+    TOLERANCE = 0.02  # seconds
+
+    def __init__(self, rate: int, channels: int, origin: float | None):
+        self.rate, self.channels, self.origin, self.placed, self.started = rate, channels, origin, 0, False
+
+    def place(self, samples: np.ndarray, time: float | None) -> Iterator[np.ndarray]:
+        if time is not None and self.origin is None:
+            self.origin = time
+        off = 0 if time is None else round((time - self.origin) * self.rate) - self.placed
+        if abs(off) > MAX_HOLD_SECONDS * self.rate:
+            self.origin, off = time - self.placed / self.rate, 0  # times count from here
+        slack = int(self.TOLERANCE * self.rate) if self.started else 0
+        self.started = True
+        if off > slack:
+            for at in range(0, off, 1 << 16):
+                silence = np.zeros((min(1 << 16, off - at), self.channels), np.float32)
+                self.placed += len(silence)
+                yield silence
+        elif off < -slack:
+            samples = samples[min(-off, len(samples)):]
+        if len(samples):
+            self.placed += len(samples)
+            yield samples
+
+
+def _av_blocks(path: str, fps: Fraction | None, has_audio: bool,
+               origin: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Decode frames in file order: video (RGB uint8, at the constant rate `fps`) as track 0, audio
-    (float32) as the next."""
+    (float32) as the next, both placed by their timestamps from `origin` (see _common_origin)."""
     import av
 
     audio_track = 1 if fps is not None else 0
     pending: list[np.ndarray] = []
-    frames = _ConstantRate(fps) if fps is not None else None
+    frames = _ConstantRate(fps, origin) if fps is not None else None
+    sound = None
     try:
         with av.open(path) as container:
             streams = [s for s in (next(iter(container.streams.video), None), next(iter(container.streams.audio), None))
@@ -255,16 +310,23 @@ def _av_blocks(path: str, fps: Fraction | None, has_audio: bool) -> Iterator[tup
                     else:
                         if resampler is None:
                             resampler = av.AudioResampler(format="flt", layout=frame.layout, rate=frame.sample_rate)
-                        for f in resampler.resample(frame):
-                            yield audio_track, f.to_ndarray().reshape(-1, len(f.layout.channels))
+                            sound = _SoundTimeline(frame.sample_rate, len(frame.layout.channels), origin)
+                        for block in sound.place(_samples(resampler.resample(frame)), frame.time):
+                            yield audio_track, block
             pending += list(frames.flush()) if frames is not None else []
             if pending:
                 yield 0, np.stack(pending)
             if resampler is not None:
-                for f in resampler.resample(None):
-                    yield audio_track, f.to_ndarray().reshape(-1, len(f.layout.channels))
+                for block in sound.place(_samples(resampler.resample(None)), None):
+                    yield audio_track, block
     except av.FFmpegError as e:
         raise MediaError(f"{path}: decode error: {e}") from None
+
+
+def _samples(frames) -> np.ndarray:
+    """A resampler's packed float frames as one (samples, channels) array."""
+    arrays = [f.to_ndarray().reshape(-1, len(f.layout.channels)) for f in frames]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays) if arrays else np.zeros((0, 1), np.float32)
 
 
 # ---------------------------------------------------------------- writing
