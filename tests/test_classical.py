@@ -361,3 +361,11 @@ def test_opus_refuses_more_than_two_channels_above_256k_in_words():
         nc.encode(noise, codec="audio/opus", bitrate="320k", sample_rate=48000, channels=3)
     assert nc.decode(nc.encode(noise, codec="audio/opus", bitrate="256k", sample_rate=48000, channels=3)).data.shape \
         == noise.shape
+
+
+def test_webp_refuses_sides_over_its_limit_in_words():
+    """libwebp's 16383 was an internal error, after the whole image was read."""
+    from nc_classical.still import WebpCodec
+
+    with pytest.raises(UsageError, match="image/webp holds sides up to 16383 pixels, not 20000x10"):
+        WebpCodec().check(ImageFacts(20000, 10, "RGB"))

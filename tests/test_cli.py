@@ -604,3 +604,18 @@ def test_sound_timeline_fills_holes_and_drops_overlaps():
     assert placed == [100, 100, 100, 300, 100, 50, 10]
     assert _common_origin(video=10.0, audio=9.978, fps=Fraction(25)) == 10.0  # priming: trimmed, no frame added
     assert _common_origin(video=0.5, audio=0.0, fps=Fraction(25)) == pytest.approx(0.02)  # 12 frames held
+
+
+def test_decoded_images_are_saved_without_a_second_loss(tmp_path):
+    """An RGBA image to .bmp or .gif lost its alpha silently; .webp was coded lossily a second time; a grey
+    image's .npz tokens came back RGB."""
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    (tmp_path / "a.ncb").write_bytes(nc.encode(rgba, codec="image/webp", quality=100))
+    for ext in (".bmp", ".gif"):
+        _fails_cleanly(run_nc("decode", tmp_path / "a.ncb", tmp_path / f"a{ext}"), 2, "no alpha channel")
+    _ok(run_nc("decode", tmp_path / "a.ncb", tmp_path / "a.webp"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.webp")), nc.decode(tmp_path / "a.ncb").data)
+    Image.fromarray(rgba[:, :, 0]).save(tmp_path / "g.png")
+    _ok(run_nc("tokens", tmp_path / "g.png", "-o", tmp_path / "g.npz", "--codec", "image/vqgan", "--quality", "1"))
+    _ok(run_nc("detokenize", tmp_path / "g.npz", tmp_path / "g2.png"))
+    assert Image.open(tmp_path / "g2.png").mode == "L"

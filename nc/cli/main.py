@@ -421,6 +421,7 @@ def cmd_tokens(args) -> int:
 def cmd_detokenize(args) -> int:
     from fractions import Fraction
 
+    from nc.codecs.learned_image import as_mode
     from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
     from nc.media.files import IMAGE_EXTS, MediaSink
 
@@ -440,7 +441,9 @@ def cmd_detokenize(args) -> int:
         media = media[:facts.height, :facts.width] if kind == "image" else \
             media[:meta["length"], :facts.height, :facts.width] if kind == "video" else media[:meta["length"]]
     if kind == "image":
-        out, shown = ImageFacts(media.shape[1], media.shape[0], "RGB"), f"{media.shape[1]}x{media.shape[0]}"
+        mode = "L" if getattr(facts, "mode", None) == "L" else "RGB"  # a grey image's tokens make grey again
+        media = as_mode(media, 1) if mode == "L" else media
+        out, shown = ImageFacts(media.shape[1], media.shape[0], mode), f"{media.shape[1]}x{media.shape[0]}"
     elif kind == "video":
         out = VideoFacts(media.shape[2], media.shape[1], fps.numerator, fps.denominator)
         shown = f"{len(media)} frames of {media.shape[2]}x{media.shape[1]}"

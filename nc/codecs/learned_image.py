@@ -47,7 +47,7 @@ class LearnedImageCodec(Codec):
         super().check(facts)
         if facts.mode not in ("L", "RGB"):
             raise UsageError(f"{self.codec_id} codes modes L and RGB, not {facts.mode} (its alpha would be lost: "
-                             "drop it, or use image/webp or image/avif, which keep alpha)")
+                             "drop it, or use image/webp, whose alpha is exact, or image/avif)")
 
     def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
         self.check(facts)

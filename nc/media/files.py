@@ -484,7 +484,11 @@ def _writer_for(modalities: list[str], ext: str, path: str):
     raise UsageError(f"cannot write tracks {modalities} to one file")
 
 
-NO_ALPHA = {".jpg": "JPEG", ".jpeg": "JPEG", ".ppm": "PPM", ".pgm": "PGM"}
+NO_ALPHA = {".jpg": "JPEG", ".jpeg": "JPEG", ".ppm": "PPM", ".pgm": "PGM", ".bmp": "BMP (as Pillow writes it)",
+            ".gif": "GIF"}
+#: how decoded images are saved where Pillow's defaults would code them lossily a second time
+IMAGE_SAVE_OPTIONS = {".webp": {"lossless": True, "exact": True}, ".jpg": {"quality": 95}, ".jpeg": {"quality": 95},
+                      ".avif": {"quality": 95}}
 
 
 def _check_image_format(mode: str, ext: str, path: str) -> None:
@@ -517,14 +521,14 @@ class _AudioFileWriter:
 
 class _ImageFileWriter:
     def __init__(self, path: str, facts: list[ImageFacts], ext: str):
-        self.path, self.facts = path, facts[0]
+        self.path, self.facts, self.options = path, facts[0], IMAGE_SAVE_OPTIONS.get(ext, {})
 
     def write(self, track: int, block: np.ndarray) -> None:
         from PIL import Image
 
         pixels = block[:, :, 0] if self.facts.mode == "L" else block
         try:
-            Image.fromarray(np.ascontiguousarray(pixels), self.facts.mode).save(self.path)
+            Image.fromarray(np.ascontiguousarray(pixels), self.facts.mode).save(self.path, **self.options)
         except (OSError, ValueError, KeyError) as e:
             raise MediaError(f"cannot write {self.path}: {e}") from None
 

@@ -9,7 +9,8 @@ a size: Pillow's quality is binary-searched for the largest quality whose file
 fits in bpp * width * height / 8 bytes; if even quality 1 does not fit, the
 quality-1 file is used (the closest achievable). Encoder options are Pillow's
 defaults apart from quality (JPEG: baseline, 4:2:0 chroma subsampling; WebP:
-lossy, method 4, lossless alpha; AVIF: speed 6, 4:2:0, alpha kept).
+lossy, method 4, lossless alpha; AVIF: speed 6, 4:2:0, alpha coded lossily like
+the colour, exact only at quality 100). WebP holds sides up to 16383 pixels.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class _StillCodec(Codec):
         super().check(facts)
         if facts.mode not in self.modes:
             raise UsageError(f"{self.descriptor.id} encodes modes {', '.join(self.modes)}, not {facts.mode}"
-                             + (" (JPEG has no alpha: convert to RGB or use image/webp or image/avif)"
+                             + (" (JPEG has no alpha: convert to RGB, or use image/webp, whose alpha is "
+                                "exact, or image/avif)"
                                 if facts.mode == "RGBA" else ""))
 
     def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
@@ -75,11 +77,19 @@ class JpegCodec(_StillCodec):
 class WebpCodec(_StillCodec):
     pillow_format = "WEBP"
     descriptor = _descriptor("webp", 75, "WebP lossy (Pillow/libwebp), method 4; modes L, RGB, RGBA (alpha lossless)", 11)
+    MAX_SIDE = 16383  # libwebp's
+
+    def check(self, facts) -> None:
+        super().check(facts)
+        if max(facts.width, facts.height) > self.MAX_SIDE:
+            raise UsageError(f"image/webp holds sides up to {self.MAX_SIDE} pixels, not {facts.width}x{facts.height}: "
+                             f"use image/avif or image/jpeg")
 
 
 class AvifCodec(_StillCodec):
     pillow_format = "AVIF"
-    descriptor = _descriptor("avif", 60, "AVIF (Pillow/libavif), speed 6, 4:2:0; modes L, RGB, RGBA", 12)
+    descriptor = _descriptor("avif", 60, "AVIF (Pillow/libavif), speed 6, 4:2:0; modes L, RGB, RGBA (alpha lossy "
+                                         "below quality 100)", 12)
 
 
 def _to_pillow(pixels: np.ndarray, mode: str):
