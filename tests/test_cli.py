@@ -619,3 +619,29 @@ def test_decoded_images_are_saved_without_a_second_loss(tmp_path):
     _ok(run_nc("tokens", tmp_path / "g.png", "-o", tmp_path / "g.npz", "--codec", "image/vqgan", "--quality", "1"))
     _ok(run_nc("detokenize", tmp_path / "g.npz", tmp_path / "g2.png"))
     assert Image.open(tmp_path / "g2.png").mode == "L"
+
+
+def test_a_rotated_video_is_read_upright(tmp_path):
+    """A phone's portrait video is stored landscape with a display rotation; it came back sideways."""
+    import av
+
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:4, :4] = 255  # a marker in the stored top-left corner
+    with av.open(str(tmp_path / "rot.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 16, "yuv444p"
+        stream.set_display_rotation(90)
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with av.open(str(tmp_path / "rot.mp4")) as f:
+        turns = next(f.decode(video=0)).rotation // 90
+    from nc.media.files import open_media
+
+    source = open_media(str(tmp_path / "rot.mp4"))
+    frames = np.concatenate([b for _, b in source.blocks()])
+    assert (source.facts[0].width, source.facts[0].height) == (16, 32) and frames.shape == (3, 32, 16, 3)
+    np.testing.assert_array_equal(np.argwhere(frames[0, :, :, 0] > 128).mean(0),
+                                  np.argwhere(np.rot90(stored, turns)[:, :, 0] > 128).mean(0))

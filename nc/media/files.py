@@ -184,10 +184,12 @@ def _open_av(path: str) -> MediaSource | None:
                 video = None  # FFmpeg guessed a stream in something that holds no pictures
             if video is None and audio is None:
                 return None
-            facts, seconds = [], container.duration / 1e6 if container.duration else None
+            facts, seconds, turns = [], container.duration / 1e6 if container.duration else None, 0
             if video is not None:
                 rate = Fraction(video.average_rate or video.guessed_rate or 25).limit_denominator(100_000)
-                facts.append(VideoFacts(video.codec_context.width, video.codec_context.height,
+                turns = _quarter_turns(container, video)
+                width, height = video.codec_context.width, video.codec_context.height
+                facts.append(VideoFacts(*((height, width) if turns % 2 else (width, height)),
                                         rate.numerator, rate.denominator).validate())
             if audio is not None:
                 facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels).validate())
@@ -195,7 +197,19 @@ def _open_av(path: str) -> MediaSource | None:
         return None
     fps = facts[0].fps if video is not None else None
     origin = _common_origin(_start(video), _start(audio), fps) if video is not None and audio is not None else None
-    return MediaSource(facts, lambda: _av_blocks(path, fps, audio is not None, origin), seconds)
+    return MediaSource(facts, lambda: _av_blocks(path, fps, audio is not None, origin, turns), seconds)
+
+
+def _quarter_turns(container, video) -> int:
+    """Counter-clockwise quarter turns that show the video upright, from its first frame's display matrix
+    (a phone's portrait video is stored landscape with a rotation), as players apply it."""
+    import av
+
+    try:
+        frame = next(container.decode(video), None)
+    except av.FFmpegError:  # the reading proper says what is wrong with the file
+        return 0
+    return round((getattr(frame, "rotation", 0) or 0) / 90) % 4 if frame is not None else 0
 
 
 def _start(stream) -> float | None:
@@ -284,8 +298,8 @@ class _SoundTimeline:
             yield samples
 
 
-def _av_blocks(path: str, fps: Fraction | None, has_audio: bool,
-               origin: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def _av_blocks(path: str, fps: Fraction | None, has_audio: bool, origin: float | None = None,
+               turns: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Decode frames in file order: video (RGB uint8, at the constant rate `fps`) as track 0, audio
     (float32) as the next, both placed by their timestamps from `origin` (see _common_origin)."""
     import av
@@ -302,7 +316,7 @@ def _av_blocks(path: str, fps: Fraction | None, has_audio: bool,
             for packet in container.demux(streams):
                 for frame in packet.decode():
                     if isinstance(frame, av.VideoFrame):
-                        for shown in frames.push(frame.to_ndarray(format="rgb24"), frame.time):
+                        for shown in frames.push(np.rot90(frame.to_ndarray(format="rgb24"), turns), frame.time):
                             pending.append(shown)
                             if len(pending) >= VIDEO_BLOCK:
                                 yield 0, np.stack(pending)
