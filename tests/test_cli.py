@@ -645,3 +645,15 @@ def test_a_rotated_video_is_read_upright(tmp_path):
     assert (source.facts[0].width, source.facts[0].height) == (16, 32) and frames.shape == (3, 32, 16, 3)
     np.testing.assert_array_equal(np.argwhere(frames[0, :, :, 0] > 128).mean(0),
                                   np.argwhere(np.rot90(stored, turns)[:, :, 0] > 128).mean(0))
+
+
+def test_video_written_as_yuv_says_its_colour_matrix(tmp_path):
+    """Untagged, an HD .mp4 was read by players as BT.709 while nc converted with BT.601: colours shifted."""
+    import av
+
+    (tmp_path / "v.ncb").write_bytes(nc.encode(np.full((2, 32, 32, 3), 100, np.uint8), codec="video/h264", fps=25))
+    for ext in (".mp4", ".webm"):
+        _ok(run_nc("decode", tmp_path / "v.ncb", tmp_path / f"v{ext}"))
+        with av.open(str(tmp_path / f"v{ext}")) as f:
+            cc = f.streams.video[0].codec_context
+            assert (int(cc.colorspace), int(cc.color_range)) == (6, 1)  # BT.601 (SMPTE 170M), limited range

@@ -561,6 +561,9 @@ _VIDEO_OUT = {
 }
 
 
+SMPTE_170M, LIMITED_RANGE = 6, 1  # FFmpeg's AVCOL_SPC/PRI/TRC_SMPTE170M (BT.601) and AVCOL_RANGE_MPEG
+
+
 #: FFmpeg's named channel layouts (Vorbis / Opus order); "3c"-style ones fail in libopus
 CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 # what a video file's sound may have: FLAC, AAC and libopus all take these; 7.1 fails in PyAV's muxing
@@ -586,6 +589,10 @@ class _VideoFileWriter:
                 s = self._out.add_stream(vcodec, rate=f.fps, options=options)
                 even = pix_fmt == "yuv420p"
                 s.width, s.height, s.pix_fmt = f.width + (f.width & even), f.height + (f.height & even), pix_fmt
+                if pix_fmt.startswith("yuv"):  # swscale converts RGB with BT.601, limited range: say so, or
+                    cc = s.codec_context      # players take untagged HD as BT.709 and shift its colours
+                    cc.colorspace = cc.color_primaries = cc.color_trc = SMPTE_170M
+                    cc.color_range = LIMITED_RANGE
             else:
                 s = self._out.add_stream(acodec, rate=f.sample_rate if acodec != "libopus" else 48000)
                 s.time_base = Fraction(1, s.rate)
