@@ -369,7 +369,10 @@ class Reader:
             info = state.info
             if info.modality == "image":
                 continue
-            target = int(round(seconds * (info.facts.sample_rate if info.modality == "audio" else info.facts.fps)))
+            if info.modality == "audio":
+                target = round(seconds * info.facts.sample_rate)
+            else:  # the frame on screen at that time, as a player shows it (not the nearest: up to half a frame late)
+                target = math.floor(seconds * info.facts.fps + 1e-6)
             if info.length is not None:
                 target = min(max(target, 0), info.length)
             ours = np.flatnonzero(index["track"] == info.index)

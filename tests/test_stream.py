@@ -610,3 +610,12 @@ def test_a_writer_never_closed_is_a_resource_warning(tone):
                 raise KeyError("the user's")
         del writer
         gc.collect()
+
+
+def test_a_video_seek_starts_at_the_frame_on_screen():
+    """seek(1.51) at 25 fps: frame 37 is on screen from 1.48 s to 1.52 s; the nearest frame, 38, was given."""
+    frames = np.repeat(np.arange(60, dtype=np.uint8)[:, None, None, None], 8, 1).repeat(8, 2).repeat(3, 3) * 4
+    reader = nc.open(io.BytesIO(nc.encode(frames, codec="video/h264", quality=0, fps=25)), "rb")
+    reader.seek(1.51)
+    first = next(iter(reader))[1][0]
+    assert abs(int(first.mean()) - 37 * 4) <= 2
