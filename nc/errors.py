@@ -49,8 +49,16 @@ class PluginError(NCError):
     """A plugin failed to load or registered something invalid."""
 
 
-class RateWarning(UserWarning):
+class NCWarning(UserWarning):
+    """Something the user should know that is no error; the CLI shows it as one `nc: warning:` line."""
+
+
+class RateWarning(NCWarning):
     """An encoder's output came out far from the bitrate or bpp asked (the input lies outside what it reaches)."""
+
+
+class OutputWarning(NCWarning):
+    """An output file format cannot hold the media exactly as decoded (a size it pads, for one)."""
 
 
 def one_line(e: BaseException) -> str:

@@ -657,3 +657,11 @@ def test_video_written_as_yuv_says_its_colour_matrix(tmp_path):
         with av.open(str(tmp_path / f"v{ext}")) as f:
             cc = f.streams.video[0].codec_context
             assert (int(cc.colorspace), int(cc.color_range)) == (6, 1)  # BT.601 (SMPTE 170M), limited range
+
+
+def test_an_odd_size_padded_for_mp4_is_said(tmp_path):
+    (tmp_path / "v.ncb").write_bytes(nc.encode(np.full((2, 9, 17, 3), 100, np.uint8), codec="video/h264", fps=25))
+    result = run_nc("decode", tmp_path / "v.ncb", tmp_path / "v.mp4")
+    assert result.returncode == 0 and b"nc: warning: a .mp4 file's 4:2:0 video needs even sides: 17x9 is written " \
+        b"as 18x10" in result.stderr
+    assert b"warning" not in run_nc("decode", tmp_path / "v.ncb", tmp_path / "v.mkv").stderr

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 import nc
-from nc.errors import FormatError, MediaError, NCError, RateWarning, UsageError, one_line
+from nc.errors import FormatError, MediaError, NCError, NCWarning, UsageError, one_line
 from nc.media.files import STDOUT_NAMES, OutputFile
 
 
@@ -142,7 +142,7 @@ _python_show_warning = warnings.showwarning
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """nc's own warnings as one line, like its errors; anybody else's as Python shows them."""
-    if issubclass(category, RateWarning):
+    if issubclass(category, NCWarning):
         print(f"nc: warning: {message}", file=sys.stderr)
     else:
         _python_show_warning(message, category, filename, lineno, file, line)

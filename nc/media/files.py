@@ -15,6 +15,7 @@ import stat
 import sys
 import tempfile
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,7 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from nc.errors import FormatError, MediaError, UsageError
+from nc.errors import FormatError, MediaError, OutputWarning, UsageError
 from nc.media.facts import MAX_IMAGE_PIXELS, AudioFacts, ImageFacts, MediaFacts, VideoFacts
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"}
@@ -589,6 +590,9 @@ class _VideoFileWriter:
                 s = self._out.add_stream(vcodec, rate=f.fps, options=options)
                 even = pix_fmt == "yuv420p"
                 s.width, s.height, s.pix_fmt = f.width + (f.width & even), f.height + (f.height & even), pix_fmt
+                if (s.width, s.height) != (f.width, f.height):
+                    warnings.warn(f"a {ext} file's 4:2:0 video needs even sides: {f.width}x{f.height} is written as "
+                                  f"{s.width}x{s.height} (its edge repeated); .mkv keeps it exact", OutputWarning)
                 if pix_fmt.startswith("yuv"):  # swscale converts RGB with BT.601, limited range: say so, or
                     cc = s.codec_context      # players take untagged HD as BT.709 and shift its colours
                     cc.colorspace = cc.color_primaries = cc.color_trc = SMPTE_170M
