@@ -665,3 +665,43 @@ def test_an_odd_size_padded_for_mp4_is_said(tmp_path):
     assert result.returncode == 0 and b"nc: warning: a .mp4 file's 4:2:0 video needs even sides: 17x9 is written " \
         b"as 18x10" in result.stderr
     assert b"warning" not in run_nc("decode", tmp_path / "v.ncb", tmp_path / "v.mkv").stderr
+
+
+def _rgb_icc_profile(red, green, blue, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB (matrix/TRC) display profile: primaries as D50 XYZ, one gamma for each channel."""
+    import struct
+
+    def s15(*values):
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    name = b"test wide gamut\0"
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(4 + 4 + 2 + 1 + 67)),
+            (b"wtpt", b"XYZ " + bytes(4) + s15(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", b"XYZ " + bytes(4) + s15(*red)), (b"gXYZ", b"XYZ " + bytes(4) + s15(*green)),
+            (b"bXYZ", b"XYZ " + bytes(4) + s15(*blue))]
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    table, data, at = b"", b"", 128 + 4 + 12 * len(tags)
+    for signature, body in tags:
+        table += signature + struct.pack(">II", at + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    size = at + len(data)
+    header = struct.pack(">I4sI4s4s4s12s4s", size, bytes(4), 0x02100000, b"mntr", b"RGB ", b"XYZ ", bytes(12), b"acsp")
+    header += bytes(4 + 4 + 4 + 4 + 8 + 4) + s15(0.9642, 1.0, 0.8249) + bytes(4 + 16 + 28)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def test_a_photo_in_another_colour_space_is_read_in_srgb(tmp_path):
+    """A Display P3 photo (an iPhone's) was read as if its numbers were sRGB: its colours shifted."""
+    from PIL import ImageCms
+
+    p3 = _rgb_icc_profile((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+    photo = Image.new("RGB", (4, 4), (40, 200, 60))
+    photo.save(tmp_path / "p3.png", icc_profile=p3)
+    from nc.media.files import open_media
+
+    pixel = next(open_media(str(tmp_path / "p3.png")).blocks())[1][0, 0]
+    import io
+
+    want = ImageCms.profileToProfile(photo, ImageCms.ImageCmsProfile(io.BytesIO(p3)), ImageCms.createProfile("sRGB"))
+    assert tuple(pixel) == want.getpixel((0, 0)) and pixel[1] > 200 and pixel[0] < 40  # greener than sRGB can say

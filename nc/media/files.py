@@ -129,7 +129,7 @@ def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | N
             try:
                 im.load()
                 ImageOps.exif_transpose(im, in_place=True)  # upright, as viewers show it (phone photos)
-                array = _pixels(im)
+                array = _pixels(_in_srgb(im))
             except (OSError, ValueError, SyntaxError, EOFError) as e:
                 if damaged_is_an_error:
                     raise MediaError(f"{path}: the image is truncated or damaged ({e})") from None
@@ -137,6 +137,26 @@ def _open_image(path: str, damaged_is_an_error: bool = False) -> MediaSource | N
     array = array[:, :, None] if array.ndim == 2 else array
     facts = ImageFacts(array.shape[1], array.shape[0], {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[2]]).validate()
     return MediaSource([facts], lambda: iter([(0, array)]), 0.0)
+
+
+def _in_srgb(im):
+    """The image in sRGB, which every codec and output here assumes, when it carries another colour
+    profile (a phone's Display P3, a camera's Adobe RGB): its profile was dropped, so its colours shifted.
+    An unreadable profile leaves the pixels as they are."""
+    import io
+
+    from PIL import ImageCms
+
+    profile = im.info.get("icc_profile")
+    if not profile or im.mode not in ("RGB", "RGBA"):
+        return im
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if ImageCms.getProfileDescription(source).strip().lower().startswith("srgb"):
+            return im
+        return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode=im.mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im
 
 
 def _pixels(im) -> np.ndarray:
