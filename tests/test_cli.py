@@ -602,6 +602,8 @@ def test_sound_timeline_fills_holes_and_drops_overlaps():
               line.place(np.ones((n, 1), np.float32), t)]
     # 100 silent, 100, 100, 300 silent (a hole), 100, the overlap of 50 dropped, 50; 5 ms of jitter let through
     assert placed == [100, 100, 100, 300, 100, 50, 10]
+    line = _SoundTimeline(rate=1000, channels=1, origin=0.0)  # holes just under the limit, again and again
+    assert sum(len(b) for i in range(100) for b in line.place(np.ones((10, 1), np.float32), i * 9.9)) < 3 * 1000 * 10
     assert _common_origin(video=10.0, audio=9.978, fps=Fraction(25)) == 10.0  # priming: trimmed, no frame added
     assert _common_origin(video=0.5, audio=0.0, fps=Fraction(25)) == pytest.approx(0.02)  # 12 frames held
 
