@@ -145,10 +145,12 @@ def _in_srgb(im):
     An unreadable profile leaves the pixels as they are."""
     import io
 
-    from PIL import ImageCms
-
     profile = im.info.get("icc_profile")
     if not profile or im.mode not in ("RGB", "RGBA"):
+        return im
+    try:
+        from PIL import ImageCms
+    except ImportError:  # a Pillow built without littlecms
         return im
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
@@ -199,7 +201,7 @@ def _open_av(path: str) -> MediaSource | None:
 
     try:
         with av.open(path) as container:
-            video = next(iter(container.streams.video), None)
+            video = _picture_stream(container)
             audio = next(iter(container.streams.audio), None)
             if video is not None and not (video.codec_context.width and video.codec_context.height):
                 video = None  # FFmpeg guessed a stream in something that holds no pictures
@@ -208,10 +210,11 @@ def _open_av(path: str) -> MediaSource | None:
             facts, seconds, turns = [], container.duration / 1e6 if container.duration else None, 0
             if video is not None:
                 rate = Fraction(video.average_rate or video.guessed_rate or 25).limit_denominator(100_000)
-                turns = _quarter_turns(container, video)
                 width, height = video.codec_context.width, video.codec_context.height
+                VideoFacts(width, height, rate.numerator, rate.denominator).validate()  # before a frame is decoded
+                turns = _quarter_turns(container, video)
                 facts.append(VideoFacts(*((height, width) if turns % 2 else (width, height)),
-                                        rate.numerator, rate.denominator).validate())
+                                        rate.numerator, rate.denominator))
             if audio is not None:
                 facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels).validate())
     except (av.FFmpegError, OSError, ValueError):
@@ -233,21 +236,28 @@ def _quarter_turns(container, video) -> int:
     return round((getattr(frame, "rotation", 0) or 0) / 90) % 4 if frame is not None else 0
 
 
-def _start(stream) -> float | None:
-    """A stream's first presentation time in seconds, as the container gives it (edit lists applied)."""
+def _picture_stream(container):
+    """The first video stream that is a video: an audio file's cover art is a one-picture "video" stream."""
+    import av
+
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
+def _start(stream) -> Fraction | None:
+    """A stream's first presentation time in seconds, exactly, as the container gives it (edit lists applied)."""
     if stream is None or stream.start_time is None or not stream.time_base:
         return None
-    return float(stream.start_time * stream.time_base)
+    return stream.start_time * Fraction(stream.time_base)
 
 
-def _common_origin(video: float | None, audio: float | None, fps: Fraction) -> float | None:
+def _common_origin(video: Fraction | None, audio: Fraction | None, fps: Fraction) -> float | None:
     """The time both tracks are placed from, so that they keep the sync the file gives them: the video's
     start, moved back by the whole frames the sound starts before it (the first frame is held over
     them); sound that starts less than a frame before that (an AAC encoder's priming) is trimmed, so
     that the frame count stays. None when a start is unknown: each track then starts at its first."""
     if video is None or audio is None:
         return None
-    return video - math.floor(max(0.0, video - audio) * fps) / fps
+    return float(video - math.floor(max(0, video - audio) * fps) / fps)  # exact: 1.16 - 1.0 is 4 frames, not 3.99
 
 
 MAX_HOLD_SECONDS = 10.0  # the longest a frame is held or a hole in the sound filled when reading a file
@@ -336,8 +346,8 @@ def _av_blocks(path: str, fps: Fraction | None, has_audio: bool, origin: float |
     sound = None
     try:
         with av.open(path) as container:
-            streams = [s for s in (next(iter(container.streams.video), None), next(iter(container.streams.audio), None))
-                       if s is not None]
+            streams = [s for s in (_picture_stream(container) if fps is not None else None,
+                                   next(iter(container.streams.audio), None)) if s is not None]
             resampler = None
             for packet in container.demux(streams):
                 for frame in packet.decode():
