@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bitrate", help="rate point (sets the number of stages)")
     t.add_argument("--quality", type=float, help="quality (image/vqgan: the number of stages, 1-4)")
 
-    k = sub.add_parser("detokenize", help="codes (.npy) -> audio or image file")
+    k = sub.add_parser("detokenize", help="codes (.npy, or .npz from `nc tokens`) -> audio, image or video file")
     k.add_argument("input", help=".npy or .npz made by `nc tokens` (an .npz records the codec, rate and size)")
     k.add_argument("output", help="audio file (.wav, .flac, ...) or, for image codecs, .png")
     k.add_argument("--codec", help="the codec that made the tokens (default: what an .npz records, else audio/rvq)")
