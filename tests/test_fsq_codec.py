@@ -248,3 +248,16 @@ def test_the_cli_finds_it_through_nc_fsq_weights_and_reports_missing_weights(tmp
     assert sf.info(tmp_path / "y.wav").frames == 32000
     listed = run_nc("codecs")
     assert "audio/fsq" in listed.stdout.decode() and "1.5k, 3k, 6k" in listed.stdout.decode()
+
+
+def test_silence_decodes_to_silence_from_the_first_sample():
+    """The decoder's history started as zero latents, which FSQ's grid does not code as silence: every
+    decode began with a 25 ms burst (peak 0.05 on digital silence at 1.5k, 0.3 before quiet speech)."""
+    import nc
+    from nc.plugins import registry
+
+    if registry().codecs.get("audio/fsq") is None:
+        pytest.skip("audio/fsq's weights are not installed")
+    decoded = nc.decode(nc.encode(np.zeros(16000, np.float32), codec="audio/fsq", bitrate="1.5k",
+                                  sample_rate=16000)).data
+    assert np.abs(decoded[:400]).max() < 0.005
