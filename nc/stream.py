@@ -96,7 +96,7 @@ class Writer:
             headers.append(TrackHeader(d.id, d.version, d.weights_sha256, rate.to_json(), facts_to_json(facts),
                                        dict(encoder.params)))
             self._encoders.append(encoder)
-            self._asked.append(rate if rate.unit != "quality" and rate not in d.points else None)
+            self._asked.append(rate if _is_a_target(d, rate) else None)
             self.facts.append(facts)
             self.rates.append(rate)
             self.codecs.append(d.id)
@@ -161,7 +161,8 @@ class Writer:
     def _rate_miss(self, track: int) -> str | None:
         """A warning when a rate asked of a codec's continuous range came out well above it (the codec's
         lowest setting still needs more on this input, or its rate control overshot). Below is no news:
-        easy content needs fewer bits. Rate points are nominal and not checked."""
+        easy content needs fewer bits. Rate points outside any range (a learned codec's stage counts)
+        are nominal and not checked."""
         asked, got = self._asked[track], self.achieved(track)
         if asked is None or got is None or got <= RATE_OVERSHOOT * asked.value:
             return None
@@ -595,6 +596,13 @@ def _checked_output(info: TrackInfo, out) -> np.ndarray | None:
         got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
         raise PluginError(f"{info.codec}'s decoder returned {got}, not {want} (a bug in the codec)")
     return out.astype(np.float32, copy=False) if isinstance(facts, AudioFacts) else out
+
+
+def _is_a_target(d, rate: RatePoint) -> bool:
+    """Whether a rate is one the codec aims at (in one of its ranges: Opus's 64k, named or not), not a
+    nominal point of a fixed set (audio/rvq's 6k, its stage count)."""
+    return rate.unit != "quality" and (rate not in d.points or any(r.unit == rate.unit and r.low <= rate.value <= r.high
+                                                                      for r in d.ranges))
 
 
 def _warn_if_another_point(d, rate: RatePoint, spec: TrackSpec) -> None:

@@ -369,3 +369,14 @@ def test_webp_refuses_sides_over_its_limit_in_words():
 
     with pytest.raises(UsageError, match="image/webp holds sides up to 16383 pixels, not 20000x10"):
         WebpCodec().check(ImageFacts(20000, 10, "RGB"))
+
+
+def test_opus_at_a_named_point_is_a_target_and_its_overshoot_is_warned_of():
+    """6k-64k are points of Opus's range, not fixed settings: 24k asked of a full-scale tone came out near
+    40 kbps without a word (one step off a point, 25k, did warn)."""
+    from nc.errors import RateWarning
+
+    t = np.arange(48000 * 3) / 48000
+    tone = (0.99 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    with pytest.warns(RateWarning, match=r"audio/opus\) came out at .* above the 24k asked"):
+        nc.encode(tone, codec="audio/opus", bitrate="24k", sample_rate=48000)
