@@ -92,8 +92,6 @@ _PILLOW_LIMIT = threading.RLock()
 def pillow_within_image_facts():
     """Pillow's decompression-bomb guard at nc's own image limit (ImageFacts: 2^28 pixels) instead of
     Pillow's ~89 M (a warning) and ~179 M (an error): nc checks sizes itself, before allocating."""
-    import warnings
-
     from PIL import Image
 
     with _PILLOW_LIMIT:  # Pillow's limit is process-wide: one image at a time changes and restores it
@@ -220,7 +218,7 @@ def _open_av(path: str) -> MediaSource | None:
     except (av.FFmpegError, OSError, ValueError):
         return None
     fps = facts[0].fps if video is not None else None
-    origin = _common_origin(_start(video), _start(audio), fps) if video is not None and audio is not None else None
+    origin = _common_origin(_start(video), _start(audio), fps)
     return MediaSource(facts, lambda: _av_blocks(path, fps, audio is not None, origin, turns), seconds)
 
 
@@ -267,10 +265,8 @@ class _ConstantRate:
     """Frames at their timestamps -> frames at a constant rate, as FFmpeg's fps filter makes them: a frame
     shown longer than one period is repeated, one shown shorter is dropped, so a variable-frame-rate video
     (a phone's) keeps its duration and its sync with the sound. Frames without a time follow one another;
-    a jump of over MAX_HOLD seconds is a discontinuity (a damaged or crafted timestamp), not held; a
+    a jump of over MAX_HOLD_SECONDS is a discontinuity (a damaged or crafted timestamp), not held; a
     shorter jump back (a splice) drops the frames until their times catch up, as FFmpeg's filter does."""
-
-    MAX_HOLD = MAX_HOLD_SECONDS
 
     def __init__(self, fps: Fraction, origin: float | None = None):
         self.fps, self.first, self.current, self.count, self.frames_in = fps, origin, None, 0, 0
@@ -279,9 +275,9 @@ class _ConstantRate:
         self.frames_in += 1
         own = self.count + (self.current is not None)  # the slot right after the current frame's
         # the rate is the average one, so the frames out keep near the frames in: many gaps just under
-        # MAX_HOLD (a crafted file) must not make millions of copies either
-        allowed = 2 * self.frames_in + self.MAX_HOLD * self.fps
-        if time is not None and (self.first is None or abs(time - self.first - own / self.fps) > self.MAX_HOLD
+        # MAX_HOLD_SECONDS (a crafted file) must not make millions of copies either
+        allowed = 2 * self.frames_in + MAX_HOLD_SECONDS * self.fps
+        if time is not None and (self.first is None or abs(time - self.first - own / self.fps) > MAX_HOLD_SECONDS
                                  or (time - self.first) * self.fps > allowed):
             self.first = time - own / self.fps  # times count from here
         slot = own if time is None else round((time - self.first) * self.fps)
