@@ -56,8 +56,9 @@ def check_stream_decode_matches_one_pass(codec, point="6k"):
     with torch.inference_mode():
         codes = torch.cat([torch.from_numpy(dec.unpack(p.payload)).long() for p in packets], dim=2)
         latent = net.quantizer.decode(codes)
-        if net.cfg.head == "magnitude":  # one pass over a zero-latent history, as the stream starts with
-            reference, settled = _magnitude_one_pass(net, latent), 0
+        if net.cfg.head == "magnitude":  # one pass over a history of coded silence, as the stream starts with
+            silence = torch.from_numpy(codec.model.silence_latent(codes.shape[1]))
+            reference, settled = _magnitude_one_pass(net, latent, silence), 0
         else:  # the one-pass network starts from zero padding instead: equal once past its context
             reference, settled = net.synthesize(latent)[0].numpy(), (net.decoder_context + 1) * net.cfg.hop
     n = min(len(reference), len(x))
@@ -65,14 +66,16 @@ def check_stream_decode_matches_one_pass(codec, point="6k"):
     np.testing.assert_allclose(y[settled:n, 0], reference[settled:n], atol=2e-5)
 
 
-def _magnitude_one_pass(net, latent):
-    """The magnitude head's decode in one network pass and one phase-retrieval push."""
+def _magnitude_one_pass(net, latent, silence):
+    """The magnitude head's decode in one network pass and one phase-retrieval push, after `context`
+    frames of the `silence` latent."""
     import torch
 
     from nc.dsp.phase import PhaseRetriever
 
     context = net.decoder_context
-    log_mag = net.sub_frame_magnitudes(torch.nn.functional.pad(latent, (context, 0)))[:, 2 * context + 1:]
+    history = silence[None, :, None].expand(latent.shape[0], -1, context)
+    log_mag = net.sub_frame_magnitudes(torch.cat([history, latent], dim=2))[:, 2 * context + 1:]
     retriever = PhaseRetriever(1, 2 * net.cfg.hop, net.cfg.hop // 2)
     return torch.cat([retriever.push(log_mag.exp()), retriever.flush()], dim=1)[0].numpy()
 
