@@ -735,3 +735,16 @@ def test_a_photo_in_another_colour_space_is_read_in_srgb(tmp_path):
 
     want = ImageCms.profileToProfile(photo, ImageCms.ImageCmsProfile(io.BytesIO(p3)), ImageCms.createProfile("sRGB"))
     assert tuple(pixel) == want.getpixel((0, 0)) and pixel[1] > 200 and pixel[0] < 40  # greener than sRGB can say
+
+
+def test_info_gives_each_tracks_measured_rate(tmp_path):
+    """`nc info` showed only the rate point's name; the bitrate a file has was nowhere but in `nc encode`'s line."""
+    _ok(run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--codec", "video/h264", "--audio-codec",
+               "audio/opus"))
+    info = json.loads(_ok(run_nc("info", "--json", "--chunks", tmp_path / "c.ncb")).stdout)
+    for track in info["tracks"]:
+        chunks = [c for c in info["chunks"] if c["track"] == track["index"]]
+        assert track["bytes"] == sum(c["bytes"] + 12 + 20 for c in chunks)  # payload, chunk framing, DATA header
+    plain = _ok(run_nc("info", tmp_path / "c.ncb")).stdout.decode()
+    kbps = info["tracks"][1]["bytes"] * 8 / info["tracks"][1]["seconds"] / 1000
+    assert f"s, {kbps:.2f} kbps" in plain

@@ -276,6 +276,7 @@ class ContainerReader:
         self.data_at = self._src.pos
         self.totals: list[tuple[int, int]] | None = None
         self.index: np.ndarray | None = None
+        self.fini_at: int | None = None  # where FINI starts, when the tail gave it
         if self._src.seekable:
             self._read_tail()
 
@@ -331,6 +332,7 @@ class ContainerReader:
             if ctype != b"FINI":
                 return
             self.totals = _parse_fini(body, len(self.tracks))
+            self.fini_at = fini_at
             if fini_at < index_at < size:
                 self._src.seek(index_at)
                 ctype, body = self._read_whole_chunk("the index")
@@ -340,6 +342,14 @@ class ContainerReader:
             pass
         finally:
             self._src.seek(self.data_at)
+
+    def track_bytes(self) -> list[int] | None:
+        """Bytes of each track's chunks (framing included), from the index: None without one."""
+        if self.index is None or self.fini_at is None:
+            return None
+        ends = np.append(self.index["offset"][1:].astype(np.int64), self.fini_at)
+        sizes = ends - self.index["offset"].astype(np.int64)
+        return [int(sizes[self.index["track"] == t].sum()) for t in range(len(self.tracks))]
 
     def index_agrees(self, rows: Iterable[int]) -> bool:
         """Whether the DATA chunks at these index rows' offsets have the headers the rows give. The

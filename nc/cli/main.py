@@ -330,6 +330,9 @@ def cmd_info(args) -> int:
     with nc.open(args.input, "rb") as reader:
         info = {"file": args.input, "created_by": reader.created_by,
                 "tracks": [_track_json(t) for t in reader.tracks]}
+        sizes = reader.container.track_bytes()
+        for t, size in zip(info["tracks"], sizes or [None] * len(info["tracks"])):
+            t["bytes"] = size  # its chunks, framing included
         if args.chunks:
             container = reader.container
             info["chunks"] = [
@@ -339,7 +342,7 @@ def cmd_info(args) -> int:
                 for c in container.chunks()
             ]
             reader.refresh_lengths()
-            info["tracks"] = [_track_json(t) for t in reader.tracks]
+            info["tracks"] = [{**_track_json(t), "bytes": old["bytes"]} for t, old in zip(reader.tracks, info["tracks"])]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -348,13 +351,23 @@ def cmd_info(args) -> int:
         length = "length unknown (no index)" if t["length"] is None else f"{t['seconds']:.3f} s" \
             if t["modality"] != "image" else ""
         facts = ", ".join(f"{k}={v}" for k, v in t["facts"].items() if k != "modality")
-        print(f"  track {t['index']}: {t['codec']} v{t['codec_version']} @ {t['rate']} | {facts} | {length}".rstrip(" |"))
+        print(f"  track {t['index']}: {t['codec']} v{t['codec_version']} @ {t['rate']} | {facts} | {length}"
+              f"{_measured_rate(t)}".rstrip(" |"))
     if reader.container.index is None and reader.container.totals is None:
         print("  note: no index at the end of the file: it is truncated, damaged at its end, or read from a "
               "pipe (--chunks reads every chunk)")
     for c in info.get("chunks", []):
         print("  chunk " + ", ".join(f"{k}={v}" for k, v in c.items() if k != "number") + f"  (#{c['number']})")
     return 0
+
+
+def _measured_rate(t: dict) -> str:
+    """', 6.31 kbps' (or bpp for an image) from a track's bytes in the file; '' when unknown."""
+    if t.get("bytes") is None:
+        return ""
+    if t["modality"] == "image":
+        return f"{t['bytes'] * 8 / (t['facts']['width'] * t['facts']['height']):.3f} bpp"
+    return f", {t['bytes'] * 8 / t['seconds'] / 1000:.2f} kbps" if t["seconds"] else ""
 
 
 def _track_json(t) -> dict:
