@@ -328,21 +328,20 @@ def cmd_info(args) -> int:
     from nc.bitstream.container import Chunk
 
     with nc.open(args.input, "rb") as reader:
-        info = {"file": args.input, "created_by": reader.created_by,
-                "tracks": [_track_json(t) for t in reader.tracks]}
-        sizes = reader.container.track_bytes()
-        for t, size in zip(info["tracks"], sizes or [None] * len(info["tracks"])):
-            t["bytes"] = size  # its chunks, framing included
+        chunks = None
         if args.chunks:
-            container = reader.container
-            info["chunks"] = [
+            chunks = [
                 {"number": c.number, "offset": c.offset, "track": c.track, "start": c.start,
                  "duration": c.duration, "keyframe": c.keyframe, "bytes": len(c.payload)}
                 if isinstance(c, Chunk) else {"number": c.number, "offset": c.offset, "damage": c.message}
-                for c in container.chunks()
+                for c in reader.container.chunks()
             ]
-            reader.refresh_lengths()
-            info["tracks"] = [{**_track_json(t), "bytes": old["bytes"]} for t, old in zip(reader.tracks, info["tracks"])]
+            reader.refresh_lengths()  # a walk to FINI may have found the lengths the tail did not give
+        sizes = reader.container.track_bytes() or [None] * len(reader.tracks)
+        info = {"file": args.input, "created_by": reader.created_by,  # a track's bytes: its chunks, framing included
+                "tracks": [{**_track_json(t), "bytes": size} for t, size in zip(reader.tracks, sizes)]}
+        if chunks is not None:
+            info["chunks"] = chunks
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
