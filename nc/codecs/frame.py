@@ -75,19 +75,26 @@ class FrameModel:
         self.cfg = self.net.cfg
         self.torch = torch
         self.priors = self.load_priors(path, extra)
+        self._silence: dict[int, np.ndarray] = {}  # stages -> silence_latent
+
+    def window_codes(self, window: np.ndarray, stages: int) -> np.ndarray:
+        """int64 codes (channels, stages, WINDOW) of a window's last WINDOW frames; `window` is
+        (channels, samples at the model's rate), the encoder's left context first."""
+        torch, net = self.torch, self.net
+        with torch.inference_mode(), one_thread(torch):  # the same codes, so the same file, on any machine
+            latent = net.encode_latent(torch.from_numpy(np.ascontiguousarray(window)))
+            return net.quantizer.encode(latent[:, :, -WINDOW:], stages).numpy().astype(np.int64)
 
     def silence_latent(self, stages: int) -> np.ndarray:
         """The decoded latent (latent,) of coded silence with `stages` stages: what a decoder's history
         holds before a packet, as the encoder saw silence before it. (Zeros are not silence to every
         bottleneck: FSQ's made a 25 ms burst, up to 0.3 peak, at the start of every decode.)"""
-        cache = self.__dict__.setdefault("_silence", {})
-        if stages not in cache:
-            torch, net = self.torch, self.net
-            silence = torch.zeros(1, (net.encoder_context + WINDOW) * self.cfg.hop)
-            with torch.inference_mode(), one_thread(torch):
-                codes = net.quantizer.encode(net.encode_latent(silence)[:, :, -WINDOW:], stages)
-                cache[stages] = net.quantizer.decode(codes)[0, :, -1].numpy()
-        return cache[stages]
+        if stages not in self._silence:
+            codes = self.window_codes(np.zeros((1, (self.net.encoder_context + WINDOW) * self.cfg.hop), np.float32),
+                                      stages)
+            with self.torch.inference_mode(), one_thread(self.torch):
+                self._silence[stages] = self.net.quantizer.decode(self.torch.from_numpy(codes))[0, :, -1].numpy()
+        return self._silence[stages]
 
     def load_priors(self, path: Path, extra: dict):
         """The entropy coder's tables, from the tensors shipped beside the network."""
@@ -210,16 +217,10 @@ class FrameEncoder(Encoder):
         need = WINDOW * self.m.cfg.hop
         while len(self.buffer) >= self.context + need:
             window = self.buffer[: self.context + need]
-            self.codes.append(self._encode_window(window))
+            self.codes.append(self.m.window_codes(window.T, self.stages))
             self.buffer = self.buffer[need:]
             self.frames_done += WINDOW
 
-    def _encode_window(self, window: np.ndarray) -> np.ndarray:
-        torch, net = self.m.torch, self.m.net
-        with torch.inference_mode(), one_thread(torch):  # the same codes, so the same file, on any machine
-            latent = net.encode_latent(torch.from_numpy(np.ascontiguousarray(window.T)))
-            codes = net.quantizer.encode(latent[:, :, -WINDOW:], self.stages)
-        return codes.numpy().astype(np.int64)
 
     def _packets(self, final: bool):
         """Full packets while encoding (only once input goes beyond them); at the end, the rest.
@@ -261,7 +262,7 @@ class FrameDecoder(Decoder):
     def reset(self) -> None:
         cfg = self.m.cfg
         silence = self.m.silence_latent(self.stages).astype(np.float32)
-        self.history = np.repeat(np.repeat(silence[None, :, None], self.channels, 0), self.m.net.decoder_context, 2)
+        self.history = np.tile(silence[None, :, None], (self.channels, 1, self.m.net.decoder_context))
         self.pending = np.zeros((self.channels, cfg.latent, 0), np.float32)
         self.half = np.zeros((self.channels, cfg.hop), np.float32)  # second half of the last frame
         self.skip = cfg.hop  # the first block after a reset lies before the packet's start
