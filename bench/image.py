@@ -48,6 +48,9 @@ QUALITY_SWEEPS = {
     "image/hvae": (0, 0.5, 1, 2, 3, 4, 5, 6, 7, 8),  # its whole range: 0-1 extrapolated, 1-8 trained
     "image/vqgan": (1, 2, 3, 4),  # its codebooks, 1-4
 }
+# Codecs also measured at a higher --effort, as a curve of their own named "ID effort N", at these
+# qualities (hvae's refinement takes ~45 s per photo on one core: fewer points than its plain curve)
+EFFORT_CURVES = {"image/hvae": (1, (0, 1, 2, 4, 6, 8))}
 # Part of a codec's curve also reported on its own in the BD-rate table: hvae's trained qualities
 # (its 0-1 are extrapolated below what it was trained on)
 SUB_CURVES = {"image/hvae": ("q1-8, trained", lambda label: float(label[1:]) >= 1)}
@@ -131,8 +134,11 @@ def main() -> None:
     args = p.parse_args()
     pin_to_one_core()
     wanted = set(args.codecs.split(",")) if args.codecs else None
-    runs = [(d.id, label, kw) for d in registry().descriptors() if d.modality == "image" and d.rank >= 0
-            and (wanted is None or d.id in wanted) for label, kw in rate_points(d)]
+    codecs = [d for d in registry().descriptors() if d.modality == "image" and d.rank >= 0
+              and (wanted is None or d.id in wanted)]
+    runs = [(d.id, d.id, label, kw) for d in codecs for label, kw in rate_points(d)]
+    runs += [(f"{d.id} effort {effort}", d.id, f"q{q:g}", {"quality": q, "effort": effort})
+             for d in codecs if d.id in EFFORT_CURVES for effort, sweep in [EFFORT_CURVES[d.id]] for q in sweep]
     images = photos(args.data, args.max_images)
     crop_name = args.crop_image if args.crop_image in dict(images) else images[0][0]
     table: dict[tuple, list[dict]] = defaultdict(list)
@@ -144,8 +150,8 @@ def main() -> None:
             top, left = busiest_window(x)
             region = np.s_[top:top + CROP, left:left + CROP]
             crops["original"] = ({"top": top, "left": left}, x[region])
-        for codec, label, kw in runs:
-            row, y = run_one(codec, kw, x)
+        for codec, codec_id, label, kw in runs:
+            row, y = run_one(codec_id, kw, x)
             table[(codec, label)].append(row)
             if name == crop_name:
                 crops[(codec, label)] = (row, y[region])

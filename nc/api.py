@@ -40,7 +40,7 @@ class Decoded:
         return next((t for t in self.tracks if t.info.modality == modality), None)
 
 
-def encode(media, codec: str | None = None, bitrate=None, quality=None, **facts) -> bytes:
+def encode(media, codec: str | None = None, bitrate=None, quality=None, effort: int = 0, **facts) -> bytes:
     """Encode a media file path, or an array with its facts, to the bytes of an `.ncb` file.
 
     `nc.encode(samples, sample_rate=16000, channels=1, bitrate="6k")`;
@@ -50,10 +50,10 @@ def encode(media, codec: str | None = None, bitrate=None, quality=None, **facts)
     out = io.BytesIO()
     if isinstance(media, (str, os.PathLike)):
         _no_facts_for_a_file(facts)
-        encode_file(os.fspath(media), out, codec=codec, bitrate=bitrate, quality=quality)
+        encode_file(os.fspath(media), out, codec=codec, bitrate=bitrate, quality=quality, effort=effort)
         return out.getvalue()
     spec_facts = _array_facts(media, facts)
-    with Writer(out, [TrackSpec(spec_facts, codec, bitrate, quality)]) as w:
+    with Writer(out, [TrackSpec(spec_facts, codec, bitrate, quality, effort)]) as w:
         w.write(media)
     return out.getvalue()
 
@@ -106,15 +106,16 @@ class EncodeReport:
 
 
 def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None, quality=None,
-                audio_codec: str | None = None, audio_bitrate=None, progress: bool = False) -> EncodeReport:
+                audio_codec: str | None = None, audio_bitrate=None, progress: bool = False,
+                effort: int = 0) -> EncodeReport:
     """Encode a media file into an open binary stream. A video's soundtrack becomes a second track."""
     with local_path(path) as local:
         source = open_media(local)
         main = source.facts[0].modality
         if len(source.facts) == 1 and (audio_codec or audio_bitrate):
             raise UsageError("--audio-codec/--audio-bitrate are for a video's soundtrack; use --codec/--bitrate")
-        # the first track takes --codec/--bitrate/--quality, a video's soundtrack the --audio-* options
-        specs = [TrackSpec(f, codec, bitrate, quality) if i == 0 else TrackSpec(f, audio_codec, audio_bitrate)
+        # the first track takes --codec/--bitrate/--quality/--effort, a video's soundtrack the --audio-* options
+        specs = [TrackSpec(f, codec, bitrate, quality, effort) if i == 0 else TrackSpec(f, audio_codec, audio_bitrate)
                  for i, f in enumerate(source.facts)]
         writer = Writer(out, specs)
         length = [0] * len(specs)

@@ -46,6 +46,8 @@ class TrackSpec:
     codec: str | None = None
     bitrate: str | float | None = None
     quality: float | None = None
+    effort: int = 0  # encoding effort (CodecDescriptor.efforts); 0, the default, is the fastest
+
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class Writer:
             codec.check(facts)
             rate = codec.descriptor.resolve(spec.bitrate, spec.quality)
             _warn_if_another_point(codec.descriptor, rate, spec)
-            encoder = codec.encoder(facts, rate)
+            effort = _checked_effort(spec.effort, codec.descriptor)
+            encoder = codec.encoder(facts, rate, effort=effort) if effort else codec.encoder(facts, rate)
             d = codec.descriptor
             headers.append(TrackHeader(d.id, d.version, d.weights_sha256, rate.to_json(), facts_to_json(facts),
                                        dict(encoder.params)))
@@ -697,7 +700,7 @@ def _empty(facts: MediaFacts) -> np.ndarray:
 # ---------------------------------------------------------------- nc.open
 
 
-def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None, quality=None,
+def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None, quality=None, effort: int = 0,
          tracks: list[TrackSpec] | None = None, ignore_errors: bool = False, **facts):
     """Open an `.ncb` file (path, '-' or binary file object) for streaming.
 
@@ -711,8 +714,8 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
         mode = facts.pop("mode")
     if mode not in ("rb", "wb"):
         raise UsageError(f"mode must be 'rb' or 'wb', not {mode!r}")
-    if mode == "rb" and (facts or codec or bitrate is not None or quality is not None or tracks):
-        raise UsageError("reading takes no codec, rate, tracks or media facts: the file says them")
+    if mode == "rb" and (facts or codec or bitrate is not None or quality is not None or effort or tracks):
+        raise UsageError("reading takes no codec, rate, effort, tracks or media facts: the file says them")
     if mode == "rb":
         f, owned = _open_binary(target, mode)
         try:
@@ -722,8 +725,8 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
                 f.close()
             raise
     if tracks is None:
-        tracks = [TrackSpec(facts_from_kwargs(**facts), codec, bitrate, quality)]
-    elif facts or codec or bitrate or quality:
+        tracks = [TrackSpec(facts_from_kwargs(**facts), codec, bitrate, quality, effort)]
+    elif facts or codec or bitrate or quality or effort:
         raise UsageError("give either tracks=[...] or one track's codec, rate and facts, not both")
     opened = []  # the file is opened (and emptied) only once the tracks are known to be valid
 
@@ -739,6 +742,16 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
             if os.path.isfile(target) and not os.path.islink(target):  # not a device or FIFO
                 os.unlink(target)
         raise
+
+
+def _checked_effort(effort, descriptor) -> int:
+    """`effort` as an int the codec offers; UsageError otherwise."""
+    if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or effort < 0:
+        raise UsageError(f"effort must be a whole number from 0, not {effort!r}")
+    if effort > descriptor.efforts:
+        offered = f"takes --effort 0-{descriptor.efforts}" if descriptor.efforts else "has no effort levels"
+        raise UsageError(f"{descriptor.id} {offered}, not {effort}")
+    return int(effort)
 
 
 def _valid(facts: MediaFacts) -> MediaFacts:

@@ -748,3 +748,13 @@ def test_info_gives_each_tracks_measured_rate(tmp_path):
     plain = _ok(run_nc("info", tmp_path / "c.ncb")).stdout.decode()
     kbps = info["tracks"][1]["bytes"] * 8 / info["tracks"][1]["seconds"] / 1000
     assert f"s, {kbps:.2f} kbps" in plain
+
+
+def test_effort_is_passed_to_codecs_that_offer_it_and_refused_by_others(tmp_path):
+    _fails_cleanly(run_nc("encode", SAMPLES / "photo.png", tmp_path / "j.ncb", "--codec", "image/jpeg", "--effort", "1"),
+                   2, "image/jpeg has no effort levels")
+    _fails_cleanly(run_nc("encode", SAMPLES / "photo.png", tmp_path / "h.ncb", "--codec", "image/hvae", "--effort", "7"),
+                   2, "image/hvae takes --effort 0-2, not 7")
+    assert not (tmp_path / "j.ncb").exists() and not (tmp_path / "h.ncb").exists()
+    listing = _ok(run_nc("codecs")).stdout.decode()
+    assert "efforts: 0-2" in next(line for line in listing.splitlines() if line.startswith("image/hvae"))

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bitrate", help="e.g. 6k, 1.5kbps, 2M (audio/video) or 0.5bpp (images)")
     rate.add_argument("--quality", type=float, help="codec quality scale (see `nc codecs`)")
     rate.add_argument("--bpp", type=float, metavar="TARGET", help="images: bits per pixel (--bpp 0.5 is --bitrate 0.5bpp)")
+    e.add_argument("--effort", type=int, default=0, help="encoding effort: slower, fewer bits at the same quality "
+                                                         "(codecs that offer it: see `nc codecs`); default 0")
     e.add_argument("--audio-codec", help="codec for a video's soundtrack")
     e.add_argument("--audio-bitrate", help="bitrate for a video's soundtrack")
     e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
@@ -250,7 +252,8 @@ def cmd_encode(args) -> int:
     with _output(args.output) as out:
         bitrate = _bpp_bitrate(args.bpp) if args.bpp is not None else args.bitrate
         report = encode_file(args.input, out, codec=args.codec, bitrate=bitrate, quality=args.quality,
-                             audio_codec=args.audio_codec, audio_bitrate=args.audio_bitrate, progress=True)
+                             audio_codec=args.audio_codec, audio_bitrate=args.audio_bitrate, progress=True,
+                             effort=args.effort)
     if args.codec is None:  # the codec was chosen among those installed: say what kept any out
         from nc.plugins import registry
 
@@ -392,7 +395,8 @@ def cmd_codecs(args) -> int:
     reg = registry()
     for d in reg.descriptors():
         flags = ", ".join(x for x, on in (("streaming", d.streaming), ("deterministic", d.deterministic)) if on)
-        print(f"{d.id:<18} v{d.version}  rank {d.rank:<3} [{reg.provider[d.id]}]  rates: {d.describe_rates()}")
+        efforts = f"  efforts: 0-{d.efforts}" if d.efforts else ""
+        print(f"{d.id:<18} v{d.version}  rank {d.rank:<3} [{reg.provider[d.id]}]  rates: {d.describe_rates()}{efforts}")
         print(f"{'':<18} {d.summary}" + (f" ({flags})" if flags else ""))
     for problem in reg.problems:
         print(f"nc: warning: {problem}", file=sys.stderr)

@@ -121,6 +121,10 @@ class CodecDescriptor:
     #: seconds a seek starts decoding before its target, for decoders whose output depends on earlier
     #: packets (a convolutional decoder's left context); what they decode before the target is dropped
     preroll: float = 0.0
+    #: the highest `--effort` the encoder takes (0: none). Effort trades encoding time for fewer bits
+    #: at the same quality; files decode the same way whatever the effort. nc calls
+    #: `encoder(facts, rate, effort=n)` only for 1 <= n <= efforts (older plugins need not take it)
+    efforts: int = 0
 
     def __post_init__(self):
         if not CODEC_ID.fullmatch(self.id):
@@ -257,7 +261,7 @@ class Codec(ABC):
 
     @abstractmethod
     def encoder(self, facts: MediaFacts, rate: RatePoint) -> Encoder:
-        ...
+        """A codec whose descriptor offers efforts also takes `effort=n` (1 <= n <= efforts)."""
 
     @abstractmethod
     def decoder(self, facts: MediaFacts, rate: RatePoint, params: dict) -> Decoder:

@@ -66,6 +66,9 @@ MARGIN = 64  # pixels of the neighbouring tiles a tile's analysis and synthesis 
 Z_MARGIN = 2  # hyper-latent cells (64 pixels each) of the neighbours the integer hyper-synthesis sees
 # 1-8 trained, 0-1 extrapolated: 0 is 1 - nc.models.hvae.LEVELS_BELOW (not imported: it would load torch)
 QUALITY = RateRange("quality", 0, 8)
+#: --effort 0, 1, 2: iterations of encoder-side refinement of y (nc/models/refine.py); 0 codes the
+#: analysis network's y as it comes. Decoding is the same at every effort
+REFINEMENT_ITERATIONS = (0, 30, 100)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
 
@@ -80,6 +83,7 @@ class HvaeModel:
         self.net, cfg, extra = load_network(path, HvaeConfig, ImageHVAE, "image/hvae")
         if cfg.qualities != QUALITY.high:
             raise PluginError(f"{path}: image/hvae weights must have {QUALITY.high:g} qualities, not {cfg.qualities}")
+        self.net.requires_grad_(False)  # refinement differentiates with respect to y only
         self.coder = LatentCoder(extra, cfg, path, "image/hvae")
         self.cfg, self.steps, self.torch = cfg, self.coder.steps, torch
 
@@ -127,6 +131,32 @@ class HvaeModel:
         dt, dl = top - 16 * r0, left - 16 * c0
         return pixels[dt:dt + h, dl:dl + w]
 
+    def refine(self, canvas: np.ndarray, y_all: np.ndarray, side, step: int, iterations: int,
+               top: int, left: int, h: int, w: int) -> np.ndarray:
+        """The tile's y refined for quality `step` (`nc.models.refine`), its neighbours' y fixed:
+        the synthesis sees the same window of y_all as `synthesise`, and only the tile's own pixels
+        of `canvas` (the image padded to multiples of 64) count. y float32 (latent, h64/16, w64/16)."""
+        from nc.bitstream.entropy import SCALES
+        from nc.models.refine import lambda_at, refine
+
+        torch = self.torch
+        r0, c0 = max(0, (top - MARGIN) // 16), max(0, (left - MARGIN) // 16)
+        r1, c1 = (top + _up64(h) + MARGIN) // 16, (left + _up64(w) + MARGIN) // 16
+        window = torch.from_numpy(np.ascontiguousarray(y_all[:, r0:r1, c0:c1]))[None]
+        pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
+        target = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255
+        weight = torch.zeros(1, 1, *target.shape[2:])
+        weight[:, :, top - 16 * r0:top - 16 * r0 + h, left - 16 * c0:left - 16 * c0 + w] = 1
+        rows = slice(top // 16 - r0, top // 16 - r0 + _up64(h) // 16)
+        cols = slice(left // 16 - c0, left // 16 - c0 + _up64(w) // 16)
+        y = y_all[:, rows.start + r0:rows.stop + r0, cols.start + c0:cols.stop + c0]
+        mean_g, index = self.coder.side_info(side, step)
+        gain = self.coder.gain(step)
+        lmbda = lambda_at(self.cfg.lambdas, step / 16 - self.coder.levels_below)
+        u = refine(self.net.synthesis, target, weight, window, (rows, cols), y * gain - mean_g, mean_g, gain,
+                   SCALES[index], lmbda, iterations)
+        return ((u + mean_g) / gain).astype(np.float32)
+
 
 def _crop(a: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
     """a[:, top:top + h, left:left + w] of a (channels, rows, columns) array."""
@@ -147,8 +177,9 @@ def _up64(n: int) -> int:
 
 
 class HvaeEncoder(Encoder):
-    def __init__(self, model: HvaeModel, facts: ImageFacts, rate: RatePoint):
+    def __init__(self, model: HvaeModel, facts: ImageFacts, rate: RatePoint, effort: int = 0):
         self.m, self.facts, self.rate = model, facts, rate
+        self.iterations = REFINEMENT_ITERATIONS[effort]
         self.params: dict = {}
         self.done = False
 
@@ -166,10 +197,46 @@ class HvaeEncoder(Encoder):
         z_parts = [self.m.coder.code_z(z) for z in zs]
         if self.rate.unit == "quality":
             step = self.m.coder.step_of(self.rate.value)
-            return [Packet(self._payload(step, latents, z_parts), 0, 1)]
-        budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
-        payload = largest_that_fits(lambda step: self._payload(step, latents, z_parts), self.m.steps, budget)
+            payload = self._payload(step, latents, z_parts)
+        else:
+            budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
+            payload = largest_that_fits(lambda step: self._payload(step, latents, z_parts), self.m.steps, budget)
+            step = U16.unpack_from(payload)[0]
+        if self.iterations:
+            # refinement spends fewer bits at the step found (or, rarely, more: then it is not used)
+            refined = self._payload(step, self._refined(rgb, ys, latents, step, grid), z_parts)
+            if self.rate.unit == "quality" or len(refined) <= max(budget, len(payload)):
+                payload = refined
         return [Packet(payload, 0, 1)]
+
+    def _refined(self, rgb: np.ndarray, ys, latents, step: int, grid) -> list:
+        """`latents` with each tile's y refined (`HvaeModel.refine`) in raster order, each tile seeing its
+        neighbours' y as refined so far; a tile keeps its analysis y where that codes better (lower bits +
+        lambda * squared error, as the refinement counts them)."""
+        f, m = self.facts, self.m
+        canvas = pad_to(rgb, 64)
+        y_all = _canvas(ys, m.cfg.latent, 16, f.height, f.width, np.float32)
+        out = []
+        for (y, side), tile in zip(latents, grid):
+            top, left, h, w = tile
+            candidate = m.refine(canvas, y_all, side, step, self.iterations, *tile)
+            cells = np.s_[:, top // 16:top // 16 + y.shape[1], left // 16:left // 16 + y.shape[2]]
+            y_all[cells] = candidate if self._cost(candidate, side, step, y_all, tile, rgb) < \
+                self._cost(y, side, step, y_all, tile, rgb) else y
+            out.append((y_all[cells].copy(), side))
+        return out
+
+    def _cost(self, y: np.ndarray, side, step: int, y_all: np.ndarray, tile, rgb: np.ndarray) -> float:
+        """bits per pixel + lambda * 255^2 * MSE of the tile coded from y (the refinement's loss, measured)."""
+        from nc.models.refine import lambda_at
+
+        top, left, h, w = tile
+        data, y_hat = self.m.coder.quantize(y, side, step)
+        trial = y_all.copy()
+        trial[:, top // 16:top // 16 + y.shape[1], left // 16:left // 16 + y.shape[2]] = y_hat
+        error = np.mean((self.m.synthesise(trial, *tile).astype(np.float64) - rgb[top:top + h, left:left + w]) ** 2)
+        lmbda = lambda_at(self.m.cfg.lambdas, step / 16 - self.m.coder.levels_below)
+        return 8 * len(data) / (h * w) + lmbda * error
 
     def _payload(self, step: int, latents, z_parts) -> bytes:
         parts = [U16.pack(step)]
@@ -219,6 +286,7 @@ class HvaeCodec(LearnedImageCodec):
     codec_id, quality = "image/hvae", QUALITY
     bitstream_version = 2  # 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); reads 1 too
     model_class, encoder_class, decoder_class = HvaeModel, HvaeEncoder, HvaeDecoder
+    efforts = len(REFINEMENT_ITERATIONS) - 1
 
     def __init__(self, weights: Path = WEIGHTS):
         super().__init__(weights, summary="neural, hierarchical VAE (mean-scale hyperprior), one model for "

@@ -27,6 +27,7 @@ class LearnedImageCodec(Codec):
     model_class: type
     encoder_class: type[Encoder]
     decoder_class: type[Decoder]
+    efforts = 0  # the highest --effort; encoder_class takes `effort` when above 0
 
     def __init__(self, weights: Path, summary: str, default: RatePoint, rank: int):
         from nc.models.weights import sha256_of
@@ -37,7 +38,8 @@ class LearnedImageCodec(Codec):
         self.descriptor = CodecDescriptor(
             id=self.codec_id, version=self.bitstream_version, modality="image", summary=summary,
             ranges=(self.quality, BPP),
-            default=default, streaming=False, deterministic=True, weights_sha256=sha256_of(weights), rank=rank)
+            default=default, streaming=False, deterministic=True, weights_sha256=sha256_of(weights), rank=rank,
+            efforts=self.efforts)
 
     @cached_property
     def model(self):
@@ -49,12 +51,12 @@ class LearnedImageCodec(Codec):
             raise UsageError(f"{self.codec_id} codes modes L and RGB, not {facts.mode} (its alpha would be lost: "
                              "drop it, or use image/webp, whose alpha is exact, or image/avif)")
 
-    def encoder(self, facts: ImageFacts, rate: RatePoint) -> Encoder:
+    def encoder(self, facts: ImageFacts, rate: RatePoint, effort: int = 0) -> Encoder:
         self.check(facts)
         if rate.unit not in ("quality", "bpp"):
             q = self.quality
             raise UsageError(f"{self.codec_id} takes a quality ({q.low:g}-{q.high:g}) or a bpp target, not {rate.unit}")
-        return self.encoder_class(self.model, facts, rate)
+        return self.encoder_class(self.model, facts, rate, **({"effort": effort} if effort else {}))
 
     def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
         self.check(facts)

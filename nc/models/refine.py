@@ -1,0 +1,78 @@
+"""Encoder-side refinement of a hyperprior's latents: what `--effort` buys with image/hvae.
+
+The analysis network computes y in one pass, trained to do well on average over images; for one
+image the y that minimises that image's bits + lambda * distortion lies elsewhere (the amortization
+gap, largest for a briefly trained model). Refinement searches for it by gradient descent through
+the fixed synthesis, with the rounding relaxed by stochastic Gumbel annealing (SGA: Yang, Bamler and
+Mandt, "Improving Inference for Neural Image Compression", NeurIPS 2020): each value is pulled
+towards its floor or ceiling at random, more surely as the temperature falls, so that the synthesis
+learns to live with the rounding the coder will do. The hyper latent, hence every mean and scale,
+is kept: the rate term is the bits the coder will spend (a Gaussian's mass over each integer). The
+file format does not change; a decoder cannot tell a refined file from another.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+LEARNING_RATE = 0.05  # in coded symbols (the quantisation step is 1); tuned on held-out photos
+SCALE_MIN = 0.11  # the narrowest scale of the coder's table (nc.bitstream.entropy.SCALES)
+
+
+def lambda_at(lambdas, level: float) -> float:
+    """The distortion weight at a (fractional) trained level, log-linear between the training's
+    `lambdas` and extended along the first or last segment's line outside them (the extrapolated
+    qualities below the trained ones)."""
+    logs = np.log(np.asarray(lambdas, dtype=np.float64))
+    i = min(max(math.floor(level), 0), len(logs) - 2)
+    f = level - i
+    return float(math.exp((1 - f) * logs[i] + f * logs[i + 1]))
+
+
+def _bits(symbols: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """-log2 of each (relaxed) symbol's mass under a zero-mean Gaussian of `scale`, summed."""
+    d = symbols.abs()
+    mass = torch.special.ndtr((0.5 - d) / scale) - torch.special.ndtr((-0.5 - d) / scale)
+    return -torch.log2(mass.clamp(min=1e-9)).sum()
+
+
+def _annealed_round(u: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """SGA: floor(u) + a relaxed Bernoulli draw of the ceiling, likelier the nearer u is to it; as
+    the temperature goes to 0 it becomes rounding to the nearest."""
+    low = torch.floor(u)
+    frac = (u - low).clamp(1e-4, 1 - 1e-4)
+    logits = torch.stack([-torch.atanh(frac), -torch.atanh(1 - frac)], -1) / temperature
+    gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-10)))
+    return low + torch.softmax(logits + gumbel, -1)[..., 1]
+
+
+def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torch.Tensor,
+           cells: tuple[slice, slice], u0: np.ndarray, mean_g: np.ndarray, gain: np.ndarray,
+           scale: np.ndarray, lmbda: float, iterations: int, seed: int = 0) -> np.ndarray:
+    """Refined continuous symbols u (y = (u + mean_g) / gain), float64 like `u0`.
+
+    synthesis: y (1, C, h, w) -> pixels (1, 3, H, W) in [0, 1]; target: the pixels (1, 3, H, W) it
+    should give; weight: (1, 1, H, W), 1 where a pixel counts; y_window: the latents the synthesis
+    sees (1, C, h, w), of which `cells` (rows, columns) are refined, starting from u0 (C, rows,
+    columns) with their `mean_g`, `gain` (C, 1, 1) and Gaussian `scale`; the rest stays fixed.
+    Loss: bits per counted pixel + lmbda * 255^2 * their mean squared error (the training's)."""
+    generator = torch.Generator().manual_seed(seed)
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
+    mean, g, s = as_tensor(mean_g), as_tensor(gain), as_tensor(np.maximum(scale, SCALE_MIN))
+    u = as_tensor(u0).requires_grad_(True)
+    optimizer = torch.optim.Adam([u], lr=LEARNING_RATE)
+    pixels = weight.sum() * 3
+    rows, cols = cells
+    for it in range(iterations):
+        temperature = 0.5 * max(1e-3, 1 - it / iterations)
+        relaxed = _annealed_round(u, temperature, generator)
+        y = y_window.clone()
+        y[:, :, rows, cols] = (relaxed + mean) / g
+        error = ((synthesis(y) - target) ** 2 * weight).sum() / pixels
+        loss = _bits(relaxed, s) / (pixels / 3) + lmbda * 255**2 * error
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return u.detach()[0].double().numpy()
