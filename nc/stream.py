@@ -49,7 +49,6 @@ class TrackSpec:
     effort: int = 0  # encoding effort (CodecDescriptor.efforts); 0, the default, is the fastest
 
 
-
 @dataclass(frozen=True)
 class TrackInfo:
     """One track of a file being read."""
@@ -86,14 +85,14 @@ class Writer:
         headers = []
         for spec in specs:
             if not isinstance(spec, TrackSpec) or not hasattr(spec.facts, "validate"):
-                raise UsageError("tracks must be nc.TrackSpec(facts, codec, bitrate, quality) with facts from "
+                raise UsageError("tracks must be nc.TrackSpec(facts, codec, bitrate, quality, effort) with facts from "
                                  "nc.media.facts (AudioFacts, ImageFacts, VideoFacts)")
             facts = _valid(spec.facts)
             codec = find_codec(spec.codec, facts.modality, spec.bitrate, spec.quality)
             codec.check(facts)
             rate = codec.descriptor.resolve(spec.bitrate, spec.quality)
-            _warn_if_another_point(codec.descriptor, rate, spec)
             effort = _checked_effort(spec.effort, codec.descriptor)
+            _warn_if_another_point(codec.descriptor, rate, spec)
             encoder = codec.encoder(facts, rate, effort=effort) if effort else codec.encoder(facts, rate)
             d = codec.descriptor
             headers.append(TrackHeader(d.id, d.version, d.weights_sha256, rate.to_json(), facts_to_json(facts),
@@ -750,7 +749,10 @@ def _checked_effort(effort, descriptor) -> int:
         raise UsageError(f"effort must be a whole number from 0, not {effort!r}")
     if effort > descriptor.efforts:
         offered = f"takes --effort 0-{descriptor.efforts}" if descriptor.efforts else "has no effort levels"
-        raise UsageError(f"{descriptor.id} {offered}, not {effort}")
+        others = [d.id for d in registry().descriptors()
+                  if d.modality == descriptor.modality and d.efforts >= effort and d.id != descriptor.id]
+        hint = f" ({', '.join(others)} {'does' if len(others) == 1 else 'do'}: choose it with --codec)" if others else ""
+        raise UsageError(f"{descriptor.id} {offered}, not {effort}{hint}")
     return int(effort)
 
 

@@ -106,7 +106,8 @@ class CodecDescriptor:
     #: the point used when the user gives no rate (None: the first point, or the middle of the range)
     default: RatePoint | None = None
     #: shown by `nc codecs`: the encoder emits packets as media comes in (not only at the end), and the
-    #: same input gives the same bytes on any machine and thread count. Nothing checks or relies on them
+    #: same input gives the same bytes on any machine and thread count (at effort 0: a higher effort's
+    #: search may depend on them, as image/hvae's does). Nothing checks or relies on them
     streaming: bool = True
     deterministic: bool = True
     #: SHA-256 of the weights the encoder and decoder use ("" for none); a file encoded with other
@@ -121,8 +122,9 @@ class CodecDescriptor:
     #: seconds a seek starts decoding before its target, for decoders whose output depends on earlier
     #: packets (a convolutional decoder's left context); what they decode before the target is dropped
     preroll: float = 0.0
-    #: the highest `--effort` the encoder takes (0: none). Effort trades encoding time for fewer bits
-    #: at the same quality; files decode the same way whatever the effort. nc calls
+    #: the highest `--effort` the encoder takes (0: none). Effort trades encoding time for a better
+    #: trade of bits against distortion (image/hvae: fewer bits, at some qualities a little less PSNR,
+    #: the same curve moved left); files decode the same way whatever the effort. nc calls
     #: `encoder(facts, rate, effort=n)` only for 1 <= n <= efforts (older plugins need not take it)
     efforts: int = 0
 
@@ -133,6 +135,8 @@ class CodecDescriptor:
             raise ValueError(f"codec id {self.id!r} does not match modality {self.modality!r}")
         if not self.points and not self.ranges:
             raise ValueError(f"codec {self.id!r} declares no rate points or ranges")
+        if isinstance(self.efforts, bool) or not isinstance(self.efforts, int) or self.efforts < 0:
+            raise ValueError(f"codec {self.id!r}: efforts must be a whole number from 0, not {self.efforts!r}")
 
     def describe_rates(self) -> str:
         parts = [p.name for p in self.points]

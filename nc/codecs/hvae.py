@@ -73,7 +73,8 @@ Z_MARGIN = 2  # hyper-latent cells (64 pixels each) of the neighbours the intege
 # 1-8 trained, 0-1 extrapolated: 0 is 1 - nc.models.hvae.LEVELS_BELOW (not imported: it would load torch)
 QUALITY = RateRange("quality", 0, 8)
 #: --effort 0, 1: iterations of encoder-side refinement of y (nc/models/refine.py); 0 codes the
-#: analysis network's y as it comes. Decoding is the same at every effort. (100 iterations, measured
+#: analysis network's y as it comes. Decoding is the same at every effort; at effort 1 the bytes depend
+#: on the encoder's torch thread count (the refinement's float sums), as x264's do on its threads. (100 iterations, measured
 #: on one photo, spent 0-2 % fewer bits than 30 in 3.2 times as long: not offered)
 REFINEMENT_ITERATIONS = (0, 30)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
@@ -129,40 +130,71 @@ class HvaeModel:
         """The pixels, uint8 (h, w, 3), of the tile (top, left, h, w) from the whole image's y (the
         tiles' y side by side): its synthesis sees MARGIN / 16 latent cells of the neighbouring
         tiles, so the tiles' pixels meet without a seam."""
-        torch = self.torch
-        r0, c0 = max(0, (top - MARGIN) // 16), max(0, (left - MARGIN) // 16)
-        window = y_hat[:, r0:(top + _up64(h) + MARGIN) // 16, c0:(left + _up64(w) + MARGIN) // 16]
-        with torch.inference_mode(), one_thread(torch):
-            x = self.net.synthesis(torch.from_numpy(np.ascontiguousarray(window))[None])[0]
-        pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        r0, _, c0, _ = _window(top, left, h, w)
         dt, dl = top - 16 * r0, left - 16 * c0
-        return pixels[dt:dt + h, dl:dl + w]
+        return self._synthesise_window(y_hat, top, left, h, w)[dt:dt + h, dl:dl + w]
+
+    def _synthesise_window(self, y_hat: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
+        """The pixels, uint8, of the whole window the tile's synthesis sees (`_window`), on one thread."""
+        torch = self.torch
+        r0, r1, c0, c1 = _window(top, left, h, w)
+        with torch.inference_mode(), one_thread(torch):
+            x = self.net.synthesis(torch.from_numpy(np.ascontiguousarray(y_hat[:, r0:r1, c0:c1]))[None])[0]
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def window_error(self, y_hat: np.ndarray, canvas: np.ndarray, height: int, width: int, tile) -> float:
+        """Sum of squared errors (8-bit levels, over R, G and B) of the image's pixels in the tile's
+        window: all that the tile's y shapes, its neighbours' margins included. `canvas`: the image
+        padded to multiples of 64; its padding does not count."""
+        r0, r1, c0, c1 = _window(*tile)
+        pixels = self._synthesise_window(y_hat, *tile)[:height - 16 * r0, :width - 16 * c0]
+        return float(np.sum((pixels.astype(np.float64) - canvas[16 * r0:16 * r1, 16 * c0:16 * c1][
+            :height - 16 * r0, :width - 16 * c0]) ** 2))
 
     def refine(self, canvas: np.ndarray, y_all: np.ndarray, side, step: int, iterations: int,
-               top: int, left: int, h: int, w: int) -> np.ndarray:
-        """The tile's y refined for quality `step` (`nc.models.refine`), its neighbours' y fixed:
-        the synthesis sees the same window of y_all as `synthesise`, and only the tile's own pixels
-        of `canvas` (the image padded to multiples of 64) count. y float32 (latent, h64/16, w64/16)."""
+               height: int, width: int, tile) -> np.ndarray:
+        """The tile's y refined for quality `step` (`nc.models.refine`), its neighbours' y fixed: the
+        synthesis sees the same window of y_all as `synthesise`, and every image pixel in it counts
+        (the tile's y shapes its neighbours' margins too). `canvas`: the image padded to multiples of
+        64, `height` x `width` of it real. y float32 (latent, h64/16, w64/16)."""
         from nc.bitstream.entropy import SCALES
-        from nc.models.refine import lambda_at, refine
+        from nc.models.refine import refine
 
         torch = self.torch
-        r0, c0 = max(0, (top - MARGIN) // 16), max(0, (left - MARGIN) // 16)
-        r1, c1 = (top + _up64(h) + MARGIN) // 16, (left + _up64(w) + MARGIN) // 16
+        top, left, h, w = tile
+        r0, r1, c0, c1 = _window(*tile)
         window = torch.from_numpy(np.ascontiguousarray(y_all[:, r0:r1, c0:c1]))[None]
         pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
         target = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255
         weight = torch.zeros(1, 1, *target.shape[2:])
-        weight[:, :, top - 16 * r0:top - 16 * r0 + h, left - 16 * c0:left - 16 * c0 + w] = 1
-        rows = slice(top // 16 - r0, top // 16 - r0 + _up64(h) // 16)
-        cols = slice(left // 16 - c0, left // 16 - c0 + _up64(w) // 16)
-        y = y_all[:, rows.start + r0:rows.stop + r0, cols.start + c0:cols.stop + c0]
+        weight[:, :, :height - 16 * r0, :width - 16 * c0] = 1
+        cells = _cells(tile)
+        y = y_all[cells]
         mean_g, index = self.coder.side_info(side, step)
         gain = self.coder.gain(step)
-        lmbda = lambda_at(self.cfg.lambdas, step / 16 - self.coder.levels_below)
-        u = refine(self.net.synthesis, target, weight, window, (rows, cols), y * gain - mean_g, mean_g, gain,
-                   SCALES[index], lmbda, iterations)
+        u = refine(self.net.synthesis, target, weight, window, (slice(cells[1].start - r0, cells[1].stop - r0),
+                                                                slice(cells[2].start - c0, cells[2].stop - c0)),
+                   y * gain - mean_g, mean_g, gain, SCALES[index], self.lmbda(step), iterations)
         return ((u + mean_g) / gain).astype(np.float32)
+
+    def lmbda(self, step: int) -> float:
+        """The distortion weight the network was trained with at quality `step` (extrapolated below)."""
+        from nc.models.refine import lambda_at
+
+        return lambda_at(self.cfg.lambdas, step / 16 - self.coder.levels_below)
+
+
+def _window(top: int, left: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """Latent rows r0:r1 and columns c0:c1 that a tile's synthesis sees: its own and MARGIN / 16 of
+    its neighbours' on each side (fewer at the image's edges)."""
+    return (max(0, (top - MARGIN) // 16), (top + _up64(h) + MARGIN) // 16,
+            max(0, (left - MARGIN) // 16), (left + _up64(w) + MARGIN) // 16)
+
+
+def _cells(tile) -> tuple[slice, slice, slice]:
+    """The tile's own cells of the image's latent map (channels, rows, columns)."""
+    top, left, h, w = tile
+    return np.s_[:, top // 16:top // 16 + _up64(h) // 16, left // 16:left // 16 + _up64(w) // 16]
 
 
 def _crop(a: np.ndarray, top: int, left: int, h: int, w: int) -> np.ndarray:
@@ -202,48 +234,53 @@ class HvaeEncoder(Encoder):
         z_all = _canvas(zs, self.m.cfg.hyper, 64, f.height, f.width, np.int64)
         latents = [(y, self.m.hyper_side(z_all, *tile)) for y, tile in zip(ys, grid)]
         z_parts = [self.m.coder.code_z(z) for z in zs]
+        code = lambda step, lat=latents: self._payload(step, lat, z_parts)  # noqa: E731
+        refined = lambda step: code(step, self._refined(rgb, latents, step, grid))  # noqa: E731
         if self.rate.unit == "quality":
             step = self.m.coder.step_of(self.rate.value)
-            payload = self._payload(step, latents, z_parts)
-        else:
-            budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
-            payload = largest_that_fits(lambda step: self._payload(step, latents, z_parts), self.m.steps, budget)
-            step = U16.unpack_from(payload)[0]
+            return [Packet(refined(step) if self.iterations else code(step), 0, 1)]
+        budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
+        payload = largest_that_fits(code, self.m.steps, budget)
         if self.iterations:
-            # refinement spends fewer bits at the step found (or, rarely, more: then it is not used)
-            refined = self._payload(step, self._refined(rgb, ys, latents, step, grid), z_parts)
-            if self.rate.unit == "quality" or len(refined) <= max(budget, len(payload)):
-                payload = refined
+            payload = self._refined_within(payload, budget, code, refined)
         return [Packet(payload, 0, 1)]
 
-    def _refined(self, rgb: np.ndarray, ys, latents, step: int, grid) -> list:
-        """`latents` with each tile's y refined (`HvaeModel.refine`) in raster order, each tile seeing its
-        neighbours' y as refined so far; a tile keeps its analysis y where that codes better (lower bits +
-        lambda * squared error, as the refinement counts them)."""
+    def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
+        """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is
+        raised by what it saved (judged from the unrefined sizes) and refined once more; the best
+        refined payload that fits, or `plain` if none does."""
+        step = U16.unpack_from(plain)[0]
+        first = refined(step)
+        if len(first) > budget:
+            return plain  # refinement spent more here (rare): the unrefined payload fits
+        higher = U16.unpack_from(largest_that_fits(code, self.m.steps, budget * len(plain) / len(first)))[0]
+        if higher > step:
+            second = refined(higher)
+            if len(second) <= budget:
+                return second
+        return first
+
+    def _refined(self, rgb: np.ndarray, latents, step: int, grid) -> list:
+        """`latents` with each tile's y refined (`HvaeModel.refine`) in raster order. Each tile sees its
+        neighbours as the decoder will (earlier tiles' y as coded, later ones' as analysed, for now),
+        and keeps its analysis y where that codes better: fewer bits + lambda x squared error over all
+        the pixels its y shapes."""
         f, m = self.facts, self.m
         canvas = pad_to(rgb, 64)
-        y_all = _canvas(ys, m.cfg.latent, 16, f.height, f.width, np.float32)
+        y_all = _canvas((y for y, _ in latents), m.cfg.latent, 16, f.height, f.width, np.float32)
         out = []
         for (y, side), tile in zip(latents, grid):
-            top, left, h, w = tile
-            candidate = m.refine(canvas, y_all, side, step, self.iterations, *tile)
-            cells = np.s_[:, top // 16:top // 16 + y.shape[1], left // 16:left // 16 + y.shape[2]]
-            y_all[cells] = candidate if self._cost(candidate, side, step, y_all, tile, rgb) < \
-                self._cost(y, side, step, y_all, tile, rgb) else y
-            out.append((y_all[cells].copy(), side))
+            cells = _cells(tile)
+            options = []
+            for candidate in (y, m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile)):
+                data, y_hat = m.coder.quantize(candidate, side, step)
+                y_all[cells] = y_hat
+                error = m.window_error(y_all, canvas, f.height, f.width, tile) / 3  # per pixel, as MSE is
+                options.append((8 * len(data) + m.lmbda(step) * error, candidate, y_hat))
+            _, chosen, y_hat = min(options, key=lambda o: o[0])
+            y_all[cells] = y_hat
+            out.append((chosen, side))
         return out
-
-    def _cost(self, y: np.ndarray, side, step: int, y_all: np.ndarray, tile, rgb: np.ndarray) -> float:
-        """bits per pixel + lambda * 255^2 * MSE of the tile coded from y (the refinement's loss, measured)."""
-        from nc.models.refine import lambda_at
-
-        top, left, h, w = tile
-        data, y_hat = self.m.coder.quantize(y, side, step)
-        trial = y_all.copy()
-        trial[:, top // 16:top // 16 + y.shape[1], left // 16:left // 16 + y.shape[2]] = y_hat
-        error = np.mean((self.m.synthesise(trial, *tile).astype(np.float64) - rgb[top:top + h, left:left + w]) ** 2)
-        lmbda = lambda_at(self.m.cfg.lambdas, step / 16 - self.m.coder.levels_below)
-        return 8 * len(data) / (h * w) + lmbda * error
 
     def _payload(self, step: int, latents, z_parts) -> bytes:
         parts = [U16.pack(step)]

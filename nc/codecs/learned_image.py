@@ -53,6 +53,8 @@ class LearnedImageCodec(Codec):
 
     def encoder(self, facts: ImageFacts, rate: RatePoint, effort: int = 0) -> Encoder:
         self.check(facts)
+        if not 0 <= effort <= self.efforts:
+            raise UsageError(f"{self.codec_id} takes an effort of 0-{self.efforts}, not {effort}")
         if rate.unit not in ("quality", "bpp"):
             q = self.quality
             raise UsageError(f"{self.codec_id} takes a quality ({q.low:g}-{q.high:g}) or a bpp target, not {rate.unit}")

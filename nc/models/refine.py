@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 LEARNING_RATE = 0.05  # in coded symbols (the quantisation step is 1); tuned on held-out photos
-SCALE_MIN = 0.11  # the narrowest scale of the coder's table (nc.bitstream.entropy.SCALES)
 
 
 def lambda_at(lambdas, level: float) -> float:
@@ -60,7 +59,7 @@ def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torc
     Loss: bits per counted pixel + lmbda * 255^2 * their mean squared error (the training's)."""
     generator = torch.Generator().manual_seed(seed)
     as_tensor = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
-    mean, g, s = as_tensor(mean_g), as_tensor(gain), as_tensor(np.maximum(scale, SCALE_MIN))
+    mean, g, s = as_tensor(mean_g), as_tensor(gain), as_tensor(scale)
     u = as_tensor(u0).requires_grad_(True)
     optimizer = torch.optim.Adam([u], lr=LEARNING_RATE)
     pixels = weight.sum() * 3
