@@ -705,6 +705,7 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
 
     Writing one track: `nc.open("x.ncb", "wb", codec="audio/opus", bitrate="12k", sample_rate=16000, channels=1)`;
     several: `nc.open("x.ncb", "wb", tracks=[TrackSpec(...), ...])` and `write(block, track=i)`.
+    `effort`: the encoder's effort, for codecs that offer one (`CodecDescriptor.efforts`).
     Media facts: audio `sample_rate`, `channels`; image `width`, `height`, `mode`;
     video `width`, `height`, `fps` (a number or Fraction). (`mode` after the target is the open mode;
     as a keyword it is the image's mode, "L", "RGB" or "RGBA", unless it is "rb" or "wb".)
