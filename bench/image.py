@@ -7,7 +7,8 @@ scripts/build_image_set.py (without --data: the bundled samples/photo.png, so it
 Every photo goes through nc's container (nc.encode / nc.decode), so bpp is measured from the
 .ncb bytes, container included. Points: a codec's declared rate points if it has any (the neural
 codecs); otherwise a sweep of its quality scale (QUALITY_SWEEPS: JPEG, WebP and AVIF each spread
-over ~0.1-2.5 bpp), or of bpp targets if it takes only those. Per point, averaged over the photos:
+over ~0.1-2.5 bpp), or of bpp targets if it takes only those; the codecs in EFFORT_CURVES also
+at `--effort 1`, as curves of their own ("image/hvae effort 1"). Per point, averaged over the photos:
 bpp, PSNR (RGB, 8-bit, whole image), MS-SSIM (nc.metrics.ms_ssim: mean of R, G, B) and encode /
 decode seconds per photo with the process pinned to one CPU core. Then BD-rate of every codec
 against JPEG and WebP (nc.metrics.bd_rate, on the averaged curves, over the quality range both
@@ -50,7 +51,8 @@ QUALITY_SWEEPS = {
 }
 # Codecs also measured at a higher --effort, as a curve of their own named "ID effort N", at these
 # qualities (hvae's refinement takes ~45 s per photo on one core: fewer points than its plain curve)
-EFFORT_CURVES = {"image/hvae": (1, (0, 1, 2, 4, 6, 8))}
+EFFORT_CURVES = {"image/hvae": (1, (0, 1, 2, 4, 6, 8)),
+                 **{c: (1, QUALITY_SWEEPS[c]) for c in ("image/jpeg", "image/webp", "image/avif")}}
 # Part of a codec's curve also reported on its own in the BD-rate table: hvae's trained qualities
 # (its 0-1 are extrapolated below what it was trained on)
 SUB_CURVES = {"image/hvae": ("q1-8, trained", lambda label: float(label[1:]) >= 1)}
