@@ -50,7 +50,7 @@ QUALITY_SWEEPS = {
     "image/vqgan": (1, 2, 3, 4),  # its codebooks, 1-4
 }
 # Codecs also measured at a higher --effort, as a curve of their own named "ID effort N", at these
-# qualities (hvae's refinement takes ~45 s per photo on one core: fewer points than its plain curve)
+# qualities (hvae's refinement takes ~40 s per photo on one core: fewer points than its plain curve)
 EFFORT_CURVES = {"image/hvae": (1, (0, 1, 2, 4, 6, 8)),
                  **{c: (1, QUALITY_SWEEPS[c]) for c in ("image/jpeg", "image/webp", "image/avif")}}
 # Part of a codec's curve also reported on its own in the BD-rate table: hvae's trained qualities

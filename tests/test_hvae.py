@@ -483,3 +483,12 @@ def test_a_descriptors_efforts_and_an_encoders_effort_are_checked(codec):
         codec.encoder(ImageFacts(64, 64, "RGB"), codec.descriptor.resolve(quality=4), effort=5)
     with pytest.raises(nc.NCError, match=r"image/vqgan has no effort levels, not 1 \(image/avif, image/hvae"):
         nc.encode(photo(64, 64), codec="image/vqgan", effort=1)
+
+
+def test_effort_at_an_unreachable_bpp_target_gives_the_smaller_file(shipped):
+    """Below quality 0's size neither file fits: the refined one, smaller, is kept (it was thrown away)."""
+    from nc.errors import RateWarning
+
+    with pytest.warns(RateWarning, match="above the 0.01bpp asked"):
+        sizes = [len(nc.encode(shipped, codec="image/hvae", bitrate="0.01bpp", effort=e)) for e in (0, 1)]
+    assert sizes[1] < sizes[0], sizes  # 0.271 against 0.304 bpp on this crop

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bitrate", help="e.g. 6k, 1.5kbps, 2M (audio/video) or 0.5bpp (images)")
     rate.add_argument("--quality", type=float, help="codec quality scale (see `nc codecs`)")
     rate.add_argument("--bpp", type=float, metavar="TARGET", help="images: bits per pixel (--bpp 0.5 is --bitrate 0.5bpp)")
-    e.add_argument("--effort", type=int, default=0, help="encoding effort: slower, fewer bits at the same quality "
+    e.add_argument("--effort", type=int, default=0, help="encoding effort: slower, a better trade of bits against quality "
                                                          "(codecs that offer it: see `nc codecs`); default 0")
     e.add_argument("--audio-codec", help="codec for a video's soundtrack")
     e.add_argument("--audio-bitrate", help="bitrate for a video's soundtrack")

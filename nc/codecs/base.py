@@ -106,8 +106,8 @@ class CodecDescriptor:
     #: the point used when the user gives no rate (None: the first point, or the middle of the range)
     default: RatePoint | None = None
     #: shown by `nc codecs`: the encoder emits packets as media comes in (not only at the end), and the
-    #: same input gives the same bytes on any machine and thread count (at effort 0: a higher effort's
-    #: search may depend on them, as image/hvae's does). Nothing checks or relies on them
+    #: same input gives the same bytes on any machine and thread count (a codec's claim, for effort 0;
+    #: image/hvae's float analysis and refinement make it only for decoding). Nothing checks or relies on them
     streaming: bool = True
     deterministic: bool = True
     #: SHA-256 of the weights the encoder and decoder use ("" for none); a file encoded with other
@@ -123,8 +123,8 @@ class CodecDescriptor:
     #: packets (a convolutional decoder's left context); what they decode before the target is dropped
     preroll: float = 0.0
     #: the highest `--effort` the encoder takes (0: none). Effort trades encoding time for a better
-    #: trade of bits against distortion (image/hvae: fewer bits, at some qualities a little less PSNR,
-    #: the same curve moved left); files decode the same way whatever the effort. nc calls
+    #: trade of bits against distortion (image/hvae: fewer bits at most qualities, a little less PSNR
+    #: at low ones and more at high ones: the curve moves left); files decode the same way whatever the effort. nc calls
     #: `encoder(facts, rate, effort=n)` only for 1 <= n <= efforts (older plugins need not take it)
     efforts: int = 0
 

@@ -18,15 +18,18 @@ so tiles meet without seams; an image of one tile is coded as before.
 
 `--effort 1` refines each tile's y for this image before coding it (nc/models/refine.py): gradient
 descent on bits + lambda x squared error through the fixed synthesis, the hyper latent kept. It
-takes ~25 s per 768x512 photo on 2 threads instead of 0.45 s; the file is an ordinary one, decoded
-as fast as any. With a bpp target, the step is searched without refinement, then refined (which
-spends fewer bits, and is dropped in the rare case it would overshoot).
+takes ~40 s per 768x512 photo on one core (bench/results/image.md) instead of ~0.5 s; the file is an
+ordinary one, decoded as fast as any. With a bpp target, the step is searched without refinement,
+then refined; that saves bits, so the step is raised by the saving and refined once more: the best
+refined payload within the target is kept (a target below quality 0's size gets the smaller file).
 
-Deterministic: everything that shapes the bitstream is integer arithmetic (the
-integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
-decodes on any machine, thread count or device; the float synthesis only shapes
-pixels, and runs on one thread so that they do not depend on the thread count
-(other CPUs or a GPU may still differ by a level here and there).
+Deterministic decoding: everything the decoder computes that shapes the bitstream is integer
+arithmetic (the integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
+decodes on any machine, thread count or device; the float synthesis only shapes pixels, and runs on
+one thread so that they do not depend on the thread count (other CPUs or a GPU may still differ by a
+level here and there). The encoder's float analysis (and, at effort 1, the refinement) chooses y, so
+the same image may be coded to other bytes on another machine or thread count; each file still
+decodes identically everywhere.
 
 Packet payload (one packet per image):
 
@@ -251,8 +254,8 @@ class HvaeEncoder(Encoder):
         refined payload that fits, or `plain` if none does."""
         step = U16.unpack_from(plain)[0]
         first = refined(step)
-        if len(first) > budget:
-            return plain  # refinement spent more here (rare): the unrefined payload fits
+        if len(first) > budget:  # refinement spent more (rare), or the target lies below quality 0's size
+            return min(first, plain, key=len)
         higher = U16.unpack_from(largest_that_fits(code, self.m.steps, budget * len(plain) / len(first)))[0]
         if higher > step:
             second = refined(higher)

@@ -7,7 +7,7 @@ container and opened by any viewer.
 Rates: "quality" is Pillow's quality (1..100, higher is better). "bpp" asks for
 a size: Pillow's quality is binary-searched for the largest quality whose file
 fits in bpp * width * height / 8 bytes; if even quality 1 does not fit, the
-quality-1 file is used (the closest achievable). Encoder options are Pillow's
+quality-1 file is used (the closest achievable). At effort 0, encoder options are Pillow's
 defaults apart from quality (JPEG: baseline, 4:2:0 chroma subsampling; WebP:
 lossy, method 4, lossless alpha; AVIF: speed 6, 4:2:0, alpha coded lossily like
 the colour, exact only at quality 100). WebP holds sides up to 16383 pixels.
