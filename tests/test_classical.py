@@ -402,3 +402,22 @@ def test_still_effort_1_works_harder(codec_cls):
     assert len(enc.encode(img)[0].payload) <= target
     with pytest.raises(UsageError, match="effort of 0-1, not 2"):
         codec.encoder(facts, codec.descriptor.resolve(quality=60), effort=2)
+
+
+@pytest.mark.parametrize("codec_cls", VIDEOS)
+def test_video_effort_1_is_preset_slow(codec_cls, video):
+    """The same CRF at preset slow: other bytes, about the same quality, still decodable GOP by GOP;
+    an effort the codec does not offer is refused."""
+    codec = codec_cls()
+    facts = VideoFacts(video.shape[2], video.shape[1], 25, 1)
+    point = codec.descriptor.resolve(quality=18)
+    clips = []
+    for effort in (0, 1):
+        enc = codec.encoder(facts, point, effort=effort)
+        packets = list(enc.encode(video[:30])) + list(enc.flush())
+        clips.append((b"".join(p.payload for p in packets), np.concatenate(
+            [codec.decoder(facts, point, enc.params).decode(p) for p in packets])))
+    assert clips[0][0] != clips[1][0]
+    assert abs(psnr(video[:30], clips[1][1]) - psnr(video[:30], clips[0][1])) < 1.5
+    with pytest.raises(UsageError, match="effort of 0-1, not 2"):
+        codec.encoder(facts, point, effort=2)

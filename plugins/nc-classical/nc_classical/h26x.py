@@ -23,7 +23,7 @@ decoder needs nothing from them).
 
 Rates: "bps" is average-bitrate (ABR) mode; "quality" is the CRF, 0..51,
 LOWER IS BETTER (0 is near-lossless). Presets: "medium" for both (the usual reference
-setting, and what the video benchmark compares against).
+setting, and what the video benchmark compares against); `--effort 1` uses "slow".
 Encoder thread counts are pinned so the bytes do not depend on the host's
 core count.
 """
@@ -40,6 +40,7 @@ from nc.media.facts import VideoFacts
 
 _UNIT = struct.Struct("<Iq")  # u32 LE length, i64 LE pts
 ENCODER_THREADS = 4
+PRESETS = ("medium", "slow")  # at each --effort
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,13 @@ class _Spec:
 
     encoder: str  # ffmpeg encoder name
     decoder: str  # ffmpeg decoder name
-    preset: str
     params_option: str  # "x264-params" / "x265-params"
     extra_params: str  # appended to the keyint settings
     min_side: int  # smallest coded width or height the encoder opens with
 
 
-H264 = _Spec("libx264", "h264", "medium", "x264-params", f"open-gop=0:threads={ENCODER_THREADS}", 2)
-H265 = _Spec("libx265", "hevc", "medium", "x265-params",
+H264 = _Spec("libx264", "h264", "x264-params", f"open-gop=0:threads={ENCODER_THREADS}", 2)
+H265 = _Spec("libx265", "hevc", "x265-params",
              f"open-gop=0:repeat-headers=1:log-level=error:pools={ENCODER_THREADS}:frame-threads=2", 16)
 
 
@@ -71,6 +71,7 @@ def _descriptor(name: str, default_crf: int, summary: str) -> CodecDescriptor:
         deterministic=True,
         weights_sha256="",
         rank=10,
+        efforts=len(PRESETS) - 1,
     )
 
 
@@ -82,11 +83,13 @@ def keyint(facts: VideoFacts) -> int:
 class _H26xCodec(Codec):
     spec: _Spec
 
-    def encoder(self, facts: VideoFacts, rate: RatePoint) -> Encoder:
+    def encoder(self, facts: VideoFacts, rate: RatePoint, effort: int = 0) -> Encoder:
         self.check(facts)
         if rate.unit not in ("bps", "quality"):
             raise UsageError(f"{self.descriptor.id} takes a bitrate or a CRF quality, not {rate.unit}")
-        return H26xEncoder(self.spec, facts, rate)
+        if not 0 <= effort < len(PRESETS):
+            raise UsageError(f"{self.descriptor.id} takes an effort of 0-{len(PRESETS) - 1}, not {effort}")
+        return H26xEncoder(self.spec, facts, rate, PRESETS[effort])
 
     def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
         self.check(facts)
@@ -108,7 +111,7 @@ def coded_size(spec: _Spec, facts: VideoFacts) -> tuple[int, int]:
     return tuple(max(spec.min_side, n + (n & 1)) for n in (facts.width, facts.height))
 
 
-def _open_encoder(spec: _Spec, facts: VideoFacts, rate: RatePoint, k: int):
+def _open_encoder(spec: _Spec, facts: VideoFacts, rate: RatePoint, k: int, preset: str = PRESETS[0]):
     import av
     from fractions import Fraction
 
@@ -125,7 +128,7 @@ def _open_encoder(spec: _Spec, facts: VideoFacts, rate: RatePoint, k: int):
         # tree on small frames (valgrind shows it; the bytes then vary from run
         # to run). mbtree buys little at these sizes, so it goes.
         params += ":mbtree=0"
-    options = {"preset": spec.preset, "forced-idr": "1", spec.params_option: params}
+    options = {"preset": preset, "forced-idr": "1", spec.params_option: params}
     if rate.unit == "quality":
         options["crf"] = f"{rate.value:g}"
     else:
@@ -158,10 +161,10 @@ def unpack_gop(payload: bytes) -> list[tuple[int, bytes]]:
 
 
 class H26xEncoder(Encoder):
-    def __init__(self, spec: _Spec, facts: VideoFacts, rate: RatePoint):
+    def __init__(self, spec: _Spec, facts: VideoFacts, rate: RatePoint, preset: str = PRESETS[0]):
         self.facts, self.k = facts, keyint(facts)
         self.coded = coded_size(spec, facts)
-        self.ctx = _open_encoder(spec, facts, rate, self.k)
+        self.ctx = _open_encoder(spec, facts, rate, self.k, preset)
         self.params = {"keyint": self.k}  # informative: the decoder needs nothing
         self.frames = 0  # frames handed to the encoder
         self.gop = 0  # index of the GOP being collected
