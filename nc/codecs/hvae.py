@@ -145,21 +145,24 @@ class HvaeModel:
             x = self.net.synthesis(torch.from_numpy(np.ascontiguousarray(y_hat[:, r0:r1, c0:c1]))[None])[0]
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
-    def window_error(self, y_hat: np.ndarray, canvas: np.ndarray, height: int, width: int, tile) -> float:
-        """Sum of squared errors (8-bit levels, over R, G and B) of the image's pixels in the tile's
-        window: all that the tile's y shapes, its neighbours' margins included. `canvas`: the image
-        padded to multiples of 64; its padding does not count."""
+    def window_error(self, y_hat: np.ndarray, canvas: np.ndarray, height: int, width: int, tile,
+                     channels: int = 3) -> float:
+        """Squared error (8-bit levels, the mean over the channels), summed over the image's pixels in
+        the tile's window: all that the tile's y shapes, its neighbours' margins included. `canvas`: the
+        image padded to multiples of 64 (its padding does not count); channels 1: grey, decoded as
+        the mean of the synthesis's R, G and B (`as_mode`)."""
         r0, r1, c0, c1 = _window(*tile)
-        pixels = self._synthesise_window(y_hat, *tile)[:height - 16 * r0, :width - 16 * c0]
-        return float(np.sum((pixels.astype(np.float64) - canvas[16 * r0:16 * r1, 16 * c0:16 * c1][
-            :height - 16 * r0, :width - 16 * c0]) ** 2))
+        pixels = as_mode(self._synthesise_window(y_hat, *tile), channels)[:height - 16 * r0, :width - 16 * c0]
+        target = canvas[16 * r0:16 * r1, 16 * c0:16 * c1, :channels][:height - 16 * r0, :width - 16 * c0]
+        return float(np.sum((pixels.astype(np.float64) - target) ** 2)) / channels
 
     def refine(self, canvas: np.ndarray, y_all: np.ndarray, side, step: int, iterations: int,
-               height: int, width: int, tile) -> np.ndarray:
+               height: int, width: int, tile, channels: int = 3) -> np.ndarray:
         """The tile's y refined for quality `step` (`nc.models.refine`), its neighbours' y fixed: the
         synthesis sees the same window of y_all as `synthesise`, and every image pixel in it counts
         (the tile's y shapes its neighbours' margins too). `canvas`: the image padded to multiples of
-        64, `height` x `width` of it real. y float32 (latent, h64/16, w64/16)."""
+        64, `height` x `width` of it real; channels 1: grey, which the decoder gives as the mean of R, G
+        and B. y float32 (latent, h64/16, w64/16)."""
         from nc.bitstream.entropy import SCALES
         from nc.models.refine import refine
 
@@ -168,14 +171,15 @@ class HvaeModel:
         r0, r1, c0, c1 = _window(*tile)
         window = torch.from_numpy(np.ascontiguousarray(y_all[:, r0:r1, c0:c1]))[None]
         pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
-        target = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255
+        target = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :channels])).permute(2, 0, 1)[None].float() / 255
+        synthesis = self.net.synthesis if channels == 3 else lambda y: self.net.synthesis(y).mean(1, keepdim=True)
         weight = torch.zeros(1, 1, *target.shape[2:])
         weight[:, :, :height - 16 * r0, :width - 16 * c0] = 1
         cells = _cells(tile)
         y = y_all[cells]
         mean_g, index = self.coder.side_info(side, step)
         gain = self.coder.gain(step)
-        u = refine(self.net.synthesis, target, weight, window, (slice(cells[1].start - r0, cells[1].stop - r0),
+        u = refine(synthesis, target, weight, window, (slice(cells[1].start - r0, cells[1].stop - r0),
                                                                 slice(cells[2].start - c0, cells[2].stop - c0)),
                    y * gain - mean_g, mean_g, gain, SCALES[index], self.lmbda(step), iterations)
         return ((u + mean_g) / gain).astype(np.float32)
@@ -275,10 +279,11 @@ class HvaeEncoder(Encoder):
         for (y, side), tile in zip(latents, grid):
             cells = _cells(tile)
             options = []
-            for candidate in (y, m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile)):
+            refined = m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile, f.channels)
+            for candidate in (y, refined):
                 data, y_hat = m.coder.quantize(candidate, side, step)
                 y_all[cells] = y_hat
-                error = m.window_error(y_all, canvas, f.height, f.width, tile) / 3  # per pixel, as MSE is
+                error = m.window_error(y_all, canvas, f.height, f.width, tile, f.channels)
                 options.append((8 * len(data) + m.lmbda(step) * error, candidate, y_hat))
             _, chosen, y_hat = min(options, key=lambda o: o[0])
             y_all[cells] = y_hat

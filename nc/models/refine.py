@@ -52,8 +52,8 @@ def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torc
            scale: np.ndarray, lmbda: float, iterations: int, seed: int = 0) -> np.ndarray:
     """Refined continuous symbols u (y = (u + mean_g) / gain), float64 like `u0`.
 
-    synthesis: y (1, C, h, w) -> pixels (1, 3, H, W) in [0, 1]; target: the pixels (1, 3, H, W) it
-    should give; weight: (1, 1, H, W), 1 where a pixel counts; y_window: the latents the synthesis
+    synthesis: y (1, C, h, w) -> pixels (1, K, H, W) in [0, 1]; target: the pixels (1, K, H, W) it
+    should give (K channels: 3, or 1 for grey); weight: (1, 1, H, W), 1 where a pixel counts; y_window: the latents the synthesis
     sees (1, C, h, w), of which `cells` (rows, columns) are refined, starting from u0 (C, rows,
     columns) with their `mean_g`, `gain` (C, 1, 1) and Gaussian `scale`; the rest stays fixed.
     Loss: bits per counted pixel + lmbda * 255^2 * their mean squared error (the training's)."""
@@ -62,15 +62,15 @@ def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torc
     mean, g, s = as_tensor(mean_g), as_tensor(gain), as_tensor(scale)
     u = as_tensor(u0).requires_grad_(True)
     optimizer = torch.optim.Adam([u], lr=LEARNING_RATE)
-    pixels = weight.sum() * 3
+    pixels = weight.sum()
     rows, cols = cells
     for it in range(iterations):
         temperature = 0.5 * max(1e-3, 1 - it / iterations)
         relaxed = _annealed_round(u, temperature, generator)
         y = y_window.clone()
         y[:, :, rows, cols] = (relaxed + mean) / g
-        error = ((synthesis(y) - target) ** 2 * weight).sum() / pixels
-        loss = _bits(relaxed, s) / (pixels / 3) + lmbda * 255**2 * error
+        error = ((synthesis(y) - target) ** 2 * weight).sum() / (pixels * target.shape[1])
+        loss = _bits(relaxed, s) / pixels + lmbda * 255**2 * error
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
