@@ -124,8 +124,9 @@ class CodecDescriptor:
     preroll: float = 0.0
     #: the highest `--effort` the encoder takes (0: none). Effort trades encoding time for a better
     #: trade of bits against distortion (image/hvae: fewer bits at most qualities, a little less PSNR
-    #: at low ones and more at high ones: the curve moves left); files decode the same way whatever the effort. nc calls
-    #: `encoder(facts, rate, effort=n)` only for 1 <= n <= efforts (older plugins need not take it)
+    #: at low ones and more at high ones: the curve moves left); files decode the same way whatever
+    #: the effort. nc calls `encoder(facts, rate, effort=n)` only for 1 <= n <= efforts (older
+    #: plugins need not take it)
     efforts: int = 0
 
     def __post_init__(self):

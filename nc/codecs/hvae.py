@@ -76,9 +76,10 @@ Z_MARGIN = 2  # hyper-latent cells (64 pixels each) of the neighbours the intege
 # 1-8 trained, 0-1 extrapolated: 0 is 1 - nc.models.hvae.LEVELS_BELOW (not imported: it would load torch)
 QUALITY = RateRange("quality", 0, 8)
 #: --effort 0, 1: iterations of encoder-side refinement of y (nc/models/refine.py); 0 codes the
-#: analysis network's y as it comes. Decoding is the same at every effort; at effort 1 the bytes depend
-#: on the encoder's torch thread count (the refinement's float sums), as x264's do on its threads. (100 iterations, measured
-#: on one photo, spent 0-2 % fewer bits than 30 in 3.2 times as long: not offered)
+#: analysis network's y as it comes. Decoding is the same at every effort; at effort 1 the bytes
+#: depend on the encoder's torch thread count (the refinement's float sums), as x264's do on its
+#: threads. (100 iterations, measured on one photo, spent 0-2 % fewer bits than 30 in 3.2 times as
+#: long: not offered)
 REFINEMENT_ITERATIONS = (0, 30)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
 
@@ -171,7 +172,7 @@ class HvaeModel:
         r0, r1, c0, c1 = _window(*tile)
         window = torch.from_numpy(np.ascontiguousarray(y_all[:, r0:r1, c0:c1]))[None]
         pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
-        target = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :channels])).permute(2, 0, 1)[None].float() / 255
+        target = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :channels])).permute(2, 0, 1)[None] / 255
         synthesis = self.net.synthesis if channels == 3 else lambda y: self.net.synthesis(y).mean(1, keepdim=True)
         weight = torch.zeros(1, 1, *target.shape[2:])
         weight[:, :, :height - 16 * r0, :width - 16 * c0] = 1
@@ -279,8 +280,8 @@ class HvaeEncoder(Encoder):
         for (y, side), tile in zip(latents, grid):
             cells = _cells(tile)
             options = []
-            refined = m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile, f.channels)
-            for candidate in (y, refined):
+            refined_y = m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile, f.channels)
+            for candidate in (y, refined_y):
                 data, y_hat = m.coder.quantize(candidate, side, step)
                 y_all[cells] = y_hat
                 error = m.window_error(y_all, canvas, f.height, f.width, tile, f.channels)

@@ -53,9 +53,10 @@ def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torc
     """Refined continuous symbols u (y = (u + mean_g) / gain), float64 like `u0`.
 
     synthesis: y (1, C, h, w) -> pixels (1, K, H, W) in [0, 1]; target: the pixels (1, K, H, W) it
-    should give (K channels: 3, or 1 for grey); weight: (1, 1, H, W), 1 where a pixel counts; y_window: the latents the synthesis
-    sees (1, C, h, w), of which `cells` (rows, columns) are refined, starting from u0 (C, rows,
-    columns) with their `mean_g`, `gain` (C, 1, 1) and Gaussian `scale`; the rest stays fixed.
+    should give (K channels: 3, or 1 for grey); weight: (1, 1, H, W), 1 where a pixel counts;
+    y_window: the latents the synthesis sees (1, C, h, w), of which `cells` (rows, columns) are
+    refined, starting from u0 (C, rows, columns) with their `mean_g`, `gain` (C, 1, 1) and Gaussian
+    `scale`; the rest stays fixed.
     Loss: bits per counted pixel + lmbda * 255^2 * their mean squared error (the training's)."""
     generator = torch.Generator().manual_seed(seed)
     as_tensor = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
