@@ -366,22 +366,11 @@ class ContainerReader:
         return True
 
     def rebuild_index(self) -> None:
-        """Replace the index with one read from the DATA chunks themselves, in one walk that stops at
-        FINI or at the first stretch it cannot read (the rows before it are kept)."""
-        rows, src, at = [], self._src, self.data_at
-        while True:
-            src.seek(at)
-            parsed = src.whole_chunk(0)
-            if parsed is None or parsed[0] == b"FINI":
-                break
-            ctype, body = parsed
-            if ctype == b"DATA":
-                chunk = _parse_data(body, len(rows), at, len(self.tracks))
-                if isinstance(chunk, Damage):
-                    break
-                rows.append((at, chunk.track, int(chunk.keyframe), 0, chunk.seq, chunk.start, chunk.duration))
-            at += FRAMING + len(body)
-        self.index = np.array(rows, INDEX_DTYPE)
+        """Replace the index with one read from the DATA chunks themselves, in one walk that steps
+        over damage as reading does (`chunks`): a damaged chunk has no row, the chunks after it do."""
+        self.index = None  # the walk must not resync through the index it replaces
+        self.index = np.array([(c.offset, c.track, int(c.keyframe), 0, c.seq, c.start, c.duration)
+                               for c in self.chunks() if isinstance(c, Chunk)], INDEX_DTYPE)
 
     def chunks(self, offset: int | None = None, first_number: int = 0) -> Iterator[Chunk | Damage]:
         """DATA chunks in file order from `offset`, with a `Damage` for each unreadable stretch.
