@@ -342,8 +342,10 @@ class Reader:
             shown = repr(seconds) if isinstance(seconds, (int, float, str)) else type(seconds).__name__
             raise UsageError(f"seek takes a finite number of seconds, not {shown}"[:200])
         container = self._container
+        if container.index is None and container.seekable:  # a file cut short (a recording): index its chunks
+            container.rebuild_index()
         if container.index is None:
-            raise UsageError("this file has no index to seek with (it may be truncated or a stream)")
+            raise UsageError("a stream (not a file) has no index to seek with: read it in order")
         rows = self._seek_rows(seconds)
         if not container.index_agrees(i for _, _, i in rows if i is not None):
             container.rebuild_index()  # a wrong index (CRC-valid) would land between chunks or on others

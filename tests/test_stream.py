@@ -162,6 +162,30 @@ def test_truncated_file_gives_every_complete_chunk(tone):
     np.testing.assert_array_equal(decoded.data, nc.decode(data).data[: chunks[5].start])
 
 
+def test_a_file_cut_short_is_indexed_for_a_seek_and_a_stream_is_refused(tone):
+    """A recording cut short has no index; a seek walks its chunks once to make one (it was refused)."""
+    data = nc.encode(tone, **TOY)
+    chunks = list(C.ContainerReader(io.BytesIO(data)).chunks())
+    cut = data[: chunks[5].offset + 100]
+    whole = nc.decode(data).data
+    reader = nc.open(io.BytesIO(cut), "rb", ignore_errors=True)
+    reader.seek(0.2)
+    np.testing.assert_array_equal(np.concatenate([a for _, a in reader]), whole[3200:chunks[5].start])
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self.f = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            return self.f.readinto(b)
+
+    with pytest.raises(UsageError, match="a stream .* has no index to seek with"):
+        nc.open(io.BufferedReader(Pipe(cut)), "rb").seek(0.2)
+
+
 def test_image_and_video_facts_follow_from_the_array():
     with pytest.raises(UsageError, match="sample_rate"):
         nc.encode(np.zeros((5, 4, 3, 2), np.float32))

@@ -282,6 +282,10 @@ class ContainerReader:
 
 
     @property
+    def seekable(self) -> bool:
+        return self._src.seekable
+
+    @property
     def size_so_far(self) -> int:
         """The file's size, or for a pipe the bytes read from it so far."""
         return self._src.size if self._src.size is not None else self._src.read_so_far
