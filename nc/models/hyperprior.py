@@ -121,19 +121,19 @@ class GainedHyperprior(nn.Module):
         with torch.autocast(y.device.type, enabled=False):  # what the coder sees stays float32 under bf16
             z = self.h_a(y)
             z_hat = z + (torch.round(z) - z).detach()
-            z_bits = _gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), torch.zeros_like(z),
+            z_bits = gaussian_bits(z + torch.empty_like(z).uniform_(-0.5, 0.5), torch.zeros_like(z),
                                     self.z_log_scale.view(1, -1, 1, 1).expand_as(z))
             mean, log_scale = self.hyper_parameters(z_hat, None if context is None else context.float())
             gain = self.log_gain(q).exp()[:, :, None, None]
             centred = (y - mean) * gain  # what the coder codes, rounded
-            y_bits = _gaussian_bits(centred + torch.empty_like(centred).uniform_(-0.5, 0.5),
+            y_bits = gaussian_bits(centred + torch.empty_like(centred).uniform_(-0.5, 0.5),
                                     torch.zeros_like(centred), log_scale + gain.log())
             rounded = centred + (torch.round(centred) - centred).detach()
             y_hat = rounded / gain + mean
         return y_hat, y_bits.sum((1, 2, 3)), z_bits.sum((1, 2, 3))
 
 
-def _gaussian_bits(value: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+def gaussian_bits(value: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """-log2 P(value rounded) under N(mean, exp(log_scale)) integrated over [value - 0.5, value + 0.5]."""
     scale = log_scale.exp().clamp(min=SCALE_MIN)
     d = (value - mean).abs()

@@ -17,6 +17,8 @@ import math
 import numpy as np
 import torch
 
+from nc.models.hyperprior import gaussian_bits
+
 LEARNING_RATE = 0.05  # in coded symbols (the quantisation step is 1); tuned on held-out photos
 
 
@@ -28,13 +30,6 @@ def lambda_at(lambdas, level: float) -> float:
     i = min(max(math.floor(level), 0), len(logs) - 2)
     f = level - i
     return float(math.exp((1 - f) * logs[i] + f * logs[i + 1]))
-
-
-def _bits(symbols: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """-log2 of each (relaxed) symbol's mass under a zero-mean Gaussian of `scale`, summed."""
-    d = symbols.abs()
-    mass = torch.special.ndtr((0.5 - d) / scale) - torch.special.ndtr((-0.5 - d) / scale)
-    return -torch.log2(mass.clamp(min=1e-9)).sum()
 
 
 def _annealed_round(u: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -60,7 +55,7 @@ def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torc
     Loss: bits per counted pixel + lmbda * 255^2 * their mean squared error (the training's)."""
     generator = torch.Generator().manual_seed(seed)
     as_tensor = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
-    mean, g, s = as_tensor(mean_g), as_tensor(gain), as_tensor(scale)
+    mean, g, log_scale = as_tensor(mean_g), as_tensor(gain), as_tensor(np.log(scale))
     u = as_tensor(u0).requires_grad_(True)
     optimizer = torch.optim.Adam([u], lr=LEARNING_RATE)
     pixels = weight.sum()
@@ -71,7 +66,8 @@ def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torc
         y = y_window.clone()
         y[:, :, rows, cols] = (relaxed + mean) / g
         error = ((synthesis(y) - target) ** 2 * weight).sum() / (pixels * target.shape[1])
-        loss = _bits(relaxed, s) / pixels + lmbda * 255**2 * error
+        bits = gaussian_bits(relaxed, torch.zeros_like(relaxed), log_scale).sum()  # what the coder will spend
+        loss = bits / pixels + lmbda * 255**2 * error
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
