@@ -202,6 +202,13 @@ def parse_rate(text: str | float, modality: str) -> tuple[float, str]:
     return value, "bps"
 
 
+def check_effort(descriptor: CodecDescriptor, effort: int) -> None:
+    """UsageError for an effort outside 0..descriptor.efforts, for an encoder called directly (nc
+    itself only passes efforts the descriptor offers)."""
+    if not 0 <= effort <= descriptor.efforts:
+        raise UsageError(f"{descriptor.id} takes an effort of 0-{descriptor.efforts}, not {effort}")
+
+
 def checked_image(block, facts) -> np.ndarray:
     """An image encoder's input as uint8 (height, width, channels) of the track's facts (a 2-D array
     for one channel is accepted); UsageError for anything else."""

@@ -221,7 +221,6 @@ class FrameEncoder(Encoder):
             self.buffer = self.buffer[need:]
             self.frames_done += WINDOW
 
-
     def _packets(self, final: bool):
         """Full packets while encoding (only once input goes beyond them); at the end, the rest.
 

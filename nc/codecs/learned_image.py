@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, RatePoint, RateRange
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, RatePoint, RateRange, check_effort
 from nc.errors import CorruptChunkError, PluginError, UsageError
 from nc.media.facts import ImageFacts
 
@@ -53,8 +53,7 @@ class LearnedImageCodec(Codec):
 
     def encoder(self, facts: ImageFacts, rate: RatePoint, effort: int = 0) -> Encoder:
         self.check(facts)
-        if not 0 <= effort <= self.efforts:
-            raise UsageError(f"{self.codec_id} takes an effort of 0-{self.efforts}, not {effort}")
+        check_effort(self.descriptor, effort)
         if rate.unit not in ("quality", "bpp"):
             q = self.quality
             raise UsageError(f"{self.codec_id} takes a quality ({q.low:g}-{q.high:g}) or a bpp target, not {rate.unit}")

@@ -206,7 +206,6 @@ def registry() -> Registry:
 def _offered_point(codec: Codec, bitrate, quality) -> RatePoint | None:
     """The codec's point for this request if it is the rate asked for (within 10 %), not merely
     its nearest one; a quality request is offered by any codec that accepts it."""
-
     try:
         point = codec.descriptor.resolve(bitrate, quality)
     except UsageError:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, check_effort
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import VideoFacts
 
@@ -87,8 +87,7 @@ class _H26xCodec(Codec):
         self.check(facts)
         if rate.unit not in ("bps", "quality"):
             raise UsageError(f"{self.descriptor.id} takes a bitrate or a CRF quality, not {rate.unit}")
-        if not 0 <= effort < len(PRESETS):
-            raise UsageError(f"{self.descriptor.id} takes an effort of 0-{len(PRESETS) - 1}, not {effort}")
+        check_effort(self.descriptor, effort)
         return H26xEncoder(self.spec, facts, rate, PRESETS[effort])
 
     def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:

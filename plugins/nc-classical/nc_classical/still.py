@@ -20,7 +20,8 @@ import io
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
+from nc.codecs.base import (Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, check_effort,
+                            checked_image)
 from nc.errors import CorruptChunkError, UsageError
 from nc.media.facts import ImageFacts
 from nc.media.files import pillow_within_image_facts
@@ -66,8 +67,7 @@ class _StillCodec(Codec):
         self.check(facts)
         if rate.unit not in ("quality", "bpp"):
             raise UsageError(f"{self.descriptor.id} takes a quality or a bpp target, not {rate.unit}")
-        if not 0 <= effort < len(EFFORT_OPTIONS[self.pillow_format]):
-            raise UsageError(f"{self.descriptor.id} takes an effort of 0-{self.descriptor.efforts}, not {effort}")
+        check_effort(self.descriptor, effort)
         return StillEncoder(self.pillow_format, facts, rate, EFFORT_OPTIONS[self.pillow_format][effort])
 
     def decoder(self, facts: ImageFacts, rate: RatePoint, params: dict) -> Decoder:
