@@ -1,6 +1,7 @@
 """image/hvae on a small random-init model: integer hyper-synthesis exactness, container round trips,
 rates, tiles, modes and damaged payloads (quality is measured in bench/image.py, not here)."""
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -153,7 +154,9 @@ def test_quality_and_bpp_control_the_size(codec):
         payload = _payload(codec, x, bitrate=f"{target:.5f}bpp")
         assert sizes[0] <= len(payload) <= target * pixels / 8
         assert len(payload) > 0.8 * target * pixels / 8  # the search lands near the target, not at q0
-    assert len(_payload(codec, x, bitrate="0.01bpp")) == sizes[0]  # unreachable: the smallest file
+    # unreachable: the smallest file, quality 0 without its post-filter
+    smallest = _payload(codec, x, bitrate="0.01bpp")
+    assert len(smallest) <= sizes[0] and struct.unpack_from("<H", smallest)[0] == 0
 
 
 def test_levels_below_the_trained_range_extend_the_tables_and_keep_the_trained_rows():
@@ -307,13 +310,20 @@ def test_damaged_payloads_are_clean_errors(codec):
     payload = enc.encode(photo(60, 80))[0].payload
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
+    assert payload[1] & 0x80  # a random-init network's pixels: the post-filter pays for itself
+    unfiltered = payload[:2] + payload[2 + 7 + int.from_bytes(payload[5:9], "little"):]
+    unfiltered = bytes([unfiltered[0], unfiltered[1] & 0x7F]) + unfiltered[2:]
+    assert dec.decode(Packet(unfiltered, 0, 1)).shape == (60, 80, 3)
     for bad in (payload[:1], payload[:5], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
-                (16 * 8 + 1).to_bytes(2, "little") + payload[2:]):  # one row past quality 8
+                (16 * 8 + 1).to_bytes(2, "little") + payload[2:],  # one row past quality 8
+                payload[:2] + b"\x04" + payload[3:],  # a post-filter radius beyond 3
+                payload[:5] + b"\xff\xff\x00\x00" + payload[9:],  # its coefficients longer than the payload
+                unfiltered[:1] + bytes([unfiltered[1] | 0x80]) + unfiltered[2:]):  # a filter that is not there
         with pytest.raises(nc.NCError):
             dec.decode(Packet(bad, 0, 1))
     for quality, step in ((0, 0), (8, 16 * 8)):  # the tables' first and last rows
         payload = codec.encoder(facts, codec.descriptor.resolve(quality=quality)).encode(photo(60, 80))[0].payload
-        assert int.from_bytes(payload[:2], "little") == step
+        assert int.from_bytes(payload[:2], "little") & 0x7FFF == step  # bit 15: a post-filter follows
         assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
 
 

@@ -34,8 +34,11 @@ decodes identically everywhere.
 Packet payload (one packet per image):
 
     offset  size  field
-    0       2     step: u16 LE, the row of the weights' gain tables, < their rows (quality = 1 -
-                  levels_below + step / 16; the shipped weights: quality = step / 16, step <= 128)
+    0       2     u16 LE: bit 15 set when a post-filter follows; bits 0-14 the step, the row of the
+                  weights' gain tables, < their rows (quality = 1 - levels_below + step / 16; the
+                  shipped weights: quality = step / 16, step <= 128)
+    (2      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, the image's
+                  channels (3 for RGB, 1 for L); it filters the decoded image, after mode L's mean)
     then, per tile in raster order (tiles of TILE pixels, the last row/column smaller):
             4     z bytes: u32 LE
             ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
@@ -47,8 +50,10 @@ Packet payload (one packet per image):
                   Z_MARGIN cells of the tile (docs/FORMAT.md; the encoder chooses
                   s = rint(y G / 2^16 - M / 2^8), but any integers decode)
 
-Track params: {}. Bitstream version 2: escapes in the scale-table payloads are Elias-gamma
-coded (nc/bitstream/entropy.py); version 1 files (raw i32 escapes) decode too.
+Track params: {}. Bitstream version 3: the post-filter (the encoder fits it to each image and
+sends it where it pays for its bytes: 0.5-2 dB for 60-260 bytes on the held-out photos). Version 2:
+escapes in the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1
+files (raw i32 escapes). All three decode.
 """
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nc.codecs import postfilter
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_video import largest_that_fits
@@ -82,6 +88,7 @@ QUALITY = RateRange("quality", 0, 8)
 #: long: not offered)
 REFINEMENT_ITERATIONS = (0, 30)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
+FILTERED = 1 << 15  # the step field's top bit: a post-filter follows it (bitstream version 3)
 
 
 class HvaeModel:
@@ -185,6 +192,30 @@ class HvaeModel:
                    y * gain - mean_g, mean_g, gain, SCALES[index], self.lmbda(step), iterations)
         return ((u + mean_g) / gain).astype(np.float32)
 
+    def pixels(self, data: bytes, pos: int, step: int, facts: ImageFacts) -> np.ndarray:
+        """The image (uint8, height x width x channels of `facts`' mode), before any post-filter, from
+        the tiles of a payload that start at `pos`, coded at quality `step`."""
+        # the z of every tile first, then every y, then the pixels: each step of a tile sees its
+        # neighbours' (the latents take 2.5 bytes per pixel with the shipped network)
+        grid, blocks = list(tiles(facts.height, facts.width, TILE)), []
+        for _ in grid:
+            z_data, pos = take_block(data, pos, "image/hvae")
+            y_data, pos = take_block(data, pos, "image/hvae")
+            blocks.append((z_data, y_data))
+        if pos != len(data):
+            raise CorruptChunkError("image/hvae payload has bytes after its last tile")
+        hyper, latent = self.cfg.hyper, self.cfg.latent
+        z_all = _canvas((self.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64))
+                         for (z_data, _), (_, _, h, w) in zip(blocks, grid)), hyper, 64, facts.height, facts.width,
+                        np.int64)
+        y_all = _canvas((self.coder.decode_s(y_data, self.hyper_side(z_all, *tile), step)
+                         for (_, y_data), tile in zip(blocks, grid)), latent, 16, facts.height, facts.width, np.float32)
+        out = np.empty((facts.height, facts.width, 3), np.uint8)
+        for tile in grid:
+            top, left, h, w = tile
+            out[top:top + h, left:left + w] = self.synthesise(y_all, *tile)
+        return as_mode(out, facts.channels)
+
     def lmbda(self, step: int) -> float:
         """The distortion weight the network was trained with at quality `step` (extrapolated below)."""
         from nc.models.refine import lambda_at
@@ -246,12 +277,24 @@ class HvaeEncoder(Encoder):
         refined = lambda step: code(step, self._refined(rgb, latents, step, grid))  # noqa: E731
         if self.rate.unit == "quality":
             step = self.m.coder.step_of(self.rate.value)
-            return [Packet(refined(step) if self.iterations else code(step), 0, 1)]
+            return [Packet(self._filtered(refined(step) if self.iterations else code(step), block), 0, 1)]
         budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
-        payload = largest_that_fits(code, self.m.steps, budget)
+        # the post-filter's bytes are set aside first, as a filter fitted at the step that fits without one
+        plain = largest_that_fits(code, self.m.steps, budget)
+        reserve = len(self._filtered(plain, block)) - len(plain)
+        payload = largest_that_fits(code, self.m.steps, budget - reserve)
         if self.iterations:
-            payload = self._refined_within(payload, budget, code, refined)
-        return [Packet(payload, 0, 1)]
+            payload = self._refined_within(payload, budget - reserve, code, refined)
+        filtered = self._filtered(payload, block)
+        return [Packet(filtered if len(filtered) <= budget else payload, 0, 1)]
+
+    def _filtered(self, payload: bytes, image: np.ndarray) -> bytes:
+        """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to what it decodes to, where
+        the filter pays for its bytes (bits + lambda x squared error)."""
+        step = U16.unpack_from(payload)[0]
+        decoded = self.m.pixels(payload, 2, step, self.facts)
+        fitted = postfilter.choose(decoded, image, self.m.lmbda(step))
+        return payload if fitted is None else U16.pack(step | FILTERED) + fitted.pack() + payload[2:]
 
     def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
         """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is
@@ -311,33 +354,19 @@ class HvaeDecoder(Decoder):
         if len(data) < 2:
             raise CorruptChunkError("image/hvae payload shorter than its header")
         step = U16.unpack_from(data)[0]
+        fitted, pos = (None, 2) if step < FILTERED else postfilter.unpack(data, 2, f.channels)
+        step &= FILTERED - 1
         if step >= self.m.steps:
             raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
-        # the z of every tile first, then every y, then the pixels: each step of a tile sees its
-        # neighbours' (the latents take 2.5 bytes per pixel with the shipped network)
-        grid, blocks, pos = list(tiles(f.height, f.width, TILE)), [], 2
-        for _ in grid:
-            z_data, pos = take_block(data, pos, "image/hvae")
-            y_data, pos = take_block(data, pos, "image/hvae")
-            blocks.append((z_data, y_data))
-        if pos != len(data):
-            raise CorruptChunkError("image/hvae payload has bytes after its last tile")
-        hyper = self.m.cfg.hyper
-        z_all = _canvas((self.m.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64))
-                         for (z_data, _), (_, _, h, w) in zip(blocks, grid)), hyper, 64, f.height, f.width, np.int64)
-        y_all = _canvas((self.m.coder.decode_s(y_data, self.m.hyper_side(z_all, *tile), step)
-                         for (_, y_data), tile in zip(blocks, grid)), self.m.cfg.latent, 16, f.height, f.width,
-                        np.float32)
-        out = np.empty((f.height, f.width, 3), np.uint8)
-        for tile in grid:
-            top, left, h, w = tile
-            out[top:top + h, left:left + w] = self.m.synthesise(y_all, *tile)
-        return as_mode(out, f.channels)
+        pixels = self.m.pixels(data, pos, step, f)
+        return pixels if fitted is None else fitted.apply(pixels)
 
 
 class HvaeCodec(LearnedImageCodec):
     codec_id, quality = "image/hvae", QUALITY
-    bitstream_version = 2  # 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); reads 1 too
+    # 3: a post-filter (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded (nc/bitstream/entropy.py);
+    # every version decodes
+    bitstream_version = 3
     model_class, encoder_class, decoder_class = HvaeModel, HvaeEncoder, HvaeDecoder
     efforts = len(REFINEMENT_ITERATIONS) - 1
 
