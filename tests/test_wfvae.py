@@ -116,7 +116,9 @@ def test_quality_and_bitrate_control_the_size(codec):
     target = 8 * sizes[1] / seconds
     payload = code_packets(codec, x, bitrate=f"{target:.0f}")[1][0].payload
     assert 0.8 * sizes[1] <= len(payload) <= sizes[1]
-    assert len(code_packets(codec, x, bitrate="1k")[1][0].payload) == sizes[0]  # unreachable: the smallest
+    # unreachable: the smallest, quality 1 without its post-filter
+    smallest = code_packets(codec, x, bitrate="1k")[1][0].payload
+    assert len(smallest) <= sizes[0] and smallest[:2] == b"\0\0"
 
 
 def test_files_from_before_gamma_escapes_still_decode(codec, monkeypatch):
@@ -125,9 +127,28 @@ def test_files_from_before_gamma_escapes_still_decode(codec, monkeypatch):
 
 
 def test_damaged_payloads_are_clean_errors(codec):
-    check_damaged_payloads_are_clean_errors(codec, lambda payload: (
-        payload[:2], payload[:7], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
-        payload[:2] + b"\x09" + payload[3:]))
+    def damaged(payload):
+        assert payload[1] & 0x80  # a random-init network's frames: the post-filter pays for itself
+        return (payload[:2], payload[:7], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
+                payload[:2] + b"\x09" + payload[3:],
+                payload[:3] + b"\x04" + payload[4:],  # a post-filter radius beyond 3
+                payload[:1] + bytes([payload[1] & 0x7F]) + payload[2:])  # its filter read as the first z
+
+    check_damaged_payloads_are_clean_errors(codec, damaged)
+
+
+def test_a_gop_decodes_with_or_without_its_post_filter(codec):
+    from nc.codecs.wfvae import HEADER
+
+    facts, packets = code_packets(codec, clip(8, 48, 64), quality=5)
+    payload = packets[0].payload
+    gop = codec.model.read(payload, 48, 64, 8)
+    assert gop.filter is not None
+    step, n = HEADER.unpack_from(payload)
+    plain = HEADER.pack(step & 0x7FFF, n) + payload[HEADER.size + len(gop.filter.pack()):]
+    unfiltered = codec.model.pixels(codec.model.read(plain, 48, 64, 8), 48, 64)
+    np.testing.assert_array_equal(codec.model.pixels(gop, 48, 64), gop.filter.apply(unfiltered))
+    assert not np.array_equal(unfiltered, gop.filter.apply(unfiltered))
 
 
 def test_gops_decode_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):

@@ -3,7 +3,7 @@ filter, without its classes): the decoder's pixels, filtered by a small diamond 
 colour channels, come closer to the original than the synthesis alone brings them.
 
 A learned synthesis is one function for every image; the filter is the least-squares correction for
-this one, so it gains most where the network is weakest (0.5-1.4 dB on the held-out photos with
+this one (or for one GOP of a video: one filter for its frames), so it gains most where the network is weakest (0.5-1.4 dB on the held-out photos with
 image/hvae's shipped weights, for 100-250 bytes). The encoder fits it in closed form from the
 pixels' second moments and keeps it only where it pays for its bytes (`choose`).
 
@@ -55,7 +55,10 @@ class PostFilter:
     weights: np.ndarray  # int32 (C, C x taps + 1)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """The filtered image, uint8 like `pixels` (height, width, C), computed strip by strip."""
+        """The filtered image or frames, uint8 like `pixels` ([frames,] height, width, C), each frame
+        filtered on its own, strip by strip."""
+        if pixels.ndim == 4:
+            return np.stack([self.apply(frame) for frame in pixels]) if len(pixels) else pixels.copy()
         out = np.empty_like(pixels)
         for top, bottom in _strips(pixels.shape[:2]):
             features = _features(pixels, top, bottom, self.radius, np.int32)
@@ -98,11 +101,11 @@ def unpack(data: bytes, pos: int, channels: int) -> tuple[PostFilter, int]:
 
 def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilter | None:
     """The filter (radius, precision) that most lowers bits + lmbda x squared error (8-bit levels,
-    the mean over the channels) of `decoded` against `original`, both uint8 (height, width, C); None
-    where no filter pays for its bytes. The errors are predicted from second moments, then the
-    chosen filter's is measured."""
-    channels = decoded.shape[2]
-    moments, cross, energy = _moments(decoded, original)
+    the mean over the channels) of `decoded` against `original`, both uint8 ([frames,] height, width,
+    C): one filter for all the frames; None where no filter pays for its bytes. The errors are
+    predicted from second moments, then the chosen filter's is measured."""
+    channels, pixels = decoded.shape[-1], decoded[..., 0].size
+    moments, cross, energy = _moments(_frames(decoded), _frames(original))
     full = taps(MAX_RADIUS)
     best, best_cost = None, lmbda * energy.sum() / channels
     for radius in range(MAX_RADIUS + 1):
@@ -113,26 +116,34 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
             w = np.clip(np.rint(exact * 2**shift), 1 - MAX_COEFFICIENT, MAX_COEFFICIENT - 1)
             f = PostFilter(radius, shift, np.ascontiguousarray(w.T).astype(np.int32))
             wf = w / 2**shift  # predicted error: |r - F w|^2 per channel, plus the output's rounding
-            error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf) + len(decoded[..., 0].ravel()) / 12
+            error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf) + pixels / 12
             cost = 8 * len(f.pack()) + lmbda * error.sum() / channels
             if cost < best_cost:
                 best, best_cost = f, cost
     if best is None:
         return None
-    measured = np.sum((best.apply(decoded).astype(np.float64) - original) ** 2) / channels
+    measured = sum(np.sum((best.apply(d).astype(np.float64) - o) ** 2)
+                   for d, o in zip(_frames(decoded), _frames(original))) / channels
     keep = 8 * len(best.pack()) + lmbda * measured < lmbda * energy.sum() / channels
     return best if keep else None
 
 
+def _frames(pixels: np.ndarray) -> np.ndarray:
+    """(frames, height, width, C) from one image or several frames."""
+    return pixels.reshape(-1, *pixels.shape[-3:])
+
+
 def _moments(decoded: np.ndarray, original: np.ndarray):
-    """F^T F, F^T r and r^T r (per channel) over the image, for the largest diamond's features F
-    and the residual r = original - decoded."""
+    """F^T F, F^T r and r^T r (per channel) over the frames (frames, height, width, C), for the
+    largest diamond's features F and the residual r = original - decoded."""
     moments = cross = 0.0
-    energy = np.zeros(decoded.shape[2])
-    for top, bottom in _strips(decoded.shape[:2]):
-        f = _features(decoded, top, bottom, MAX_RADIUS, np.float64).reshape(-1, (bottom - top) * decoded.shape[1]).T
-        r = (original[top:bottom].astype(np.float64) - decoded[top:bottom]).reshape(-1, decoded.shape[2])
-        moments, cross, energy = moments + f.T @ f, cross + f.T @ r, energy + (r * r).sum(0)
+    _, height, width, channels = decoded.shape
+    energy = np.zeros(channels)
+    for frame, target in zip(decoded, original):
+        for top, bottom in _strips((height, width)):
+            f = _features(frame, top, bottom, MAX_RADIUS, np.float64).reshape(-1, (bottom - top) * width).T
+            r = (target[top:bottom].astype(np.float64) - frame[top:bottom]).reshape(-1, channels)
+            moments, cross, energy = moments + f.T @ f, cross + f.T @ r, energy + (r * r).sum(0)
     return moments, cross, energy
 
 

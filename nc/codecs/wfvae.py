@@ -25,9 +25,12 @@ pixels are the same whatever the thread count.
 Packet payload:
 
     offset  size  field
-    0       2     step: u16 LE, the row of the weights' gain tables (quality = 1 - levels_below + step / 16;
-                  the shipped weights: levels_below 0), < their rows
+    0       2     u16 LE: bit 15 set when a post-filter follows the header; bits 0-14 the step, the row
+                  of the weights' gain tables (quality = 1 - levels_below + step / 16; the shipped
+                  weights: levels_below 0), < their rows
     2       1     n: u8, latent frames in this packet, ceil(frames / 4), 1..GOP / 4
+    (3      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, 3 channels; one
+                  filter for the GOP's frames, each filtered on its own after the synthesis)
     then, per latent frame in time order:
             4     z bytes: u32 LE
             ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
@@ -37,17 +40,21 @@ Packet payload:
                   indices and means from the integer hyper-synthesis of z and of the previous latent
                   frame's y_hat in fixed point (zeros for the GOP's first), docs/FORMAT.md
 
-Track params: {}. Bitstream version 2: escapes in the scale-table payloads are Elias-gamma
-coded (nc/bitstream/entropy.py); version 1 files (raw i32 escapes) decode too.
+Track params: {}. Bitstream version 3: the post-filter (the encoder fits it to each GOP, with
+one more synthesis of the GOP, and sends it where it pays for its bytes). Version 2: escapes in
+the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1 files (raw
+i32 escapes). All three decode.
 """
 from __future__ import annotations
 
 import os
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from nc.codecs import postfilter
 from nc.codecs.base import RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
@@ -62,6 +69,14 @@ GOP = 32  # frames per packet: about a second at 25-30 fps, a seek point each
 WINDOW = 8  # frames per network call: two latent frames
 QUALITY = RateRange("quality", 1, 8)
 HEADER = struct.Struct("<HB")  # step, latent frames
+FILTERED = 1 << 15  # the step field's top bit: a post-filter follows the header (bitstream version 3)
+
+
+class Gop(NamedTuple):
+    """A GOP's payload as read: its latent frames and its post-filter (None without one)."""
+
+    y_hats: list
+    filter: postfilter.PostFilter | None
 
 
 class WfvaeModel(GopModel):
@@ -101,17 +116,20 @@ class WfvaeModel(GopModel):
             parts += [struct.pack("<I", len(z_data)), z_data, struct.pack("<I", len(y_data)), y_data]
         return b"".join(parts)
 
-    def read(self, payload: bytes, height: int, width: int, duration: int) -> list[np.ndarray]:
-        """A GOP's payload -> its latent frames' y_hat, float64 (latent, H64/16, W64/16) each; checks it."""
+    def read(self, payload: bytes, height: int, width: int, duration: int) -> Gop:
+        """A GOP's payload -> its latent frames' y_hat, float64 (latent, H64/16, W64/16) each, and its
+        post-filter; checks it."""
         coder = self.coder
         if len(payload) < HEADER.size:
             raise CorruptChunkError("video/wfvae payload shorter than its header")
         step, n = HEADER.unpack_from(payload)
+        fitted, pos = (None, HEADER.size) if step < FILTERED else postfilter.unpack(payload, HEADER.size, 3)
+        step &= FILTERED - 1
         if step >= self.steps or not 1 <= n <= GOP // self.time or n != -(-duration // self.time):
             raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames "
                                     f"for {duration} frames)")
         h16, w16 = -(-height // 64) * 4, -(-width // 64) * 4
-        pos, context, y_hats = HEADER.size, np.zeros((self.cfg.latent, h16, w16), np.int64), []
+        context, y_hats = np.zeros((self.cfg.latent, h16, w16), np.int64), []
         for _ in range(n):
             z_data, pos = take_block(payload, pos, "video/wfvae")
             y_data, pos = take_block(payload, pos, "video/wfvae")
@@ -119,10 +137,15 @@ class WfvaeModel(GopModel):
             context = coder.fixed_point(y_hats[-1])
         if pos != len(payload):
             raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
-        return y_hats
+        return Gop(y_hats, fitted)
 
-    def pixels(self, y_hats: list[np.ndarray], height: int, width: int) -> np.ndarray:
-        """Latent frames -> uint8 (4 per latent frame, height, width, 3)."""
+    def pixels(self, gop: Gop, height: int, width: int) -> np.ndarray:
+        """A GOP read by `read` -> uint8 (4 per latent frame, height, width, 3), post-filtered."""
+        frames = self.synthesis(gop.y_hats, height, width)
+        return frames if gop.filter is None else gop.filter.apply(frames)
+
+    def synthesis(self, y_hats: list[np.ndarray], height: int, width: int) -> np.ndarray:
+        """Latent frames -> uint8 (4 per latent frame, height, width, 3), before any post-filter."""
         torch, frames, per_window = self.torch, [], WINDOW // self.time
         with self.fresh_network() as net, one_thread(torch):
             for k in range(0, len(y_hats), per_window):
@@ -139,15 +162,34 @@ class WfvaeEncoder(GopEncoder):
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         latents = self.m.analyse(frames)
+        code = lambda step: self.m.code(latents, step)  # noqa: E731
         if self.rate.unit == "quality":
-            return self.m.code(latents, self.m.coder.step_of(self.rate.value))
+            return self._filtered(code(self.m.coder.step_of(self.rate.value)), frames, duration)
         budget = self.rate.value * duration / float(self.facts.fps) / 8
-        return largest_that_fits(lambda step: self.m.code(latents, step), self.m.steps, budget)
+        # the post-filter's bytes are set aside first, as a filter fitted at the step that fits without one
+        plain = largest_that_fits(code, self.m.steps, budget)
+        reserve = len(self._filtered(plain, frames, duration)) - len(plain)
+        payload = largest_that_fits(code, self.m.steps, budget - reserve) if reserve else plain
+        filtered = self._filtered(payload, frames, duration) if reserve else payload
+        return filtered if len(filtered) <= budget else payload
+
+    def _filtered(self, payload: bytes, frames: np.ndarray, duration: int) -> bytes:
+        """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to the GOP's frames as
+        they decode, where the filter pays for its bytes (bits + lambda x squared error)."""
+        from nc.models.refine import lambda_at
+
+        f, (step, n) = self.facts, HEADER.unpack_from(payload)
+        decoded = self.m.synthesis(self.m.read(payload, f.height, f.width, duration).y_hats, f.height, f.width)
+        fitted = postfilter.choose(decoded[:duration], frames[:duration],
+                                   lambda_at(self.m.cfg.lambdas, step / 16))
+        return payload if fitted is None else HEADER.pack(step | FILTERED, n) + fitted.pack() + payload[HEADER.size:]
 
 
 class WfvaeCodec(LearnedVideoCodec):
     codec_id, quality = "video/wfvae", QUALITY
-    bitstream_version = 2  # 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); reads 1 too
+    # 3: a post-filter per GOP (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded
+    # (nc/bitstream/entropy.py); every version decodes
+    bitstream_version = 3
     model_class, encoder_class = WfvaeModel, WfvaeEncoder
 
     def __init__(self, weights: Path = WEIGHTS):

@@ -1,0 +1,101 @@
+"""The Wiener post-filter (nc/codecs/postfilter.py): its integer arithmetic, its bytes, and the
+encoder's choice of it."""
+import numpy as np
+import pytest
+
+from nc.codecs import postfilter
+from nc.codecs.postfilter import PostFilter, choose, taps, unpack
+from nc.errors import CorruptChunkError
+
+
+def _image(h=48, w=64, channels=3, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(h, w, channels)), 0), 1)
+    smooth = (smooth - smooth.min()) / np.ptp(smooth) * 200 + 20
+    return np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def _blurred(x: np.ndarray) -> np.ndarray:
+    """What a weak decoder gives: a box blur, darkened and tinted."""
+    p = np.pad(x.astype(np.float64), ((1, 1), (1, 1), (0, 0)), mode="edge")
+    blur = sum(p[1 + dy:1 + dy + x.shape[0], 1 + dx:1 + dx + x.shape[1]] for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+    return np.clip(0.9 * blur + np.arange(x.shape[2]) * 3, 0, 255).round().astype(np.uint8)
+
+
+def _reference(f: PostFilter, pixels: np.ndarray) -> np.ndarray:
+    """The formula of the module docstring, pixel by pixel in Python integers."""
+    h, w, channels = pixels.shape
+    p = pixels.astype(object)
+    out = np.empty_like(pixels)
+    for y in range(h):
+        for x in range(w):
+            for c in range(channels):
+                acc, i = 0, 0
+                for k in range(channels):
+                    for dy, dx in taps(f.radius):
+                        v = p[min(h - 1, max(0, y + dy)), min(w - 1, max(0, x + dx)), k]
+                        acc += int(f.weights[c, i]) * (v - 128 if (dy, dx) == (0, 0) else v - p[y, x, k])
+                        i += 1
+                acc += int(f.weights[c, i]) + (1 << (f.shift - 1))
+                out[y, x, c] = min(255, max(0, p[y, x, c] + (acc >> f.shift)))
+    return out
+
+
+def test_taps_are_the_diamond_in_raster_order():
+    assert taps(0) == [(0, 0)]
+    assert taps(1) == [(-1, 0), (0, -1), (0, 0), (0, 1), (1, 0)]
+    assert [len(taps(r)) for r in range(4)] == [1, 5, 13, 25]
+
+
+@pytest.mark.parametrize("radius,channels", [(1, 3), (2, 1), (3, 3)])
+def test_apply_is_the_documented_integer_formula(radius, channels, monkeypatch):
+    monkeypatch.setattr(postfilter, "STRIP_PIXELS", 40)  # strips of 2 rows: the halo crosses them
+    rng = np.random.default_rng(radius)
+    x = _image(9, 13, channels, seed=radius)
+    weights = rng.integers(-300, 300, (channels, channels * len(taps(radius)) + 1)).astype(np.int32)
+    f = PostFilter(radius, 8, weights)
+    np.testing.assert_array_equal(f.apply(x), _reference(f, x))
+
+
+def test_the_largest_coefficients_do_not_overflow():
+    x = np.zeros((7, 7, 3), np.uint8)
+    x[::2, ::2] = 255  # every difference +-255, every centre +127 or -128
+    n = 3 * len(taps(3)) + 1
+    for sign in (1, -1):
+        f = PostFilter(3, 14, np.full((3, n), sign * (postfilter.MAX_COEFFICIENT - 1), np.int32))
+        np.testing.assert_array_equal(f.apply(x), _reference(f, x))
+
+
+def test_pack_and_unpack_round_trip():
+    weights = np.array([[5, -3, 0, 700, -40000, 12]], np.int32)
+    f = PostFilter(1, 9, weights)
+    data = b"head" + f.pack() + b"tail"
+    g, end = unpack(data, 4, 1)
+    assert (g.radius, g.shift) == (1, 9) and data[end:] == b"tail"
+    np.testing.assert_array_equal(g.weights, weights)
+
+
+def test_damaged_filters_are_corrupt_chunks():
+    data = PostFilter(1, 9, np.array([[5, -3, 0, 7, 1, 12]], np.int32)).pack()
+    for bad in (data[:5], data[:-1], b"\x04" + data[1:], data[:1] + b"\x00" + data[2:], data[:2] + b"\x40" + data[3:]):
+        with pytest.raises(CorruptChunkError):
+            unpack(bad, 0, 1)
+    huge = PostFilter(0, 9, np.array([[postfilter.MAX_COEFFICIENT, 0]], np.int32)).pack()
+    with pytest.raises(CorruptChunkError, match="coefficient"):
+        unpack(huge, 0, 1)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_chosen_filter_brings_a_blurred_image_closer(channels):
+    x = _image(64, 96, channels)
+    y = _blurred(x)
+    f = choose(y, x, lmbda=0.05)
+    assert f is not None
+    before, after = (float(np.mean((x.astype(float) - z) ** 2)) for z in (y, f.apply(y)))
+    assert after < 0.7 * before
+
+
+def test_no_filter_where_it_cannot_pay_for_its_bytes():
+    x = _image()
+    assert choose(x, x, lmbda=0.05) is None  # nothing to correct
+    assert choose(_blurred(x), x, lmbda=1e-9) is None  # bits matter, error does not
