@@ -80,9 +80,10 @@ def test_damaged_filters_are_corrupt_chunks():
     for bad in (data[:5], data[:-1], b"\x04" + data[1:], data[:1] + b"\x00" + data[2:], data[:2] + b"\x40" + data[3:]):
         with pytest.raises(CorruptChunkError):
             unpack(bad, 0, 1)
-    huge = PostFilter(0, 9, np.array([[postfilter.MAX_COEFFICIENT, 0]], np.int32)).pack()
-    with pytest.raises(CorruptChunkError, match="coefficient"):
-        unpack(huge, 0, 1)
+    for huge in (postfilter.MAX_COEFFICIENT, -postfilter.MAX_COEFFICIENT, -2**31):  # |-2^31| is -2^31 in int32
+        data = PostFilter(0, 9, np.array([[huge, 0]], np.int32)).pack()
+        with pytest.raises(CorruptChunkError, match="coefficient"):
+            unpack(data, 0, 1)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -99,3 +100,34 @@ def test_no_filter_where_it_cannot_pay_for_its_bytes():
     x = _image()
     assert choose(x, x, lmbda=0.05) is None  # nothing to correct
     assert choose(_blurred(x), x, lmbda=1e-9) is None  # bits matter, error does not
+
+
+def test_the_statistics_do_not_depend_on_the_strips(monkeypatch):
+    x = _image(40, 50)
+    whole = choose(_blurred(x), x, lmbda=0.05)
+    monkeypatch.setattr(postfilter, "STRIP_PIXELS", 120)  # strips of 2 rows
+    strips = choose(_blurred(x), x, lmbda=0.05)
+    assert (strips.radius, strips.shift) == (whole.radius, whole.shift)
+    np.testing.assert_allclose(strips.weights, whole.weights, atol=1)
+
+
+def test_one_filter_for_several_frames_filters_each_on_its_own():
+    frames = np.stack([_image(seed=s) for s in range(3)])
+    blurred = np.stack([_blurred(f) for f in frames])
+    f = choose(blurred, frames, lmbda=0.05)
+    np.testing.assert_array_equal(f.apply(blurred), np.stack([f.apply(b) for b in blurred]))
+    assert np.mean((f.apply(blurred) - frames.astype(float)) ** 2) < 0.7 * np.mean((blurred - frames.astype(float)) ** 2)
+
+
+def test_a_target_keeps_the_filter_only_where_it_fits():
+    from nc.codecs.learned_video import filtered_within
+
+    search = lambda budget: bytes(int(budget) // 10 * 10)  # noqa: E731  payload sizes step by 10 bytes
+    with_filter = lambda extra: lambda p: p + b"F" * extra  # noqa: E731
+    assert filtered_within(search, 505, with_filter(5)) == bytes(500) + b"F" * 5  # it fits at once
+    assert filtered_within(search, 500, with_filter(30)) == bytes(470) + b"F" * 30  # a lower step and its filter
+    assert filtered_within(search, 500, lambda p: p) == bytes(500)  # no filter pays: the search's own
+    grows = lambda p: p + b"F" * (30 if len(p) == 500 else 45)  # noqa: E731  it outgrows the share set aside
+    assert filtered_within(search, 505, grows) == bytes(500)  # unfiltered, the largest that fits
+    stops = lambda p: p + b"F" * 30 if len(p) == 500 else p  # noqa: E731  it no longer pays at the lower step
+    assert filtered_within(search, 505, stops) == bytes(500)

@@ -66,7 +66,7 @@ import numpy as np
 from nc.codecs import postfilter
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.codecs.hyperprior import LatentCoder
-from nc.codecs.learned_video import largest_that_fits
+from nc.codecs.learned_video import filtered_within, largest_that_fits
 from nc.codecs.learned_image import (LearnedImageCodec, as_mode, as_rgb, load_network, one_thread, pad_to,
                                      take_block, tiles)
 from nc.errors import CorruptChunkError, PluginError, UsageError
@@ -88,7 +88,6 @@ QUALITY = RateRange("quality", 0, 8)
 #: long: not offered)
 REFINEMENT_ITERATIONS = (0, 30)
 U16, U32 = struct.Struct("<H"), struct.Struct("<I")
-FILTERED = 1 << 15  # the step field's top bit: a post-filter follows it (bitstream version 3)
 
 
 class HvaeModel:
@@ -189,10 +188,10 @@ class HvaeModel:
         gain = self.coder.gain(step)
         u = refine(synthesis, target, weight, window, (slice(cells[1].start - r0, cells[1].stop - r0),
                                                                 slice(cells[2].start - c0, cells[2].stop - c0)),
-                   y * gain - mean_g, mean_g, gain, SCALES[index], self.lmbda(step), iterations)
+                   y * gain - mean_g, mean_g, gain, SCALES[index], self.coder.lmbda(step), iterations)
         return ((u + mean_g) / gain).astype(np.float32)
 
-    def pixels(self, data: bytes, pos: int, step: int, facts: ImageFacts) -> np.ndarray:
+    def decode_tiles(self, data: bytes, pos: int, step: int, facts: ImageFacts) -> np.ndarray:
         """The image (uint8, height x width x channels of `facts`' mode), before any post-filter, from
         the tiles of a payload that start at `pos`, coded at quality `step`."""
         # the z of every tile first, then every y, then the pixels: each step of a tile sees its
@@ -215,12 +214,6 @@ class HvaeModel:
             top, left, h, w = tile
             out[top:top + h, left:left + w] = self.synthesise(y_all, *tile)
         return as_mode(out, facts.channels)
-
-    def lmbda(self, step: int) -> float:
-        """The distortion weight the network was trained with at quality `step` (extrapolated below)."""
-        from nc.models.refine import lambda_at
-
-        return lambda_at(self.cfg.lambdas, step / 16 - self.coder.levels_below)
 
 
 def _window(top: int, left: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -279,22 +272,25 @@ class HvaeEncoder(Encoder):
             step = self.m.coder.step_of(self.rate.value)
             return [Packet(self._filtered(refined(step) if self.iterations else code(step), block), 0, 1)]
         budget = self.rate.value * f.width * f.height / 8  # the payload's, as image/jpeg's bpp targets
-        # the post-filter's bytes are set aside first, as a filter fitted at the step that fits without one
-        plain = largest_that_fits(code, self.m.steps, budget)
-        reserve = len(self._filtered(plain, block)) - len(plain)
-        payload = largest_that_fits(code, self.m.steps, budget - reserve)
-        if self.iterations:
-            payload = self._refined_within(payload, budget - reserve, code, refined)
-        filtered = self._filtered(payload, block)
-        return [Packet(filtered if len(filtered) <= budget else payload, 0, 1)]
+        search = lambda b: largest_that_fits(code, self.m.steps, b)  # noqa: E731
+        filtered = lambda payload: self._filtered(payload, block)  # noqa: E731
+        if not self.iterations:
+            return [Packet(filtered_within(search, budget, filtered), 0, 1)]
+        # refinement takes ~40 s: the filter's bytes are set aside as a filter fitted to the unrefined
+        # file measures them, and the refined file is kept without its filter if the filter outgrows them
+        plain = search(budget)
+        within = budget - (len(filtered(plain)) - len(plain))
+        payload = self._refined_within(search(within), within, code, refined)
+        best = filtered(payload)
+        return [Packet(best if len(best) <= budget else payload, 0, 1)]
 
     def _filtered(self, payload: bytes, image: np.ndarray) -> bytes:
         """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to what it decodes to, where
-        the filter pays for its bytes (bits + lambda x squared error)."""
+        the filter pays for its bytes (bits + lambda x squared error); `payload` itself where none does."""
         step = U16.unpack_from(payload)[0]
-        decoded = self.m.pixels(payload, 2, step, self.facts)
-        fitted = postfilter.choose(decoded, image, self.m.lmbda(step))
-        return payload if fitted is None else U16.pack(step | FILTERED) + fitted.pack() + payload[2:]
+        decoded = self.m.decode_tiles(payload, 2, step, self.facts)
+        fitted = postfilter.choose(decoded, image, self.m.coder.lmbda(step))
+        return payload if fitted is None else U16.pack(step | postfilter.FLAG) + fitted.pack() + payload[2:]
 
     def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
         """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is
@@ -328,7 +324,7 @@ class HvaeEncoder(Encoder):
                 data, y_hat = m.coder.quantize(candidate, side, step)
                 y_all[cells] = y_hat
                 error = m.window_error(y_all, canvas, f.height, f.width, tile, f.channels)
-                options.append((8 * len(data) + m.lmbda(step) * error, candidate, y_hat))
+                options.append((8 * len(data) + m.coder.lmbda(step) * error, candidate, y_hat))
             _, chosen, y_hat = min(options, key=lambda o: o[0])
             y_all[cells] = y_hat
             out.append((chosen, side))
@@ -353,12 +349,11 @@ class HvaeDecoder(Decoder):
         f, data = self.facts, packet.payload
         if len(data) < 2:
             raise CorruptChunkError("image/hvae payload shorter than its header")
-        step = U16.unpack_from(data)[0]
-        fitted, pos = (None, 2) if step < FILTERED else postfilter.unpack(data, 2, f.channels)
-        step &= FILTERED - 1
+        step, has_filter = postfilter.split_step(U16.unpack_from(data)[0])
+        fitted, pos = postfilter.unpack(data, 2, f.channels) if has_filter else (None, 2)
         if step >= self.m.steps:
             raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
-        pixels = self.m.pixels(data, pos, step, f)
+        pixels = self.m.decode_tiles(data, pos, step, f)
         return pixels if fitted is None else fitted.apply(pixels)
 
 

@@ -17,6 +17,8 @@ Payloads are nc/bitstream/entropy.ScaleTableCoder("gaussian") ones:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nc.errors import CorruptChunkError, FormatError, PluginError, UsageError
@@ -43,6 +45,16 @@ def _levels_below(tensor) -> int:
     if tensor.dtype != torch.int32 or tuple(tensor.shape) != (1,):
         raise ValueError(f"gain.levels_below must be int32 of shape (1,), not {tensor.dtype} {tuple(tensor.shape)}")
     return int(tensor[0])
+
+
+def lambda_at(lambdas, level: float) -> float:
+    """The distortion weight at a (fractional) trained level, log-linear between the training's
+    `lambdas` and extended along the first or last segment's line outside them (the extrapolated
+    qualities below the trained ones)."""
+    logs = np.log(np.asarray(lambdas, dtype=np.float64))
+    i = min(max(math.floor(level), 0), len(logs) - 2)
+    f = level - i
+    return float(math.exp((1 - f) * logs[i] + f * logs[i + 1]))
 
 
 class LatentCoder:
@@ -105,6 +117,13 @@ class LatentCoder:
         mean_g = (mean * gain_value + (1 << (GAIN_BITS - 1))) >> GAIN_BITS  # fixed point, act_bits
         index = np.searchsorted(self.thresholds, log_scale + self.gain_log[step][:, None, None], side="left")
         return mean_g / 2.0**self.act_bits, np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
+
+    def lmbda(self, step: int) -> float:
+        """The distortion weight (bits + lambda x 255^2 x MSE) the network was trained with at quality
+        `step`, extrapolated below the trained levels."""
+        from nc.models.hyperprior import STEPS_PER_QUALITY
+
+        return lambda_at(self.cfg.lambdas, step / STEPS_PER_QUALITY - self.levels_below)
 
     def gain(self, step: int) -> np.ndarray:
         from nc.models.hyperprior import GAIN_BITS

@@ -1,7 +1,8 @@
 """What nc's learned codecs share for rate control, and the learned video codecs for packets.
 
 `largest_that_fits`: a codec whose payload grows with a quality step finds the largest step whose
-payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit per GOP).
+payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit per GOP);
+`filtered_within` does it for a payload that may carry a post-filter (nc/codecs/postfilter.py).
 
 `GopEncoder`: frames arrive in blocks of any size; every GOP frames (the last GOP: the rest) become
 one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
@@ -53,6 +54,21 @@ def largest_that_fits(code: Callable[[int], bytes], steps: int, budget: float) -
         else:
             hi = mid - 1
     return best
+
+
+def filtered_within(search: Callable[[float], bytes], budget: float, filtered: Callable[[bytes], bytes]) -> bytes:
+    """The best payload within `budget` bytes of a codec with a post-filter (image/hvae, video/wfvae):
+    `search(b)` gives its largest payload within b bytes without a filter, `filtered(p)` adds the
+    filter to p where it pays (p itself where none does). The filter's bytes are set aside as
+    measured on search(budget)'s payload, and the search runs again below them; where the filter
+    then no longer fits (or no longer pays), search(budget)'s payload without one."""
+    plain = search(budget)
+    first = filtered(plain)
+    if first is plain or len(first) <= budget:
+        return first
+    below = search(budget - (len(first) - len(plain)))
+    second = filtered(below)
+    return second if second is not below and len(second) <= budget else plain
 
 
 def checked_frames(block, facts: VideoFacts) -> np.ndarray:

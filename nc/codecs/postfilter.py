@@ -3,9 +3,11 @@ filter, without its classes): the decoder's pixels, filtered by a small diamond 
 colour channels, come closer to the original than the synthesis alone brings them.
 
 A learned synthesis is one function for every image; the filter is the least-squares correction for
-this one (or for one GOP of a video: one filter for its frames), so it gains most where the network is weakest (0.5-1.4 dB on the held-out photos with
-image/hvae's shipped weights, for 100-250 bytes). The encoder fits it in closed form from the
-pixels' second moments and keeps it only where it pays for its bytes (`choose`).
+this one (or for one GOP of a video: one filter for its frames), so it gains most where the network
+is weakest: with image/hvae's shipped weights, 0.5-2 dB on held-out photos for 60-260 bytes
+(measured by hand on three photos; `bench/results/image.md` has the benchmark). The encoder fits it
+in closed form from the pixels' second moments and keeps it only where it pays for its bytes
+(`choose`).
 
 The filter, for decoded pixels P (uint8, height x width x C) and output channel c:
 
@@ -35,6 +37,7 @@ import numpy as np
 
 from nc.errors import CorruptChunkError
 
+FLAG = 1 << 15  # the top bit of a codec's u16 step field: a post-filter follows (image/hvae, video/wfvae)
 MAX_RADIUS = 3
 SHIFTS = (6, 7, 8, 9, 10)  # the precisions the encoder tries; any of 1-14 decodes
 MAX_COEFFICIENT = 2**16  # |w| below this: the sums fit int32 (76 terms x 255 x 2^16 < 2^31)
@@ -77,6 +80,11 @@ class PostFilter:
         return _HEADER.pack(self.radius, self.shift, index, len(data)) + data
 
 
+def split_step(field: int) -> tuple[int, bool]:
+    """A codec's u16 step field -> (step, whether a post-filter follows)."""
+    return field & (FLAG - 1), bool(field & FLAG)
+
+
 def unpack(data: bytes, pos: int, channels: int) -> tuple[PostFilter, int]:
     """The filter serialized at `pos` of a payload for an image of `channels` channels, and the
     position after it; CorruptChunkError for a filter no encoder writes."""
@@ -94,8 +102,9 @@ def unpack(data: bytes, pos: int, channels: int) -> tuple[PostFilter, int]:
         weights = _coder().decode(data[pos:pos + n], np.zeros(shape), np.full(shape, index, np.int32))
     except FormatError as e:
         raise CorruptChunkError(f"post-filter coefficients: {e}") from None
+    weights = weights.astype(np.int64)  # np.abs of int32's -2^31 is -2^31
     if np.abs(weights).max(initial=0) >= MAX_COEFFICIENT:
-        raise CorruptChunkError("post-filter coefficient out of range")
+        raise CorruptChunkError("post-filter coefficient out of range (|w| >= 2^16)")
     return PostFilter(radius, shift, weights.astype(np.int32)), pos + n
 
 
@@ -104,7 +113,7 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
     the mean over the channels) of `decoded` against `original`, both uint8 ([frames,] height, width,
     C): one filter for all the frames; None where no filter pays for its bytes. The errors are
     predicted from second moments, then the chosen filter's is measured."""
-    channels, pixels = decoded.shape[-1], decoded[..., 0].size
+    channels, count = decoded.shape[-1], decoded[..., 0].size
     moments, cross, energy = _moments(_frames(decoded), _frames(original))
     full = taps(MAX_RADIUS)
     best, best_cost = None, lmbda * energy.sum() / channels
@@ -116,7 +125,7 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
             w = np.clip(np.rint(exact * 2**shift), 1 - MAX_COEFFICIENT, MAX_COEFFICIENT - 1)
             f = PostFilter(radius, shift, np.ascontiguousarray(w.T).astype(np.int32))
             wf = w / 2**shift  # predicted error: |r - F w|^2 per channel, plus the output's rounding
-            error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf) + pixels / 12
+            error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf) + count / 12
             cost = 8 * len(f.pack()) + lmbda * error.sum() / channels
             if cost < best_cost:
                 best, best_cost = f, cost

@@ -58,7 +58,7 @@ from nc.codecs import postfilter
 from nc.codecs.base import RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
-from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, largest_that_fits
+from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, filtered_within, largest_that_fits
 from nc.errors import CorruptChunkError, PluginError
 from nc.media.facts import VideoFacts
 
@@ -69,14 +69,14 @@ GOP = 32  # frames per packet: about a second at 25-30 fps, a seek point each
 WINDOW = 8  # frames per network call: two latent frames
 QUALITY = RateRange("quality", 1, 8)
 HEADER = struct.Struct("<HB")  # step, latent frames
-FILTERED = 1 << 15  # the step field's top bit: a post-filter follows the header (bitstream version 3)
 
 
 class Gop(NamedTuple):
-    """A GOP's payload as read: its latent frames and its post-filter (None without one)."""
+    """A GOP's payload as read: its latent frames, its post-filter (None without one) and its frames."""
 
     y_hats: list
     filter: postfilter.PostFilter | None
+    duration: int
 
 
 class WfvaeModel(GopModel):
@@ -122,9 +122,9 @@ class WfvaeModel(GopModel):
         coder = self.coder
         if len(payload) < HEADER.size:
             raise CorruptChunkError("video/wfvae payload shorter than its header")
-        step, n = HEADER.unpack_from(payload)
-        fitted, pos = (None, HEADER.size) if step < FILTERED else postfilter.unpack(payload, HEADER.size, 3)
-        step &= FILTERED - 1
+        field, n = HEADER.unpack_from(payload)
+        step, has_filter = postfilter.split_step(field)
+        fitted, pos = postfilter.unpack(payload, HEADER.size, 3) if has_filter else (None, HEADER.size)
         if step >= self.steps or not 1 <= n <= GOP // self.time or n != -(-duration // self.time):
             raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames "
                                     f"for {duration} frames)")
@@ -137,11 +137,11 @@ class WfvaeModel(GopModel):
             context = coder.fixed_point(y_hats[-1])
         if pos != len(payload):
             raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
-        return Gop(y_hats, fitted)
+        return Gop(y_hats, fitted, duration)
 
     def pixels(self, gop: Gop, height: int, width: int) -> np.ndarray:
-        """A GOP read by `read` -> uint8 (4 per latent frame, height, width, 3), post-filtered."""
-        frames = self.synthesis(gop.y_hats, height, width)
+        """A GOP read by `read` -> its frames, uint8 (duration, height, width, 3), post-filtered."""
+        frames = self.synthesis(gop.y_hats, height, width)[:gop.duration]
         return frames if gop.filter is None else gop.filter.apply(frames)
 
     def synthesis(self, y_hats: list[np.ndarray], height: int, width: int) -> np.ndarray:
@@ -163,26 +163,20 @@ class WfvaeEncoder(GopEncoder):
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         latents = self.m.analyse(frames)
         code = lambda step: self.m.code(latents, step)  # noqa: E731
+        filtered = lambda payload: self._filtered(payload, frames, duration)  # noqa: E731
         if self.rate.unit == "quality":
-            return self._filtered(code(self.m.coder.step_of(self.rate.value)), frames, duration)
+            return filtered(code(self.m.coder.step_of(self.rate.value)))
         budget = self.rate.value * duration / float(self.facts.fps) / 8
-        # the post-filter's bytes are set aside first, as a filter fitted at the step that fits without one
-        plain = largest_that_fits(code, self.m.steps, budget)
-        reserve = len(self._filtered(plain, frames, duration)) - len(plain)
-        payload = largest_that_fits(code, self.m.steps, budget - reserve) if reserve else plain
-        filtered = self._filtered(payload, frames, duration) if reserve else payload
-        return filtered if len(filtered) <= budget else payload
+        return filtered_within(lambda b: largest_that_fits(code, self.m.steps, b), budget, filtered)
 
     def _filtered(self, payload: bytes, frames: np.ndarray, duration: int) -> bytes:
         """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to the GOP's frames as
-        they decode, where the filter pays for its bytes (bits + lambda x squared error)."""
-        from nc.models.refine import lambda_at
-
+        they decode, where the filter pays for its bytes (bits + lambda x squared error); `payload`
+        itself where none does."""
         f, (step, n) = self.facts, HEADER.unpack_from(payload)
         decoded = self.m.synthesis(self.m.read(payload, f.height, f.width, duration).y_hats, f.height, f.width)
-        fitted = postfilter.choose(decoded[:duration], frames[:duration],
-                                   lambda_at(self.m.cfg.lambdas, step / 16))
-        return payload if fitted is None else HEADER.pack(step | FILTERED, n) + fitted.pack() + payload[HEADER.size:]
+        fitted = postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step))
+        return payload if fitted is None else HEADER.pack(step | postfilter.FLAG, n) + fitted.pack() + payload[HEADER.size:]
 
 
 class WfvaeCodec(LearnedVideoCodec):

@@ -12,24 +12,12 @@ file format does not change; a decoder cannot tell a refined file from another.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from nc.models.hyperprior import gaussian_bits
 
 LEARNING_RATE = 0.05  # in coded symbols (the quantisation step is 1); tuned on held-out photos
-
-
-def lambda_at(lambdas, level: float) -> float:
-    """The distortion weight at a (fractional) trained level, log-linear between the training's
-    `lambdas` and extended along the first or last segment's line outside them (the extrapolated
-    qualities below the trained ones)."""
-    logs = np.log(np.asarray(lambdas, dtype=np.float64))
-    i = min(max(math.floor(level), 0), len(logs) - 2)
-    f = level - i
-    return float(math.exp((1 - f) * logs[i] + f * logs[i + 1]))
 
 
 def _annealed_round(u: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
