@@ -131,3 +131,14 @@ def test_a_target_keeps_the_filter_only_where_it_fits():
     assert filtered_within(search, 505, grows) == bytes(500)  # unfiltered, the largest that fits
     stops = lambda p: p + b"F" * 30 if len(p) == 500 else p  # noqa: E731  it no longer pays at the lower step
     assert filtered_within(search, 505, stops) == bytes(500)
+
+
+def test_large_inputs_are_fitted_on_a_sample_spread_over_them(monkeypatch):
+    monkeypatch.setattr(postfilter, "SAMPLE_PIXELS", 4 * 100 * 80)
+    strips = postfilter._sample((32, 100, 80, 3))  # 32 frames of 8000 pixels: every 8th frame
+    frames = sorted({i for i, _, _ in strips})
+    assert len(frames) == 4 and {i % 4 for i in frames} == {0, 1, 2, 3}  # every place in a group of 4
+    assert all(b - t == 100 for _, t, b in strips)  # whole frames
+    monkeypatch.setattr(postfilter, "STRIP_PIXELS", 800)  # strips of 10 rows
+    strips = postfilter._sample((1, 1000, 80, 3))  # one image of 80,000 pixels: every 3rd strip
+    assert [t for _, t, _ in strips] == list(range(0, 1000, 30))

@@ -42,6 +42,7 @@ MAX_RADIUS = 3
 SHIFTS = (6, 7, 8, 9, 10)  # the precisions the encoder tries; any of 1-14 decodes
 MAX_COEFFICIENT = 2**16  # |w| below this: the sums fit int32 (76 terms x 255 x 2^16 < 2^31)
 STRIP_PIXELS = 2**16  # pixels per strip of the statistics and the filtering: bounded memory
+SAMPLE_PIXELS = 2**20  # pixels the encoder fits a filter on at most (a 768x512 photo: all of them)
 _HEADER = struct.Struct("<BBBI")
 
 
@@ -64,13 +65,19 @@ class PostFilter:
             return np.stack([self.apply(frame) for frame in pixels]) if len(pixels) else pixels.copy()
         out = np.empty_like(pixels)
         for top, bottom in _strips(pixels.shape[:2]):
-            features = _features(pixels, top, bottom, self.radius, np.int32)
-            for c in range(pixels.shape[2]):
-                acc = np.full(features.shape[1:], 1 << (self.shift - 1), np.int32)
-                for weight, feature in zip(self.weights[c], features):
-                    if weight:
-                        acc += weight * feature
-                out[top:bottom, :, c] = np.clip(pixels[top:bottom, :, c] + (acc >> self.shift), 0, 255)
+            out[top:bottom] = self.rows(pixels, top, bottom)
+        return out
+
+    def rows(self, pixels: np.ndarray, top: int, bottom: int) -> np.ndarray:
+        """The filtered rows top:bottom of an image (height, width, C)."""
+        features = _features(pixels, top, bottom, self.radius, np.int32)
+        out = np.empty_like(pixels[top:bottom])
+        for c in range(pixels.shape[2]):
+            acc = np.full(features.shape[1:], 1 << (self.shift - 1), np.int32)
+            for weight, feature in zip(self.weights[c], features):
+                if weight:
+                    acc += weight * feature
+            out[..., c] = np.clip(pixels[top:bottom, :, c] + (acc >> self.shift), 0, 255)
         return out
 
     def pack(self) -> bytes:
@@ -112,11 +119,15 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
     """The filter (radius, precision) that most lowers bits + lmbda x squared error (8-bit levels,
     the mean over the channels) of `decoded` against `original`, both uint8 ([frames,] height, width,
     C): one filter for all the frames; None where no filter pays for its bytes. The errors are
-    predicted from second moments, then the chosen filter's is measured."""
-    channels, count = decoded.shape[-1], decoded[..., 0].size
-    moments, cross, energy = _moments(_frames(decoded), _frames(original))
+    predicted from second moments, then the chosen filter's is measured; both on SAMPLE_PIXELS of
+    the pixels at most (every k-th strip), scaled to all of them."""
+    decoded, original = _frames(decoded), _frames(original)
+    channels, strips = decoded.shape[-1], _sample(decoded.shape)
+    moments, cross, energy = _moments(decoded, original, strips)
+    scale = decoded[..., 0].size / sum((b - t) * decoded.shape[2] for _, t, b in strips)
+    unfiltered = lmbda * scale * energy.sum() / channels
     full = taps(MAX_RADIUS)
-    best, best_cost = None, lmbda * energy.sum() / channels
+    best, best_cost = None, unfiltered
     for radius in range(MAX_RADIUS + 1):
         pick = _feature_index([full.index(t) for t in taps(radius)], len(full), channels)
         a, b = moments[np.ix_(pick, pick)], cross[pick]
@@ -124,17 +135,16 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
         for shift in SHIFTS:
             w = np.clip(np.rint(exact * 2**shift), 1 - MAX_COEFFICIENT, MAX_COEFFICIENT - 1)
             f = PostFilter(radius, shift, np.ascontiguousarray(w.T).astype(np.int32))
-            wf = w / 2**shift  # predicted error: |r - F w|^2 per channel, plus the output's rounding
-            error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf) + count / 12
-            cost = 8 * len(f.pack()) + lmbda * error.sum() / channels
+            wf = w / 2**shift  # predicted error: |r - F w|^2 per channel, plus the output's rounding (1/12)
+            error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf)
+            cost = 8 * len(f.pack()) + lmbda * (scale * error.sum() / channels + decoded[..., 0].size / 12)
             if cost < best_cost:
                 best, best_cost = f, cost
     if best is None:
         return None
-    measured = sum(np.sum((best.apply(d).astype(np.float64) - o) ** 2)
-                   for d, o in zip(_frames(decoded), _frames(original))) / channels
-    keep = 8 * len(best.pack()) + lmbda * measured < lmbda * energy.sum() / channels
-    return best if keep else None
+    measured = sum(np.sum((best.rows(decoded[i], t, b).astype(np.float64) - original[i, t:b]) ** 2)
+                   for i, t, b in strips)
+    return best if 8 * len(best.pack()) + lmbda * scale * measured / channels < unfiltered else None
 
 
 def _frames(pixels: np.ndarray) -> np.ndarray:
@@ -142,17 +152,30 @@ def _frames(pixels: np.ndarray) -> np.ndarray:
     return pixels.reshape(-1, *pixels.shape[-3:])
 
 
-def _moments(decoded: np.ndarray, original: np.ndarray):
-    """F^T F, F^T r and r^T r (per channel) over the frames (frames, height, width, C), for the
-    largest diamond's features F and the residual r = original - decoded."""
+def _sample(shape) -> list[tuple[int, int, int]]:
+    """(frame, top, bottom) of the strips the encoder fits on, about SAMPLE_PIXELS at most of the
+    frames (frames, height, width, C), spread over them: every k-th frame, and in a frame larger
+    than that, every k-th strip. A filter of 76 taps fits a million pixels as well as all of them."""
+    frames, height, width, _ = shape
+    k = -(-frames * height * width // SAMPLE_PIXELS)
+    # frame j k + j mod k, not j k: a video codec's frames differ by their place in a group of k
+    # (video/wfvae codes 4 frames per latent frame), and every phase of the group should count
+    chosen = [j * k + j % k for j in range(-(-frames // k)) if j * k + j % k < frames]
+    every_strip = -(-height * width // SAMPLE_PIXELS)
+    return [(i, top, bottom) for i in chosen for top, bottom in _strips((height, width))[::every_strip]]
+
+
+def _moments(decoded: np.ndarray, original: np.ndarray, strips):
+    """F^T F, F^T r and r^T r (per channel) over the strips (frame, top, bottom) of the frames
+    (frames, height, width, C), for the largest diamond's features F and the residual r =
+    original - decoded."""
     moments = cross = 0.0
-    _, height, width, channels = decoded.shape
+    _, _, width, channels = decoded.shape
     energy = np.zeros(channels)
-    for frame, target in zip(decoded, original):
-        for top, bottom in _strips((height, width)):
-            f = _features(frame, top, bottom, MAX_RADIUS, np.float64).reshape(-1, (bottom - top) * width).T
-            r = (target[top:bottom].astype(np.float64) - frame[top:bottom]).reshape(-1, channels)
-            moments, cross, energy = moments + f.T @ f, cross + f.T @ r, energy + (r * r).sum(0)
+    for i, top, bottom in strips:
+        f = _features(decoded[i], top, bottom, MAX_RADIUS, np.float64).reshape(-1, (bottom - top) * width).T
+        r = (original[i, top:bottom].astype(np.float64) - decoded[i, top:bottom]).reshape(-1, channels)
+        moments, cross, energy = moments + f.T @ f, cross + f.T @ r, energy + (r * r).sum(0)
     return moments, cross, energy
 
 
