@@ -3,8 +3,9 @@
 Rates: `--quality 0..8` (continuous; 0 is the smallest file) or `--bitrate
 0.4bpp`, a size target for the payload (the container adds a few hundred bytes,
 as for image/jpeg's targets): the quality step is binary-searched for the largest
-step whose payload fits (quality 0's payload when none does); the latents are
-computed once, only their coding is repeated. Qualities 1-8 are the trained
+step whose payload fits (quality 0's payload, without a post-filter, when none does);
+the latents are computed once, only their coding is repeated, and the post-filter's
+bytes are set aside first (`learned_video.filtered_within`). Qualities 1-8 are the trained
 levels; 0-1 extrapolates their gains one level down (`nc.models.hyperprior.extend_below`),
 which the shipped weights' tables hold. Modes L (coded as grey RGB) and RGB; RGBA
 is refused (its alpha would be lost). Any size: the image is cut into tiles of TILE x TILE pixels, each
@@ -22,6 +23,11 @@ takes ~40 s per 768x512 photo on one core (bench/results/image.md) instead of ~0
 ordinary one, decoded as fast as any. With a bpp target, the step is searched without refinement,
 then refined; that saves bits, so the step is raised by the saving and refined once more: the best
 refined payload within the target is kept (a target below quality 0's size gets the smaller file).
+
+The post-filter (nc/codecs/postfilter.py): the encoder decodes its own payload, fits a Wiener
+filter of the decoded pixels to the image by least squares and sends it where it lowers bits +
+lambda x squared error. That costs one synthesis and a fit at the encoder (about 1 s per 768x512
+photo on one core), and a filtering at the decoder (under 0.1 s).
 
 Deterministic decoding: everything the decoder computes that shapes the bitstream is integer
 arithmetic (the integer hyper-synthesis, integer gain tables, integer scale thresholds), so a file
