@@ -40,7 +40,7 @@ from nc.errors import CorruptChunkError
 FLAG = 1 << 15  # the top bit of a codec's u16 step field: a post-filter follows (image/hvae, video/wfvae)
 MAX_RADIUS = 3
 SHIFTS = (6, 7, 8, 9, 10)  # the precisions the encoder tries; any of 1-14 decodes
-MAX_COEFFICIENT = 2**16  # |w| below this: the sums fit int32 (76 terms x 255 x 2^16 < 2^31)
+MAX_COEFFICIENT = 2**16  # |w| below this: the formula's sums fit int32 (76 terms x 255 x 2^16 < 2^31)
 STRIP_PIXELS = 2**16  # pixels per strip of the statistics and the filtering: bounded memory
 SAMPLE_PIXELS = 2**20  # pixels the encoder fits a filter on at most (a 768x512 photo: all of them)
 _HEADER = struct.Struct("<BBBI")
@@ -69,15 +69,29 @@ class PostFilter:
         return out
 
     def rows(self, pixels: np.ndarray, top: int, bottom: int) -> np.ndarray:
-        """The filtered rows top:bottom of an image (height, width, C)."""
-        features = _features(pixels, top, bottom, self.radius, np.int32)
-        out = np.empty_like(pixels[top:bottom])
-        for c in range(pixels.shape[2]):
-            acc = np.full(features.shape[1:], 1 << (self.shift - 1), np.int32)
-            for weight, feature in zip(self.weights[c], features):
-                if weight:
-                    acc += weight * feature
-            out[..., c] = np.clip(pixels[top:bottom, :, c] + (acc >> self.shift), 0, 255)
+        """The filtered rows top:bottom of an image (height, width, C). Each neighbour's difference
+        from the centre is summed as w P(neighbour) here, and the centre's share, -w P(centre), once
+        per channel: the same integers as the formula, without a plane per tap. int64: the partial
+        sums may pass 2^31 where the formula's do not."""
+        r, (height, width, channels) = self.radius, pixels.shape
+        n, offsets = bottom - top, taps(self.radius)
+        halo = pixels[np.clip(np.arange(top - r, bottom + r), 0, height - 1)][:, np.clip(np.arange(-r, width + r), 0, width - 1)]
+        planes = np.ascontiguousarray(halo.transpose(2, 0, 1)).astype(np.int32)  # (C, n + 2r, width + 2r)
+        centre = planes[:, r:r + n, r:r + width]
+        out = np.empty((n, width, channels), np.uint8)
+        for c in range(channels):
+            w = self.weights[c].astype(np.int64)
+            acc = np.full((n, width), (1 << (self.shift - 1)) + w[-1], np.int64)
+            for k in range(channels):
+                own, others = 0, 0
+                for (dy, dx), weight in zip(offsets, w[k * len(offsets):(k + 1) * len(offsets)]):
+                    if (dy, dx) == (0, 0):
+                        own = weight
+                    elif weight:
+                        acc += weight * planes[k, r + dy:r + dy + n, r + dx:r + dx + width]
+                        others += weight
+                acc += (own - others) * centre[k] - 128 * own
+            out[..., c] = np.clip(centre[c] + (acc >> self.shift), 0, 255)
         return out
 
     def pack(self) -> bytes:
@@ -173,20 +187,21 @@ def _moments(decoded: np.ndarray, original: np.ndarray, strips):
     _, _, width, channels = decoded.shape
     energy = np.zeros(channels)
     for i, top, bottom in strips:
-        f = _features(decoded[i], top, bottom, MAX_RADIUS, np.float64).reshape(-1, (bottom - top) * width).T
+        f = _features(decoded[i], top, bottom, MAX_RADIUS).reshape(-1, (bottom - top) * width).T
         r = (original[i, top:bottom].astype(np.float64) - decoded[i, top:bottom]).reshape(-1, channels)
         moments, cross, energy = moments + f.T @ f, cross + f.T @ r, energy + (r * r).sum(0)
     return moments, cross, energy
 
 
-def _features(pixels: np.ndarray, top: int, bottom: int, radius: int, dtype) -> np.ndarray:
-    """(C x taps + 1, rows, width): every tap of every channel for the rows top:bottom, then ones."""
+def _features(pixels: np.ndarray, top: int, bottom: int, radius: int) -> np.ndarray:
+    """(C x taps + 1, rows, width), float64: every tap's f of every channel for the rows top:bottom
+    (the module docstring's formula), then ones (the bias)."""
     height, width, channels = pixels.shape
     rows = np.clip(np.arange(top - radius, bottom + radius), 0, height - 1)
     cols = np.clip(np.arange(-radius, width + radius), 0, width - 1)
-    halo = pixels[rows][:, cols].astype(dtype)
+    halo = pixels[rows][:, cols].astype(np.float64)
     centre = halo[radius:radius + bottom - top, radius:radius + width]
-    out = np.empty((channels * len(taps(radius)) + 1, bottom - top, width), dtype)
+    out = np.empty((channels * len(taps(radius)) + 1, bottom - top, width))
     i = 0
     for k in range(channels):
         for dy, dx in taps(radius):
