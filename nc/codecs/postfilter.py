@@ -73,10 +73,9 @@ class PostFilter:
         from the centre is summed as w P(neighbour) here, and the centre's share, -w P(centre), once
         per channel: the same integers as the formula, without a plane per tap. int64: the partial
         sums may pass 2^31 where the formula's do not."""
-        r, (height, width, channels) = self.radius, pixels.shape
+        r, (_, width, channels) = self.radius, pixels.shape
         n, offsets = bottom - top, taps(self.radius)
-        halo = pixels[np.clip(np.arange(top - r, bottom + r), 0, height - 1)][:, np.clip(np.arange(-r, width + r), 0, width - 1)]
-        planes = np.ascontiguousarray(halo.transpose(2, 0, 1)).astype(np.int32)  # (C, n + 2r, width + 2r)
+        planes = np.ascontiguousarray(_halo(pixels, top, bottom, r).transpose(2, 0, 1)).astype(np.int32)
         centre = planes[:, r:r + n, r:r + width]
         out = np.empty((n, width, channels), np.uint8)
         for c in range(channels):
@@ -134,14 +133,14 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
     the mean over the channels) of `decoded` against `original`, both uint8 ([frames,] height, width,
     C): one filter for all the frames; None where no filter pays for its bytes. The errors are
     predicted from second moments, then the chosen filter's is measured; both on SAMPLE_PIXELS of
-    the pixels at most (every k-th strip), scaled to all of them."""
+    the pixels at most (`_sample`), scaled to all of them."""
     decoded, original = _frames(decoded), _frames(original)
     channels, strips = decoded.shape[-1], _sample(decoded.shape)
     moments, cross, energy = _moments(decoded, original, strips)
     scale = decoded[..., 0].size / sum((b - t) * decoded.shape[2] for _, t, b in strips)
     unfiltered = lmbda * scale * energy.sum() / channels
     full = taps(MAX_RADIUS)
-    best, best_cost = None, unfiltered
+    best, best_bits, best_cost = None, 0, unfiltered
     for radius in range(MAX_RADIUS + 1):
         pick = _feature_index([full.index(t) for t in taps(radius)], len(full), channels)
         a, b = moments[np.ix_(pick, pick)], cross[pick]
@@ -151,14 +150,15 @@ def choose(decoded: np.ndarray, original: np.ndarray, lmbda: float) -> PostFilte
             f = PostFilter(radius, shift, np.ascontiguousarray(w.T).astype(np.int32))
             wf = w / 2**shift  # predicted error: |r - F w|^2 per channel, plus the output's rounding (1/12)
             error = energy - 2 * np.einsum("fc,fc->c", wf, b) + np.einsum("fc,fg,gc->c", wf, a, wf)
-            cost = 8 * len(f.pack()) + lmbda * (scale * error.sum() / channels + decoded[..., 0].size / 12)
+            bits = 8 * len(f.pack())
+            cost = bits + lmbda * (scale * error.sum() / channels + decoded[..., 0].size / 12)
             if cost < best_cost:
-                best, best_cost = f, cost
+                best, best_bits, best_cost = f, bits, cost
     if best is None:
         return None
     measured = sum(np.sum((best.rows(decoded[i], t, b).astype(np.float64) - original[i, t:b]) ** 2)
                    for i, t, b in strips)
-    return best if 8 * len(best.pack()) + lmbda * scale * measured / channels < unfiltered else None
+    return best if best_bits + lmbda * scale * measured / channels < unfiltered else None
 
 
 def _frames(pixels: np.ndarray) -> np.ndarray:
@@ -196,10 +196,8 @@ def _moments(decoded: np.ndarray, original: np.ndarray, strips):
 def _features(pixels: np.ndarray, top: int, bottom: int, radius: int) -> np.ndarray:
     """(C x taps + 1, rows, width), float64: every tap's f of every channel for the rows top:bottom
     (the module docstring's formula), then ones (the bias)."""
-    height, width, channels = pixels.shape
-    rows = np.clip(np.arange(top - radius, bottom + radius), 0, height - 1)
-    cols = np.clip(np.arange(-radius, width + radius), 0, width - 1)
-    halo = pixels[rows][:, cols].astype(np.float64)
+    _, width, channels = pixels.shape
+    halo = _halo(pixels, top, bottom, radius).astype(np.float64)
     centre = halo[radius:radius + bottom - top, radius:radius + width]
     out = np.empty((channels * len(taps(radius)) + 1, bottom - top, width))
     i = 0
@@ -210,6 +208,14 @@ def _features(pixels: np.ndarray, top: int, bottom: int, radius: int) -> np.ndar
             i += 1
     out[i] = 1
     return out
+
+
+def _halo(pixels: np.ndarray, top: int, bottom: int, radius: int) -> np.ndarray:
+    """Rows top:bottom of an image (height, width, C) with `radius` pixels around them, the image's
+    edge repeated beyond it (rows and columns clamped apart)."""
+    height, width, _ = pixels.shape
+    rows = np.clip(np.arange(top - radius, bottom + radius), 0, height - 1)
+    return pixels[rows][:, np.clip(np.arange(-radius, width + radius), 0, width - 1)]
 
 
 def _feature_index(tap_index: list[int], n_taps: int, channels: int) -> list[int]:
