@@ -1,5 +1,6 @@
-"""A check image/hvae's and video/wfvae's tests share: files written before their escapes were
-Elias-gamma coded (bitstream version 1: raw i32 escapes) still decode, to what a new file gives."""
+"""What image/hvae's and video/wfvae's tests share: files written before their escapes were
+Elias-gamma coded (bitstream version 1: raw i32 escapes) still decode, to what a new file gives;
+a payload with its post-filter taken out."""
 import dataclasses
 import functools
 import io
@@ -8,6 +9,7 @@ import numpy as np
 
 import nc
 from nc.bitstream.entropy import ScaleTableCoder
+from nc.codecs import postfilter
 
 
 def check_version_1_files_still_decode(codec, encode, monkeypatch) -> None:
@@ -35,3 +37,11 @@ def check_version_1_files_still_decode(codec, encode, monkeypatch) -> None:
     assert [nc.open(io.BytesIO(d), "rb").tracks[0].codec_version for d in (old, new)] == [1, now]
     assert len(new) < len(old)  # each escape 2-8 bytes smaller
     np.testing.assert_array_equal(nc.decode(old).data, nc.decode(new).data)
+
+
+def without_filter(payload: bytes, header: int, channels: int) -> bytes:
+    """`payload` (`header` bytes of header, a post-filter of `channels` channels after it) without
+    its filter and with bit 15 of its step field clear: the payload the codec coded before fitting one."""
+    _, end = postfilter.unpack(payload, header, channels)
+    field = int.from_bytes(payload[:2], "little") & (postfilter.FLAG - 1)
+    return field.to_bytes(2, "little") + payload[2:header] + payload[end:]

@@ -20,7 +20,7 @@ from nc.bitstream.container import Chunk, ContainerReader, payload_bytes
 from nc.metrics import psnr
 from conftest import SAMPLES
 from image_codec_checks import decode_on_one_and_two_threads, photo
-from latent_checks import check_version_1_files_still_decode
+from latent_checks import check_version_1_files_still_decode, without_filter
 
 TINY = dict(channels=16, latent=16, hyper=8)
 
@@ -159,8 +159,7 @@ def test_quality_and_bpp_control_the_size(codec):
         assert len(payload) > 0.8 * target * pixels / 8  # the search lands near the target, not at q0
     # unreachable: the smallest file, quality 0 without its post-filter
     filtered = _payload(codec, x, quality=0)
-    unfiltered = b"\0\0" + filtered[2 + 7 + int.from_bytes(filtered[5:9], "little"):]
-    assert _payload(codec, x, bitrate="0.01bpp") == unfiltered
+    assert _payload(codec, x, bitrate="0.01bpp") == without_filter(filtered, 2, 3)
 
 
 def test_levels_below_the_trained_range_extend_the_tables_and_keep_the_trained_rows():
@@ -315,8 +314,7 @@ def test_damaged_payloads_are_clean_errors(codec):
     dec = codec.decoder(facts, codec.descriptor.resolve(quality=3), {})
     assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
     assert payload[1] & 0x80  # a random-init network's pixels: the post-filter pays for itself
-    unfiltered = payload[:2] + payload[2 + 7 + int.from_bytes(payload[5:9], "little"):]
-    unfiltered = bytes([unfiltered[0], unfiltered[1] & 0x7F]) + unfiltered[2:]
+    unfiltered = without_filter(payload, 2, 3)
     assert dec.decode(Packet(unfiltered, 0, 1)).shape == (60, 80, 3)
     for bad in (payload[:1], payload[:5], payload[:-3], payload + b"\0", b"\xff\xff" + payload[2:],
                 (16 * 8 + 1).to_bytes(2, "little") + payload[2:],  # one row past quality 8

@@ -295,8 +295,7 @@ class HvaeEncoder(Encoder):
         the filter pays for its bytes (bits + lambda x squared error); `payload` itself where none does."""
         step = U16.unpack_from(payload)[0]
         decoded = self.m.decode_tiles(payload, 2, step, self.facts)
-        fitted = postfilter.choose(decoded, image, self.m.coder.lmbda(step))
-        return payload if fitted is None else U16.pack(step | postfilter.FLAG) + fitted.pack() + payload[2:]
+        return postfilter.attach(payload, U16.size, postfilter.choose(decoded, image, self.m.coder.lmbda(step)))
 
     def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
         """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is

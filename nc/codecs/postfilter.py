@@ -100,6 +100,16 @@ class PostFilter:
         return _HEADER.pack(self.radius, self.shift, index, len(data)) + data
 
 
+def attach(payload: bytes, header: int, fitted: PostFilter | None) -> bytes:
+    """`payload`, whose `header` bytes of header start with its codec's u16 step field, with `fitted`
+    right after that header and bit 15 of the field set (what `split_step` and `unpack` read);
+    `payload` itself for None."""
+    if fitted is None:
+        return payload
+    field = int.from_bytes(payload[:2], "little") | FLAG
+    return field.to_bytes(2, "little") + payload[2:header] + fitted.pack() + payload[header:]
+
+
 def split_step(field: int) -> tuple[int, bool]:
     """A codec's u16 step field -> (step, whether a post-filter follows)."""
     return field & (FLAG - 1), bool(field & FLAG)

@@ -173,10 +173,10 @@ class WfvaeEncoder(GopEncoder):
         """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to the GOP's frames as
         they decode, where the filter pays for its bytes (bits + lambda x squared error); `payload`
         itself where none does."""
-        f, (step, n) = self.facts, HEADER.unpack_from(payload)
+        f, (step, _) = self.facts, HEADER.unpack_from(payload)
         decoded = self.m.synthesis(self.m.read(payload, f.height, f.width, duration).y_hats, f.height, f.width)
         fitted = postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step))
-        return payload if fitted is None else HEADER.pack(step | postfilter.FLAG, n) + fitted.pack() + payload[HEADER.size:]
+        return postfilter.attach(payload, HEADER.size, fitted)
 
 
 class WfvaeCodec(LearnedVideoCodec):
