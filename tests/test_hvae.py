@@ -320,13 +320,35 @@ def test_damaged_payloads_are_clean_errors(codec):
                 (16 * 8 + 1).to_bytes(2, "little") + payload[2:],  # one row past quality 8
                 payload[:2] + b"\x04" + payload[3:],  # a post-filter radius beyond 3
                 payload[:5] + b"\xff\xff\x00\x00" + payload[9:],  # its coefficients longer than the payload
-                unfiltered[:1] + bytes([unfiltered[1] | 0x80]) + unfiltered[2:]):  # a filter that is not there
+                unfiltered[:1] + bytes([unfiltered[1] | 0x80]) + unfiltered[2:],  # a filter that is not there
+                payload[:1] + bytes([payload[1] ^ 0x40]) + payload[2:]):  # scale offsets there or not
         with pytest.raises(nc.NCError):
             dec.decode(Packet(bad, 0, 1))
     for quality, step in ((0, 0), (8, 16 * 8)):  # the tables' first and last rows
         payload = codec.encoder(facts, codec.descriptor.resolve(quality=quality)).encode(photo(60, 80))[0].payload
-        assert int.from_bytes(payload[:2], "little") & 0x7FFF == step  # bit 15: a post-filter follows
+        # bit 15: a post-filter follows; bit 14: scale offsets do
+        assert int.from_bytes(payload[:2], "little") & 0x3FFF == step
         assert dec.decode(Packet(payload, 0, 1)).shape == (60, 80, 3)
+
+
+def test_scale_offsets_shrink_files_and_leave_their_pixels(codec, monkeypatch):
+    x = photo(150, 130)
+    monkeypatch.setattr(hvae_codec, "TILE", 64)  # several tiles, each with its offsets
+    shifted = _payload(codec, x, quality=4)
+    assert shifted[1] & 0x40  # a random-init network leaves channels at zero: offsets pay
+    monkeypatch.setattr(codec.model.coder, "choose_y_offsets", lambda y, side, step: (None, -1e9))
+    plain = _payload(codec, x, quality=4)  # a version-3 file: no offsets
+    assert not plain[1] & 0x40
+    assert len(shifted) < 0.9 * len(plain)
+    np.testing.assert_array_equal(_decoded(codec, shifted, x.shape), _decoded(codec, plain, x.shape))
+
+
+def _decoded(codec, payload, shape):
+    from nc.codecs.base import Packet
+    from nc.media.facts import ImageFacts
+
+    facts = ImageFacts(shape[1], shape[0], "RGB")
+    return codec.decoder(facts, codec.descriptor.resolve(quality=4), {}).decode(Packet(payload, 0, 1))
 
 
 def test_training_loss_falls_on_one_batch():

@@ -394,6 +394,18 @@ class ScaleTableCoder:
             extra = _gamma_bits(np.abs(r[escaped]) - self.radii[idx[escaped]]).sum()
         return float(self._bits[idx, sym].sum() + extra)
 
+    def residual_bits(self, residuals, scale_indices) -> np.ndarray:
+        """Code length in bits ("gamma" escapes) of each integer residual x - rint(mean) at each scale
+        index (broadcast together), from the same tables as `cross_entropy_bits`: for estimates that
+        try many scales without building a payload."""
+        idx = np.asarray(scale_indices, np.int64)
+        r = np.asarray(residuals, np.int64)
+        radius = self.radii[idx]
+        escaped = np.abs(r) > radius
+        sym = np.where(escaped, 2 * radius + 1, r + radius)
+        excess = np.where(escaped, np.abs(r) - radius, 1)
+        return self._bits[idx, sym] + np.where(escaped, _gamma_bits(excess), 0)
+
     def encode(self, values, means, scale_indices, escapes: str = "gamma") -> bytes:
         """Code int32-range `values` (any shape, flattened in C order); see module docstring.
         `escapes`: how escaped values are stored ("gamma"; "i32" writes the older payloads)."""

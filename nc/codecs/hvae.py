@@ -65,11 +65,12 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nc.codecs import postfilter
+from nc.codecs import postfilter, scale_offsets
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_video import filtered_within, largest_that_fits
@@ -197,24 +198,31 @@ class HvaeModel:
                    y * gain - mean_g, mean_g, gain, SCALES[index], self.coder.lmbda(step), iterations)
         return ((u + mean_g) / gain).astype(np.float32)
 
-    def decode_tiles(self, data: bytes, pos: int, step: int, facts: ImageFacts) -> np.ndarray:
+    def decode_tiles(self, data: bytes, pos: int, step: int, facts: ImageFacts, offsets: bool = False) -> np.ndarray:
         """The image (uint8, height x width x channels of `facts`' mode), before any post-filter, from
-        the tiles of a payload that start at `pos`, coded at quality `step`."""
+        the tiles of a payload that start at `pos`, coded at quality `step`; `offsets`: each tile's
+        scale offsets (nc/codecs/scale_offsets.py) precede its z."""
         # the z of every tile first, then every y, then the pixels: each step of a tile sees its
         # neighbours' (the latents take 2.5 bytes per pixel with the shipped network)
         grid, blocks = list(tiles(facts.height, facts.width, TILE)), []
+        hyper, latent = self.cfg.hyper, self.cfg.latent
         for _ in grid:
+            shifts = (None, None)
+            if offsets:
+                offsets_data, pos = take_block(data, pos, "image/hvae")
+                both = scale_offsets.unpack(offsets_data, hyper + latent, "image/hvae")
+                shifts = (both[:hyper], both[hyper:])
             z_data, pos = take_block(data, pos, "image/hvae")
             y_data, pos = take_block(data, pos, "image/hvae")
-            blocks.append((z_data, y_data))
+            blocks.append((z_data, y_data, shifts))
         if pos != len(data):
             raise CorruptChunkError("image/hvae payload has bytes after its last tile")
-        hyper, latent = self.cfg.hyper, self.cfg.latent
-        z_all = _canvas((self.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64))
-                         for (z_data, _), (_, _, h, w) in zip(blocks, grid)), hyper, 64, facts.height, facts.width,
-                        np.int64)
-        y_all = _canvas((self.coder.decode_s(y_data, self.hyper_side(z_all, *tile), step)
-                         for (_, y_data), tile in zip(blocks, grid)), latent, 16, facts.height, facts.width, np.float32)
+        z_all = _canvas((self.coder.decode_z(z_data, (hyper, _up64(h) // 64, _up64(w) // 64), z_shift)
+                         for (z_data, _, (z_shift, _)), (_, _, h, w) in zip(blocks, grid)),
+                        hyper, 64, facts.height, facts.width, np.int64)
+        y_all = _canvas((self.coder.decode_s(y_data, self.hyper_side(z_all, *tile), step, y_shift)
+                         for (_, y_data, (_, y_shift)), tile in zip(blocks, grid)),
+                        latent, 16, facts.height, facts.width, np.float32)
         out = np.empty((facts.height, facts.width, 3), np.uint8)
         for tile in grid:
             top, left, h, w = tile
@@ -253,6 +261,28 @@ def _up64(n: int) -> int:
     return -(-n // 64) * 64
 
 
+def _header(payload: bytes) -> tuple[int, bool, bool]:
+    """A payload's u16 step field -> (step, whether a post-filter follows, whether tiles send scale offsets)."""
+    step, has_filter = postfilter.split_step(U16.unpack_from(payload)[0])
+    step, offsets = scale_offsets.split_step(step)
+    return step, has_filter, offsets
+
+
+@dataclass(frozen=True)
+class CodedZ:
+    """A tile's hyper latent coded both ways, with and without its scale offsets (z does not depend
+    on the quality, so the bpp search codes it once)."""
+    offsets: np.ndarray
+    saved: float  # bits the offsets save, estimated
+    plain: bytes
+    shifted: bytes
+
+    @classmethod
+    def of(cls, coder: LatentCoder, z: np.ndarray) -> "CodedZ":
+        offsets, saved = coder.choose_z_offsets(z)
+        return cls(offsets, saved, coder.code_z(z), coder.code_z(z, offsets))
+
+
 class HvaeEncoder(Encoder):
     def __init__(self, model: HvaeModel, facts: ImageFacts, rate: RatePoint, effort: int = 0):
         self.m, self.facts, self.rate = model, facts, rate
@@ -271,7 +301,7 @@ class HvaeEncoder(Encoder):
         ys, zs = zip(*(self.m.analyse(rgb, *tile) for tile in grid))
         z_all = _canvas(zs, self.m.cfg.hyper, 64, f.height, f.width, np.int64)
         latents = [(y, self.m.hyper_side(z_all, *tile)) for y, tile in zip(ys, grid)]
-        z_parts = [self.m.coder.code_z(z) for z in zs]
+        z_parts = [CodedZ.of(self.m.coder, z) for z in zs]
         code = lambda step, lat=latents: self._payload(step, lat, z_parts)  # noqa: E731
         refined = lambda step: code(step, self._refined(rgb, latents, step, grid))  # noqa: E731
         if self.rate.unit == "quality":
@@ -293,19 +323,19 @@ class HvaeEncoder(Encoder):
     def _filtered(self, payload: bytes, image: np.ndarray) -> bytes:
         """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to what it decodes to, where
         the filter pays for its bytes (bits + lambda x squared error); `payload` itself where none does."""
-        step = U16.unpack_from(payload)[0]
-        decoded = self.m.decode_tiles(payload, 2, step, self.facts)
+        step, _, offsets = _header(payload)
+        decoded = self.m.decode_tiles(payload, 2, step, self.facts, offsets)
         return postfilter.attach(payload, U16.size, postfilter.choose(decoded, image, self.m.coder.lmbda(step)))
 
     def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
         """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is
         raised by what it saved (judged from the unrefined sizes) and refined once more; the best
         refined payload that fits, or `plain` if none does."""
-        step = U16.unpack_from(plain)[0]
+        step = _header(plain)[0]
         first = refined(step)
         if len(first) > budget:  # refinement spent more (rare), or the target lies below quality 0's size
             return min(first, plain, key=len)
-        higher = U16.unpack_from(largest_that_fits(code, self.m.steps, budget * len(plain) / len(first)))[0]
+        higher = _header(largest_that_fits(code, self.m.steps, budget * len(plain) / len(first)))[0]
         if higher > step:
             second = refined(higher)
             if len(second) <= budget:
@@ -336,10 +366,22 @@ class HvaeEncoder(Encoder):
         return out
 
     def _payload(self, step: int, latents, z_parts) -> bytes:
-        parts = [U16.pack(step)]
-        for (y, side), z_data in zip(latents, z_parts):
-            y_data = self.m.coder.code_y(y, side, step)
-            parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
+        """The payload at `step`, without a post-filter; with scale offsets where they save more than
+        their blocks' framing (a length field and a last ANS word per tile)."""
+        coder = self.m.coder
+        y_offsets = [coder.choose_y_offsets(y, side, step) for y, side in latents]
+        saved = sum(bits for _, bits in y_offsets) + sum(z.saved for z in z_parts)
+        shift = saved > 8 * 8 * len(latents)
+        parts = [U16.pack(step | scale_offsets.FLAG if shift else step)]
+        for (y, side), z, (y_shift, _) in zip(latents, z_parts, y_offsets):
+            if shift:
+                offsets = scale_offsets.pack(np.concatenate([z.offsets, y_shift]))
+                y_data = coder.code_y(y, side, step, y_shift)
+                parts += [U32.pack(len(offsets)), offsets, U32.pack(len(z.shifted)), z.shifted]
+            else:
+                y_data = coder.code_y(y, side, step)
+                parts += [U32.pack(len(z.plain)), z.plain]
+            parts += [U32.pack(len(y_data)), y_data]
         return b"".join(parts)
 
     def flush(self) -> list[Packet]:
@@ -354,19 +396,19 @@ class HvaeDecoder(Decoder):
         f, data = self.facts, packet.payload
         if len(data) < 2:
             raise CorruptChunkError("image/hvae payload shorter than its header")
-        step, has_filter = postfilter.split_step(U16.unpack_from(data)[0])
+        step, has_filter, offsets = _header(data)
         fitted, pos = postfilter.unpack(data, 2, f.channels) if has_filter else (None, 2)
         if step >= self.m.steps:
             raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
-        pixels = self.m.decode_tiles(data, pos, step, f)
+        pixels = self.m.decode_tiles(data, pos, step, f, offsets)
         return pixels if fitted is None else fitted.apply(pixels)
 
 
 class HvaeCodec(LearnedImageCodec):
     codec_id, quality = "image/hvae", QUALITY
-    # 3: a post-filter (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded (nc/bitstream/entropy.py);
-    # every version decodes
-    bitstream_version = 3
+    # 4: scale offsets (nc/codecs/scale_offsets.py); 3: a post-filter (nc/codecs/postfilter.py); 2: escapes
+    # Elias-gamma coded (nc/bitstream/entropy.py); every version decodes
+    bitstream_version = 4
     model_class, encoder_class, decoder_class = HvaeModel, HvaeEncoder, HvaeDecoder
     efforts = len(REFINEMENT_ITERATIONS) - 1
 

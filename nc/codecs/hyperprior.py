@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from nc.codecs import scale_offsets
 from nc.errors import CorruptChunkError, FormatError, PluginError, UsageError
 
 
@@ -108,15 +109,17 @@ class LatentCoder:
         mean, log_scale = self.int_h_s(torch.from_numpy(z)[None].double(), ctx)
         return mean[0].numpy().astype(np.int64), log_scale[0].numpy().astype(np.int64)
 
-    def side_info(self, side: tuple[np.ndarray, np.ndarray], step: int):
-        """(mean of y g as float64, scale indices) of y at quality `step`, from integers only."""
+    def side_info(self, side: tuple[np.ndarray, np.ndarray], step: int, offsets: np.ndarray | None = None):
+        """(mean of y g as float64, scale indices) of y at quality `step`, from integers only; the
+        indices moved by the channels' `offsets` (nc/codecs/scale_offsets.py), where given."""
         from nc.models.hyperprior import GAIN_BITS
 
         mean, log_scale = side
         gain_value = self.gain_value[step][:, None, None]
         mean_g = (mean * gain_value + (1 << (GAIN_BITS - 1))) >> GAIN_BITS  # fixed point, act_bits
         index = np.searchsorted(self.thresholds, log_scale + self.gain_log[step][:, None, None], side="left")
-        return mean_g / 2.0**self.act_bits, np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
+        index = np.minimum(index, len(self.thresholds) - 1).astype(np.int32)
+        return mean_g / 2.0**self.act_bits, index if offsets is None else scale_offsets.shifted(index, offsets)
 
     def lmbda(self, step: int) -> float:
         """The distortion weight (bits + lambda x 255^2 x MSE) the network was trained with at quality
@@ -130,14 +133,28 @@ class LatentCoder:
 
         return (self.gain_value[step] / 2.0**GAIN_BITS)[:, None, None]
 
-    def code_y(self, y: np.ndarray, side, step: int) -> bytes:
-        return self.quantize(y, side, step)[0]
+    def code_y(self, y: np.ndarray, side, step: int, offsets: np.ndarray | None = None) -> bytes:
+        return self.quantize(y, side, step, offsets)[0]
 
-    def quantize(self, y: np.ndarray, side, step: int) -> tuple[bytes, np.ndarray]:
-        """y's payload at quality `step`, and y_hat exactly as `decode_y` will return it."""
-        mean_g, index = self.side_info(side, step)
-        symbols = np.rint(y * self.gain(step) - mean_g).astype(np.int64)
+    def quantize(self, y: np.ndarray, side, step: int, offsets: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+        """y's payload at quality `step` (its channels' scale indices moved by `offsets`, nc/codecs/
+        scale_offsets.py), and y_hat exactly as `decode_y` will return it."""
+        mean_g, index = self.side_info(side, step, offsets)
+        symbols = self._symbols(y, mean_g, step)
         return self.coder.encode(symbols, np.zeros_like(mean_g), index), self._dequantize(symbols, mean_g, step)
+
+    def choose_y_offsets(self, y: np.ndarray, side, step: int) -> tuple[np.ndarray, float]:
+        """The scale offsets (nc/codecs/scale_offsets.py) that code y at `step` in the fewest bits, and
+        the bits they save (estimated, their own counted)."""
+        mean_g, index = self.side_info(side, step)
+        return scale_offsets.choose(self._symbols(y, mean_g, step), index, self.coder)
+
+    def choose_z_offsets(self, z: np.ndarray) -> tuple[np.ndarray, float]:
+        """`choose_y_offsets` for a hyper latent (hyper, h, w)."""
+        return scale_offsets.choose(z, self._z_index(z.shape), self.coder)
+
+    def _symbols(self, y: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
+        return np.rint(y * self.gain(step) - mean_g).astype(np.int64)
 
     def _dequantize(self, symbols: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
         # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
@@ -150,21 +167,26 @@ class LatentCoder:
 
         return np.clip(np.rint(y_hat * 2.0**self.act_bits), -ACT_LIMIT, ACT_LIMIT).astype(np.int64)
 
-    def code_z(self, z: np.ndarray) -> bytes:
-        index = np.broadcast_to(self.z_index[:, None, None], z.shape)
-        return self.coder.encode(z, np.zeros(z.shape), index)
+    def _z_index(self, shape: tuple[int, int, int], offsets: np.ndarray | None = None) -> np.ndarray:
+        index = np.broadcast_to(self.z_index[:, None, None], shape)
+        return index if offsets is None else scale_offsets.shifted(index, offsets)
 
-    def decode_z(self, z_data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        """The hyper latent, int64 of `shape` (hyper, h, w), from its payload."""
+    def code_z(self, z: np.ndarray, offsets: np.ndarray | None = None) -> bytes:
+        return self.coder.encode(z, np.zeros(z.shape), self._z_index(z.shape, offsets))
+
+    def decode_z(self, z_data: bytes, shape: tuple[int, int, int], offsets: np.ndarray | None = None) -> np.ndarray:
+        """The hyper latent, int64 of `shape` (hyper, h, w), from its payload (its channels' scale
+        indices moved by `offsets`, where given)."""
         try:
-            z = self.coder.decode(z_data, np.zeros(shape), np.broadcast_to(self.z_index[:, None, None], shape))
+            z = self.coder.decode(z_data, np.zeros(shape), self._z_index(shape, offsets))
         except (FormatError, ValueError) as e:
             raise CorruptChunkError(f"{self.codec_id}: {e}") from None
         return z.astype(np.int64)
 
-    def decode_s(self, y_data: bytes, side, step: int) -> np.ndarray:
-        """The dequantized y, float64, from its payload and its side information (`hyper_side`)."""
-        mean_g, index = self.side_info(side, step)
+    def decode_s(self, y_data: bytes, side, step: int, offsets: np.ndarray | None = None) -> np.ndarray:
+        """The dequantized y, float64, from its payload and its side information (`hyper_side`), its
+        channels' scale indices moved by `offsets` where given."""
+        mean_g, index = self.side_info(side, step, offsets)
         try:
             s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
         except (FormatError, ValueError) as e:
