@@ -52,7 +52,7 @@ def test_apply_is_the_documented_integer_formula(radius, channels, monkeypatch):
     monkeypatch.setattr(postfilter, "STRIP_PIXELS", 40)  # strips of 2 rows: the halo crosses them
     rng = np.random.default_rng(radius)
     x = _image(9, 13, channels, seed=radius)
-    weights = rng.integers(-300, 300, (channels, channels * len(taps(radius)) + 1)).astype(np.int32)
+    weights = rng.integers(-60, 60, (channels, channels * len(taps(radius)) + 1)).astype(np.int32)
     f = PostFilter(radius, 8, weights)
     np.testing.assert_array_equal(f.apply(x), _reference(f, x))
 
@@ -142,3 +142,19 @@ def test_large_inputs_are_fitted_on_a_sample_spread_over_them(monkeypatch):
     monkeypatch.setattr(postfilter, "STRIP_PIXELS", 800)  # strips of 10 rows
     strips = postfilter._sample((1, 1000, 80, 3))  # one image of 80,000 pixels: every 3rd strip
     assert [t for _, t, _ in strips] == list(range(0, 1000, 30))
+
+
+@pytest.mark.parametrize("radius, channels", [(0, 3), (2, 3), (3, 1)])
+def test_the_float_twin_is_the_filter_without_its_rounding(radius, channels):
+    import torch
+
+    rng = np.random.default_rng(radius)
+    weights = rng.integers(-60, 60, (channels, channels * len(taps(radius)) + 1)).astype(np.int32)
+    fitted = PostFilter(radius, 9, weights)
+    x = rng.integers(0, 256, (20, 24, channels)).astype(np.uint8)
+    exact = fitted.apply(x).astype(np.float64)
+    twin = fitted.as_convolution()(torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255)
+    twin = twin[0].permute(1, 2, 0).double().numpy() * 255
+    unclamped = (exact > 0) & (exact < 255)
+    assert unclamped.mean() > 0.5
+    assert np.abs(twin - exact)[unclamped].max() <= 0.5 + 1e-3  # floor((acc + 2^(S-1)) / 2^S) rounds

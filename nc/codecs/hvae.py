@@ -18,11 +18,17 @@ The analysis and the synthesis of a tile see MARGIN pixels of its neighbours,
 so tiles meet without seams; an image of one tile is coded as before.
 
 `--effort 1` refines each tile's y for this image before coding it (nc/models/refine.py): gradient
-descent on bits + lambda x squared error through the fixed synthesis, the hyper latent kept. It
+descent on bits + lambda x squared error through the fixed synthesis and the post-filter that the
+unrefined file gets (its float twin; the refined file's filter is fitted again), the hyper latent kept. It
 takes ~40 s per 768x512 photo on one core (bench/results/image.md) instead of ~0.5 s; the file is an
 ordinary one, decoded as fast as any. With a bpp target, the step is searched without refinement,
 then refined; that saves bits, so the step is raised by the saving and refined once more: the best
 refined payload within the target is kept (a target below quality 0's size gets the smaller file).
+
+Scale offsets (nc/codecs/scale_offsets.py): a hyperprior predicts the latents' spreads well on
+average, but in one image some channels are wider or narrower than predicted (some are all zeros).
+The encoder estimates, per channel, the shift of its scale indices that codes it in the fewest bits,
+and sends the shifts (~3 bits a channel); the values coded, hence the pixels, are unchanged.
 
 The post-filter (nc/codecs/postfilter.py): the encoder decodes its own payload, fits a Wiener
 filter of the decoded pixels to the image by least squares and sends it where it lowers bits +
@@ -40,12 +46,16 @@ decodes identically everywhere.
 Packet payload (one packet per image):
 
     offset  size  field
-    0       2     u16 LE: bit 15 set when a post-filter follows; bits 0-14 the step, the row of the
-                  weights' gain tables, < their rows (quality = 1 - levels_below + step / 16; the
-                  shipped weights: quality = step / 16, step <= 128)
+    0       2     u16 LE: bit 15 set when a post-filter follows; bit 14 set when every tile starts
+                  with scale offsets; bits 0-13 the step, the row of the weights' gain tables, <
+                  their rows (quality = 1 - levels_below + step / 16; the shipped weights:
+                  quality = step / 16, step <= 128)
     (2      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, the image's
                   channels (3 for RGB, 1 for L); it filters the decoded image, after mode L's mean)
     then, per tile in raster order (tiles of TILE pixels, the last row/column smaller):
+           (4     offsets bytes: u32 LE, when bit 14 is set
+            ...   the scale offsets of z's channels then y's: nc/codecs/scale_offsets.py's payload;
+                  each channel's scale indices below are moved by its offset)
             4     z bytes: u32 LE
             ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
                   (hyper, ceil(h/64), ceil(w/64)) in C order, mean 0, scale index per channel
@@ -56,10 +66,12 @@ Packet payload (one packet per image):
                   Z_MARGIN cells of the tile (docs/FORMAT.md; the encoder chooses
                   s = rint(y G / 2^16 - M / 2^8), but any integers decode)
 
-Track params: {}. Bitstream version 3: the post-filter (the encoder fits it to each image and
-sends it where it pays for its bytes: 0.5-2 dB for 60-260 bytes on the held-out photos). Version 2:
-escapes in the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1
-files (raw i32 escapes). All three decode.
+Track params: {}. Bitstream version 4: scale offsets (the encoder moves each latent channel's
+scale indices to the spread that codes this image's symbols in the fewest bits, and sends the moves
+where they save more than they cost). Version 3: the post-filter (the encoder fits it to each image
+and sends it where it pays for its bytes: 0.5-2 dB for 60-260 bytes on the held-out photos). Version
+2: escapes in the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1
+files (raw i32 escapes). All four decode.
 """
 from __future__ import annotations
 
@@ -160,23 +172,27 @@ class HvaeModel:
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
     def window_error(self, y_hat: np.ndarray, canvas: np.ndarray, height: int, width: int, tile,
-                     channels: int = 3) -> float:
+                     channels: int = 3, post: postfilter.PostFilter | None = None) -> float:
         """Squared error (8-bit levels, the mean over the channels), summed over the image's pixels in
         the tile's window: all that the tile's y shapes, its neighbours' margins included. `canvas`: the
         image padded to multiples of 64 (its padding does not count); channels 1: grey, decoded as
-        the mean of the synthesis's R, G and B (`as_mode`)."""
+        the mean of the synthesis's R, G and B (`as_mode`); `post`: the pixels' post-filter, if any
+        (the window's edges stand in for the image's pixels beyond them)."""
         r0, r1, c0, c1 = _window(*tile)
         pixels = as_mode(self._synthesise_window(y_hat, *tile), channels)[:height - 16 * r0, :width - 16 * c0]
+        pixels = pixels if post is None else post.apply(pixels)
         target = canvas[16 * r0:16 * r1, 16 * c0:16 * c1, :channels][:height - 16 * r0, :width - 16 * c0]
         return float(np.sum((pixels.astype(np.float64) - target) ** 2)) / channels
 
     def refine(self, canvas: np.ndarray, y_all: np.ndarray, side, step: int, iterations: int,
-               height: int, width: int, tile, channels: int = 3) -> np.ndarray:
+               height: int, width: int, tile, channels: int = 3,
+               post: postfilter.PostFilter | None = None) -> np.ndarray:
         """The tile's y refined for quality `step` (`nc.models.refine`), its neighbours' y fixed: the
         synthesis sees the same window of y_all as `synthesise`, and every image pixel in it counts
         (the tile's y shapes its neighbours' margins too). `canvas`: the image padded to multiples of
         64, `height` x `width` of it real; channels 1: grey, which the decoder gives as the mean of R, G
-        and B. y float32 (latent, h64/16, w64/16)."""
+        and B; `post`: a post-filter the pixels will go through (its float twin is differentiated).
+        y float32 (latent, h64/16, w64/16)."""
         from nc.bitstream.entropy import SCALES
         from nc.models.refine import refine
 
@@ -187,6 +203,9 @@ class HvaeModel:
         pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
         target = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :channels])).permute(2, 0, 1)[None] / 255
         synthesis = self.net.synthesis if channels == 3 else lambda y: self.net.synthesis(y).mean(1, keepdim=True)
+        if post is not None:
+            filtered, unfiltered = post.as_convolution(), synthesis
+            synthesis = lambda y: filtered(unfiltered(y).clamp(0, 1))  # noqa: E731 (the decoder clamps first too)
         weight = torch.zeros(1, 1, *target.shape[2:])
         weight[:, :, :height - 16 * r0, :width - 16 * c0] = 1
         cells = _cells(tile)
@@ -303,7 +322,8 @@ class HvaeEncoder(Encoder):
         latents = [(y, self.m.hyper_side(z_all, *tile)) for y, tile in zip(ys, grid)]
         z_parts = [CodedZ.of(self.m.coder, z) for z in zs]
         code = lambda step, lat=latents: self._payload(step, lat, z_parts)  # noqa: E731
-        refined = lambda step: code(step, self._refined(rgb, latents, step, grid))  # noqa: E731
+        # refinement aims at the pixels after the post-filter that the unrefined file gets at that step
+        refined = lambda step: code(step, self._refined(rgb, latents, step, grid, self._fit(code(step), block)))  # noqa: E731
         if self.rate.unit == "quality":
             step = self.m.coder.step_of(self.rate.value)
             return [Packet(self._filtered(refined(step) if self.iterations else code(step), block), 0, 1)]
@@ -321,11 +341,15 @@ class HvaeEncoder(Encoder):
         return [Packet(best if len(best) <= budget else payload, 0, 1)]
 
     def _filtered(self, payload: bytes, image: np.ndarray) -> bytes:
-        """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to what it decodes to, where
-        the filter pays for its bytes (bits + lambda x squared error); `payload` itself where none does."""
+        """`payload` with its post-filter (`_fit`), if any."""
+        return postfilter.attach(payload, U16.size, self._fit(payload, image))
+
+    def _fit(self, payload: bytes, image: np.ndarray) -> postfilter.PostFilter | None:
+        """The post-filter (nc/codecs/postfilter.py) fitted to what a payload without one decodes to,
+        where it pays for its bytes (bits + lambda x squared error); None where none does."""
         step, _, offsets = _header(payload)
         decoded = self.m.decode_tiles(payload, 2, step, self.facts, offsets)
-        return postfilter.attach(payload, U16.size, postfilter.choose(decoded, image, self.m.coder.lmbda(step)))
+        return postfilter.choose(decoded, image, self.m.coder.lmbda(step))
 
     def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
         """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is
@@ -342,11 +366,12 @@ class HvaeEncoder(Encoder):
                 return second
         return first
 
-    def _refined(self, rgb: np.ndarray, latents, step: int, grid) -> list:
+    def _refined(self, rgb: np.ndarray, latents, step: int, grid, post: postfilter.PostFilter | None) -> list:
         """`latents` with each tile's y refined (`HvaeModel.refine`) in raster order. Each tile sees its
         neighbours as the decoder will (earlier tiles' y as coded, later ones' as analysed, for now),
         and keeps its analysis y where that codes better: fewer bits + lambda x squared error over all
-        the pixels its y shapes."""
+        the pixels its y shapes, after `post` (the post-filter of the unrefined file; the refined one
+        gets its own, fitted again, which can only do better on the pixels it is fitted to)."""
         f, m = self.facts, self.m
         canvas = pad_to(rgb, 64)
         y_all = _canvas((y for y, _ in latents), m.cfg.latent, 16, f.height, f.width, np.float32)
@@ -354,11 +379,12 @@ class HvaeEncoder(Encoder):
         for (y, side), tile in zip(latents, grid):
             cells = _cells(tile)
             options = []
-            refined_y = m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile, f.channels)
+            refined_y = m.refine(canvas, y_all, side, step, self.iterations, f.height, f.width, tile, f.channels,
+                                 post)
             for candidate in (y, refined_y):
                 data, y_hat = m.coder.quantize(candidate, side, step)
                 y_all[cells] = y_hat
-                error = m.window_error(y_all, canvas, f.height, f.width, tile, f.channels)
+                error = m.window_error(y_all, canvas, f.height, f.width, tile, f.channels, post)
                 options.append((8 * len(data) + m.coder.lmbda(step) * error, candidate, y_hat))
             _, chosen, y_hat = min(options, key=lambda o: o[0])
             y_all[cells] = y_hat

@@ -93,6 +93,29 @@ class PostFilter:
             out[..., c] = np.clip(centre[c] + (acc >> self.shift), 0, 255)
         return out
 
+    def as_convolution(self):
+        """The filter as a float function of torch images (batch, C, height, width) in [0, 1]: the same
+        linear map without the integer rounding and clamping, for an encoder's gradients (`--effort 1`
+        refines latents for the pixels after the filter)."""
+        import torch
+        from torch.nn import functional as F
+
+        r, channels = self.radius, self.weights.shape[0]
+        offsets = taps(r)
+        kernel = np.zeros((channels, channels, 2 * r + 1, 2 * r + 1))
+        bias = self.weights[:, -1].astype(np.float64) / 255  # in units of the [0, 1] pixels
+        for c in range(channels):
+            kernel[c, c, r, r] = 2.0**self.shift  # the residual form's P itself
+            for k in range(channels):
+                for (dy, dx), weight in zip(offsets, self.weights[c, k * len(offsets):(k + 1) * len(offsets)]):
+                    kernel[c, k, r + dy, r + dx] += weight
+                    kernel[c, k, r, r] -= weight  # a neighbour's difference from the centre ...
+                    if (dy, dx) == (0, 0):  # ... and the centre minus 128
+                        kernel[c, k, r, r] += weight
+                        bias[c] -= 128 * weight / 255
+        kernel, bias = (torch.from_numpy(a / 2.0**self.shift).float() for a in (kernel, bias))
+        return lambda x: F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), kernel, bias)
+
     def pack(self) -> bytes:
         index = _best_scale(self.weights)
         data = _coder().encode(self.weights, np.zeros(self.weights.shape), np.full(
