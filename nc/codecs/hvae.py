@@ -203,9 +203,9 @@ class HvaeModel:
         pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
         target = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :channels])).permute(2, 0, 1)[None] / 255
         synthesis = self.net.synthesis if channels == 3 else lambda y: self.net.synthesis(y).mean(1, keepdim=True)
-        if post is not None:
-            filtered, unfiltered = post.as_convolution(), synthesis
-            synthesis = lambda y: filtered(unfiltered(y).clamp(0, 1))  # noqa: E731 (the decoder clamps first too)
+        if post is not None:  # as the decoder does: clamp the synthesis's R, G and B, take mode L's mean, filter
+            filtered = post.as_convolution()
+            synthesis = lambda y: filtered(as_mode_torch(self.net.synthesis(y).clamp(0, 1), channels))  # noqa: E731
         weight = torch.zeros(1, 1, *target.shape[2:])
         weight[:, :, :height - 16 * r0, :width - 16 * c0] = 1
         cells = _cells(tile)
@@ -217,9 +217,10 @@ class HvaeModel:
                    y * gain - mean_g, mean_g, gain, SCALES[index], self.coder.lmbda(step), iterations)
         return ((u + mean_g) / gain).astype(np.float32)
 
-    def decode_tiles(self, data: bytes, pos: int, step: int, facts: ImageFacts, offsets: bool = False) -> np.ndarray:
+    def decode_tiles(self, data: bytes, pos: int, step: int, facts: ImageFacts,
+                     has_offsets: bool = False) -> np.ndarray:
         """The image (uint8, height x width x channels of `facts`' mode), before any post-filter, from
-        the tiles of a payload that start at `pos`, coded at quality `step`; `offsets`: each tile's
+        the tiles of a payload that start at `pos`, coded at quality `step`; `has_offsets`: each tile's
         scale offsets (nc/codecs/scale_offsets.py) precede its z."""
         # the z of every tile first, then every y, then the pixels: each step of a tile sees its
         # neighbours' (the latents take 2.5 bytes per pixel with the shipped network)
@@ -227,7 +228,7 @@ class HvaeModel:
         hyper, latent = self.cfg.hyper, self.cfg.latent
         for _ in grid:
             shifts = (None, None)
-            if offsets:
+            if has_offsets:
                 offsets_data, pos = take_block(data, pos, "image/hvae")
                 both = scale_offsets.unpack(offsets_data, hyper + latent, "image/hvae")
                 shifts = (both[:hyper], both[hyper:])
@@ -280,11 +281,16 @@ def _up64(n: int) -> int:
     return -(-n // 64) * 64
 
 
+def as_mode_torch(rgb, channels: int):
+    """`as_mode` on torch images (batch, 3, height, width): channels 1 is the mean of R, G and B."""
+    return rgb if channels == 3 else rgb.mean(1, keepdim=True)
+
+
 def _header(payload: bytes) -> tuple[int, bool, bool]:
     """A payload's u16 step field -> (step, whether a post-filter follows, whether tiles send scale offsets)."""
     step, has_filter = postfilter.split_step(U16.unpack_from(payload)[0])
-    step, offsets = scale_offsets.split_step(step)
-    return step, has_filter, offsets
+    step, has_offsets = scale_offsets.split_step(step)
+    return step, has_filter, has_offsets
 
 
 @dataclass(frozen=True)
@@ -347,8 +353,8 @@ class HvaeEncoder(Encoder):
     def _fit(self, payload: bytes, image: np.ndarray) -> postfilter.PostFilter | None:
         """The post-filter (nc/codecs/postfilter.py) fitted to what a payload without one decodes to,
         where it pays for its bytes (bits + lambda x squared error); None where none does."""
-        step, _, offsets = _header(payload)
-        decoded = self.m.decode_tiles(payload, 2, step, self.facts, offsets)
+        step, _, has_offsets = _header(payload)
+        decoded = self.m.decode_tiles(payload, 2, step, self.facts, has_offsets)
         return postfilter.choose(decoded, image, self.m.coder.lmbda(step))
 
     def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
@@ -422,11 +428,11 @@ class HvaeDecoder(Decoder):
         f, data = self.facts, packet.payload
         if len(data) < 2:
             raise CorruptChunkError("image/hvae payload shorter than its header")
-        step, has_filter, offsets = _header(data)
+        step, has_filter, has_offsets = _header(data)
         fitted, pos = postfilter.unpack(data, 2, f.channels) if has_filter else (None, 2)
         if step >= self.m.steps:
             raise CorruptChunkError(f"image/hvae quality step {step} beyond the model's {self.m.steps - 1}")
-        pixels = self.m.decode_tiles(data, pos, step, f, offsets)
+        pixels = self.m.decode_tiles(data, pos, step, f, has_offsets)
         return pixels if fitted is None else fitted.apply(pixels)
 
 

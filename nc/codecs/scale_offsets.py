@@ -8,14 +8,17 @@ shift's own bits, and sends the shifts: the channel's symbols are coded at scale
 clip(index + offset, 0, 63) instead of index (SCALES steps by about 10 %). Only the bits depend on
 the offsets: the coded values, hence the pixels, do not.
 
-Payload: a map's offsets in channel order, offset + RADIUS in [0, 2 RADIUS], ANS-coded
-(nc/bitstream/entropy.encode_categorical) with the fixed table FREQS.
+Payload: the offsets of the channels a tile codes, offset + RADIUS in [0, 2 RADIUS], ANS-coded
+(nc/bitstream/entropy.encode_categorical) with the fixed table FREQS; image/hvae sends hyper + latent
+of them in one payload, z's channels first. The encoder's choice is an estimate (`bits_by_offset`
+prices a residual by its magnitude; the integer tables are symmetric only to within their rounding),
+so it may miss the best offset by a fraction of a bit; any offsets decode.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from nc.errors import CorruptChunkError
+from nc.errors import CorruptChunkError, FormatError
 
 FLAG = 1 << 14  # bit 14 of image/hvae's u16 step field: every tile's offsets precede its z
 RADIUS = 15  # offsets lie in [-RADIUS, RADIUS]
@@ -78,7 +81,6 @@ def pack(offsets: np.ndarray) -> bytes:
 def unpack(data: bytes, channels: int, codec_id: str) -> np.ndarray:
     """`channels` offsets from their payload; CorruptChunkError where it does not hold exactly them."""
     from nc.bitstream.entropy import decode_categorical
-    from nc.errors import FormatError
 
     try:
         return decode_categorical(data, table(), channels).astype(np.int64) - RADIUS
