@@ -448,6 +448,6 @@ class HvaeCodec(LearnedImageCodec):
         super().__init__(weights, summary="neural, hierarchical VAE (mean-scale hyperprior), one model for "
                                           "qualities 0-8 (0-1 extrapolated) or a bpp target; modes L and RGB",
                          default=RatePoint("q4", 4.0, "quality"),
-                         # below the classical image codecs (JPEG 10): the shipped weights beat JPEG only a
-                         # little and trail WebP (nc/codecs/weights/image_hvae.md), so nc never picks it unless asked to
+                         # below the classical image codecs (JPEG 10): the shipped weights beat JPEG but
+                         # trail WebP and AVIF (nc/codecs/weights/image_hvae.md), so nc never picks it unless asked to
                          rank=5)
