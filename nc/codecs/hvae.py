@@ -20,7 +20,7 @@ so tiles meet without seams; an image of one tile is coded as before.
 `--effort 1` refines each tile's y for this image before coding it (nc/models/refine.py): gradient
 descent on bits + lambda x squared error through the fixed synthesis and the post-filter that the
 unrefined file gets (its float twin; the refined file's filter is fitted again), the hyper latent kept. It
-takes ~40 s per 768x512 photo on one core (bench/results/image.md) instead of ~0.5 s; the file is an
+takes ~45 s per 768x512 photo on one core (bench/results/image.md) instead of ~1.7 s; the file is an
 ordinary one, decoded as fast as any. With a bpp target, the step is searched without refinement,
 then refined; that saves bits, so the step is raised by the saving and refined once more: the best
 refined payload within the target is kept (a target below quality 0's size gets the smaller file).
@@ -338,7 +338,7 @@ class HvaeEncoder(Encoder):
         filtered = lambda payload: self._filtered(payload, block)  # noqa: E731
         if not self.iterations:
             return [Packet(filtered_within(search, budget, filtered), 0, 1)]
-        # refinement takes ~40 s: the filter's bytes are set aside as a filter fitted to the unrefined
+        # refinement takes ~45 s: the filter's bytes are set aside as a filter fitted to the unrefined
         # file measures them, and the refined file is kept without its filter if the filter outgrows them
         plain = search(budget)
         within = budget - (len(filtered(plain)) - len(plain))
