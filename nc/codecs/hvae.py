@@ -202,7 +202,7 @@ class HvaeModel:
         window = torch.from_numpy(np.ascontiguousarray(y_all[:, r0:r1, c0:c1]))[None]
         pixels = canvas[16 * r0:16 * r1, 16 * c0:16 * c1]
         target = torch.from_numpy(np.ascontiguousarray(pixels[:, :, :channels])).permute(2, 0, 1)[None] / 255
-        synthesis = self.net.synthesis if channels == 3 else lambda y: self.net.synthesis(y).mean(1, keepdim=True)
+        synthesis = lambda y: as_mode_torch(self.net.synthesis(y), channels)  # noqa: E731
         if post is not None:  # as the decoder does: clamp the synthesis's R, G and B, take mode L's mean, filter
             filtered = post.as_convolution()
             synthesis = lambda y: filtered(as_mode_torch(self.net.synthesis(y).clamp(0, 1), channels))  # noqa: E731
