@@ -16,6 +16,8 @@ so it may miss the best offset by a fraction of a bit; any offsets decode.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from nc.errors import CorruptChunkError, FormatError
@@ -29,7 +31,9 @@ MAX_CHANNELS = 2**16  # a map's channels, for the estimate's packed keys
 FREQS = (138, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 6, 18, 86, 239, 230, 149, 65, 29, 12, 6, 8, 2, 3, 1, 1, 1, 1, 1, 1, 1)
 
 
+@lru_cache(maxsize=1)
 def table():
+    """FREQS as a FrequencyTable, built once: it caches its ANS model, which every tile's offsets use."""
     from nc.bitstream.entropy import FrequencyTable
 
     return FrequencyTable(np.asarray(FREQS, np.int64))
