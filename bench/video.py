@@ -11,7 +11,7 @@ its first 50 frames).
 
 Every clip goes through nc's container (nc.encode / nc.decode), so kbps is measured from the .ncb
 bytes, container included, over the clip's duration. Per clip:
-  - each neural codec at each quality (QUALITY_SWEEPS);
+  - each neural codec at each quality (QUALITY_SWEEPS), and at a higher --effort (EFFORT_CURVES);
   - video/h264 (x264, preset medium) and video/h265 (x265, preset medium) in ABR mode at each
     of those measured bitrates ("matched bitrate");
   - x264 and x265 over a CRF sweep (CRF_SWEEP), for their whole rate-distortion curves.
@@ -49,6 +49,9 @@ CLASSICAL = ("video/h264", "video/h265")
 ANCHOR = "video/h264"
 QUALITY_SWEEPS = {"video/wfvae": (1, 2, 3, 4, 5, 6, 7, 8), "video/bsqvit": (1, 2, 4, 8, 12, 16)}
 DEFAULT_SWEEP = (1, 2, 3, 4, 5, 6, 7, 8)
+# Codecs also measured at a higher --effort, as a curve of their own named "ID effort N", at these
+# qualities (wfvae's refinement takes over a minute per 32-frame GOP at 416x240: fewer points)
+EFFORT_CURVES = {"video/wfvae": (1, (1, 4, 8))}
 CRF_SWEEP = (51, 46, 42, 38, 34, 30, 26)
 MS_SSIM_EVERY = 4
 MIN_ABR_KBPS = 50  # video/h264 and video/h265 take bitrates from 50k
@@ -99,6 +102,14 @@ def measure(codec: str, kwargs: dict, x: np.ndarray, fps: float) -> dict:
             "enc_fps": n / (t1 - t0), "dec_fps": n / (t2 - t1)}
 
 
+def curves(neural: list[str]) -> list[tuple[str, str, tuple, dict]]:
+    """(label, codec, qualities, other encode arguments) of each neural curve: every codec's sweep,
+    then its EFFORT_CURVES one."""
+    plain = [(c, c, QUALITY_SWEEPS.get(c, DEFAULT_SWEEP), {}) for c in neural]
+    return plain + [(f"{c} effort {EFFORT_CURVES[c][0]}", c, EFFORT_CURVES[c][1], {"effort": EFFORT_CURVES[c][0]})
+                    for c in neural if c in EFFORT_CURVES]
+
+
 def run(data: Path | None, max_clips: int | None, neural: list[str]) -> tuple[list[dict], dict]:
     rows, bd = [], defaultdict(dict)
     for name, x, fps in clips(data, max_clips):
@@ -106,13 +117,15 @@ def run(data: Path | None, max_clips: int | None, neural: list[str]) -> tuple[li
         clip_rows = []
         for codec in neural:
             measure(codec, {"quality": 1}, x[:4], fps)  # loads the weights, so the timings below do not
-            for q in QUALITY_SWEEPS.get(codec, DEFAULT_SWEEP):
-                r = {"clip": name, "codec": codec, "point": f"q{q:g}", "mode": "sweep", **measure(codec, {"quality": q}, x, fps)}
+        for label, codec, sweep, extra in curves(neural):
+            for q in sweep:
+                r = {"clip": name, "codec": label, "point": f"q{q:g}", "mode": "sweep",
+                     **measure(codec, {"quality": q, **extra}, x, fps)}
                 clip_rows.append(r)
                 if r["payload_kbps"] < MIN_ABR_KBPS:
                     continue  # below what the x26x plugin's ABR mode takes; their CRF sweeps cover it
                 for rival in CLASSICAL:  # x26x's ABR targets its payload: ask for the neural payload's rate
-                    clip_rows.append({"clip": name, "codec": rival, "point": f"{codec} q{q:g}", "mode": "matched",
+                    clip_rows.append({"clip": name, "codec": rival, "point": f"{label} q{q:g}", "mode": "matched",
                                       **measure(rival, {"bitrate": f"{r['payload_kbps']:.3f}k"}, x, fps)})
         for rival in CLASSICAL:
             for crf in CRF_SWEEP:
@@ -123,7 +136,7 @@ def run(data: Path | None, max_clips: int | None, neural: list[str]) -> tuple[li
                   f"RGB {r['psnr_rgb']:6.2f}  MS-SSIM {r['ms_ssim']:.4f}  enc {r['enc_fps']:6.1f} fps  "
                   f"dec {r['dec_fps']:6.1f} fps", flush=True)
         anchor = [r for r in clip_rows if r["codec"] == ANCHOR and r["mode"] == "sweep"]
-        for codec in [*neural, "video/h265"]:
+        for codec in [*(label for label, *_ in curves(neural)), "video/h265"]:
             curve = [r for r in clip_rows if r["codec"] == codec and r["mode"] == "sweep"]
             for metric in ("psnr_rgb", "psnr_y"):
                 bd[codec][(name, metric)] = bd_rate([r["kbps"] for r in anchor], [r[metric] for r in anchor],
@@ -175,7 +188,7 @@ def write_report(rows: list[dict], bd: dict, neural: list[str], args, seconds: f
                      f"{r['enc_fps']:.1f} | {r['dec_fps']:.1f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "video.md").write_text("\n".join(lines) + "\n")
-    plot(rows, names, neural)
+    plot(rows, names, [label for label, *_ in curves(neural)])
 
 
 def plot(rows: list[dict], names: list[str], neural: list[str]) -> None:

@@ -247,3 +247,52 @@ def test_training_clips_are_made_on_the_fly_from_sources(tmp_path):
     made = [source.clip(rng, 8, 64) for _ in range(6)]
     assert all(c.shape == (8, 64, 64, 3) and c.dtype == np.uint8 for c in made)
     assert any(not np.array_equal(c[0], c[-1]) for c in made)  # things move
+
+
+# ---- --effort 1: encoder-side refinement of each GOP's y (nc/models/refine.py)
+
+
+def _cost(codec, payload: bytes, x: np.ndarray, step: int) -> float:
+    """What refinement lowers: bits + lambda x squared error (8-bit levels, the mean over R, G, B)."""
+    h, w = x.shape[1:3]
+    y = codec.model.pixels(codec.model.read(payload, h, w, len(x)), h, w)
+    return 8 * len(payload) + codec.model.coder.lmbda(step) * float(np.sum((y.astype(float) - x) ** 2)) / 3
+
+
+def test_effort_1_refines_tile_by_tile_reproducibly_and_meets_bitrates(codec, monkeypatch):
+    monkeypatch.setattr(wfvae_codec, "REFINE_TILE", 4)  # 5 tiles of 4 x 4 latent cells
+    monkeypatch.setattr(wfvae_codec, "REFINEMENT_ITERATIONS", (0, 4))
+    x = clip(12, 64, 320)  # a GOP of 12 frames, coded as 3 latent frames of 4 x 20 cells
+    windows, synthesis = [], type(codec.model.net).synthesis
+    monkeypatch.setattr(type(codec.model.net), "synthesis",
+                        lambda net, y: (y.requires_grad and windows.append(y.shape[-1])) or synthesis(net, y))
+    refined = code_packets(codec, x, quality=5, effort=1)[1][0].payload
+    # the synthesis sees each tile and at most 4 cells either side of it, not the whole frame
+    iterations = wfvae_codec.REFINEMENT_ITERATIONS[1]
+    assert windows == [w for w in (8, 12, 12, 12, 8) for _ in range(iterations)]
+    assert refined != code_packets(codec, x, quality=5)[1][0].payload
+    assert refined == code_packets(codec, x, quality=5, effort=1)[1][0].payload  # the annealing noise is seeded
+    assert decode_packets(codec, *code_packets(codec, x, quality=5, effort=1), quality=5).shape == x.shape
+    plain = code_packets(codec, x, quality=5)[1][0].payload
+    target = 0.9 * 8 * len(plain) / (12 / 25)
+    assert len(code_packets(codec, x, bitrate=f"{target:.0f}", effort=1)[1][0].payload) <= 0.9 * len(plain)
+
+
+def test_effort_1_lowers_the_cost_of_shipped_weights_gops(shipped):
+    """A pan over a photo (unseen material: samples/ is not in the training set) at quality 4."""
+    from PIL import Image
+
+    photo = np.asarray(Image.open(SAMPLES / "photo.png").convert("RGB"))
+    x = np.stack([photo[120:184, 80 + 3 * t:208 + 3 * t] for t in range(8)])
+    step = shipped.model.coder.step_of(4)
+    plain, refined = (code_packets(shipped, x, quality=4, **e)[1][0].payload for e in ({}, {"effort": 1}))
+    assert _cost(shipped, refined, x, step) < 0.97 * _cost(shipped, plain, x, step)
+
+
+def test_efforts_video_codecs_do_not_offer_are_refused(codec):
+    assert codec.descriptor.efforts == 1
+    x = clip(4, 64, 64)
+    with pytest.raises(nc.NCError, match="takes --effort 0-1, not 2"):
+        nc.encode(x, fps=25, codec="video/wfvae", effort=2)
+    with pytest.raises(nc.NCError, match="video/bsqvit has no effort levels"):
+        nc.encode(x, fps=25, codec="video/bsqvit", effort=1)

@@ -43,12 +43,13 @@ def check_every_gop_is_a_seek_point(codec_id: str, gop: int, **rate) -> None:
     assert len(tail) >= len(x) - gop - 3
 
 
-def code_packets(codec, x: np.ndarray, **rate):
-    """(facts, packets) of frames x coded by `codec` at 25 fps."""
+def code_packets(codec, x: np.ndarray, effort: int = 0, **rate):
+    """(facts, packets) of frames x coded by `codec` at 25 fps (at `effort`, where above 0)."""
     from nc.media.facts import VideoFacts
 
     facts = VideoFacts(x.shape[2], x.shape[1], 25, 1)
-    enc = codec.encoder(facts, codec.descriptor.resolve(**rate))
+    rate_point = codec.descriptor.resolve(**rate)
+    enc = codec.encoder(facts, rate_point, effort=effort) if effort else codec.encoder(facts, rate_point)
     return facts, [*enc.encode(x), *enc.flush()]
 
 

@@ -85,7 +85,7 @@ import numpy as np
 from nc.codecs import postfilter, scale_offsets
 from nc.codecs.base import Decoder, Encoder, Packet, RatePoint, RateRange, checked_image
 from nc.codecs.hyperprior import LatentCoder
-from nc.codecs.learned_video import filtered_within, largest_that_fits
+from nc.codecs.learned_video import filtered_within, largest_that_fits, refined_filtered_within
 from nc.codecs.learned_image import (LearnedImageCodec, as_mode, as_rgb, load_network, one_thread, pad_to,
                                      take_block, tiles)
 from nc.errors import CorruptChunkError, PluginError, UsageError
@@ -209,12 +209,18 @@ class HvaeModel:
         weight = torch.zeros(1, 1, *target.shape[2:])
         weight[:, :, :height - 16 * r0, :width - 16 * c0] = 1
         cells = _cells(tile)
-        y = y_all[cells]
+        rows, cols = slice(cells[1].start - r0, cells[1].stop - r0), slice(cells[2].start - c0, cells[2].stop - c0)
         mean_g, index = self.coder.side_info(side, step)
         gain = self.coder.gain(step)
-        u = refine(synthesis, target, weight, window, (slice(cells[1].start - r0, cells[1].stop - r0),
-                                                                slice(cells[2].start - c0, cells[2].stop - c0)),
-                   y * gain - mean_g, mean_g, gain, SCALES[index], self.coder.lmbda(step), iterations)
+        mean_t, gain_t = (torch.from_numpy(a.astype(np.float32))[None] for a in (mean_g, gain))
+
+        def decode(u):  # the tile's symbols among its neighbours' fixed y
+            y = window.clone()
+            y[:, :, rows, cols] = (u + mean_t) / gain_t
+            return synthesis(y)
+
+        u = refine(decode, target, weight, y_all[cells] * gain - mean_g, SCALES[index], self.coder.lmbda(step),
+                   iterations)
         return ((u + mean_g) / gain).astype(np.float32)
 
     def decode_tiles(self, data: bytes, pos: int, step: int, facts: ImageFacts,
@@ -338,13 +344,8 @@ class HvaeEncoder(Encoder):
         filtered = lambda payload: self._filtered(payload, block)  # noqa: E731
         if not self.iterations:
             return [Packet(filtered_within(search, budget, filtered), 0, 1)]
-        # refinement takes ~45 s: the filter's bytes are set aside as a filter fitted to the unrefined
-        # file measures them, and the refined file is kept without its filter if the filter outgrows them
-        plain = search(budget)
-        within = budget - (len(filtered(plain)) - len(plain))
-        payload = self._refined_within(search(within), within, code, refined)
-        best = filtered(payload)
-        return [Packet(best if len(best) <= budget else payload, 0, 1)]
+        return [Packet(refined_filtered_within(search, budget, filtered, code, refined, self.m.steps,
+                                               lambda payload: _header(payload)[0]), 0, 1)]
 
     def _filtered(self, payload: bytes, image: np.ndarray) -> bytes:
         """`payload` with its post-filter (`_fit`), if any."""
@@ -356,21 +357,6 @@ class HvaeEncoder(Encoder):
         step, _, has_offsets = _header(payload)
         decoded = self.m.decode_tiles(payload, 2, step, self.facts, has_offsets)
         return postfilter.choose(decoded, image, self.m.coder.lmbda(step))
-
-    def _refined_within(self, plain: bytes, budget: float, code, refined) -> bytes:
-        """A bpp target at effort 1: refinement at the step found spends fewer bits, so the step is
-        raised by what it saved (judged from the unrefined sizes) and refined once more; the best
-        refined payload that fits, or `plain` if none does."""
-        step = _header(plain)[0]
-        first = refined(step)
-        if len(first) > budget:  # refinement spent more (rare), or the target lies below quality 0's size
-            return min(first, plain, key=len)
-        higher = _header(largest_that_fits(code, self.m.steps, budget * len(plain) / len(first)))[0]
-        if higher > step:
-            second = refined(higher)
-            if len(second) <= budget:
-                return second
-        return first
 
     def _refined(self, rgb: np.ndarray, latents, step: int, grid, post: postfilter.PostFilter | None) -> list:
         """`latents` with each tile's y refined (`HvaeModel.refine`) in raster order. Each tile sees its

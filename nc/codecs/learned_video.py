@@ -2,7 +2,8 @@
 
 `largest_that_fits`: a codec whose payload grows with a quality step finds the largest step whose
 payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit per GOP);
-`filtered_within` does it for a payload that may carry a post-filter (nc/codecs/postfilter.py).
+`filtered_within` does it for a payload that may carry a post-filter (nc/codecs/postfilter.py), and
+`refined_filtered_within` for one whose latents are refined at `--effort 1` (nc/models/refine.py).
 
 `GopEncoder`: frames arrive in blocks of any size; every GOP frames (the last GOP: the rest) become
 one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
@@ -25,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange
+from nc.codecs.base import Codec, CodecDescriptor, Decoder, Encoder, Packet, RatePoint, RateRange, check_effort
 from nc.errors import PluginError, UsageError, one_line
 from nc.media.facts import VideoFacts
 
@@ -69,6 +70,37 @@ def filtered_within(search: Callable[[float], bytes], budget: float, filtered: C
     below = search(budget - (len(first) - len(plain)))
     second = filtered(below)
     return second if second is not below and len(second) <= budget else plain
+
+
+def refined_filtered_within(search: Callable[[float], bytes], budget: float, filtered: Callable[[bytes], bytes],
+                            code: Callable[[int], bytes], refined: Callable[[int], bytes], steps: int,
+                            step_of: Callable[[bytes], int]) -> bytes:
+    """`filtered_within` at `--effort 1` (image/hvae, video/wfvae): `refined(step)` is step's payload
+    with refined latents, without a filter, and takes far longer than `code(step)`, the plain one.
+    The filter's bytes are set aside as a filter fitted to the plain payload measures them;
+    refinement at the step found spends fewer bits, so the step is raised by what it saved (judged
+    from the plain sizes) and refined once more. The refined payload is kept without its filter if
+    the filter outgrows what was set aside."""
+    plain = search(budget)
+    within = budget - (len(filtered(plain)) - len(plain))
+    payload = _refined_within(search(within), within, code, refined, steps, step_of)
+    best = filtered(payload)
+    return best if len(best) <= budget else payload
+
+
+def _refined_within(plain: bytes, budget: float, code, refined, steps: int, step_of) -> bytes:
+    """The best refined payload within `budget` bytes, from `plain`, the largest plain one within it;
+    `plain` if none fits."""
+    step = step_of(plain)
+    first = refined(step)
+    if len(first) > budget:  # refinement spent more (rare), or the target lies below the smallest step's size
+        return min(first, plain, key=len)
+    higher = step_of(largest_that_fits(code, steps, budget * len(plain) / len(first)))
+    if higher > step:
+        second = refined(higher)
+        if len(second) <= budget:
+            return second
+    return first
 
 
 def checked_frames(block, facts: VideoFacts) -> np.ndarray:
@@ -206,15 +238,27 @@ class GopModel:
     @contextmanager
     def fresh_network(self):
         """A network with empty caches, for one GOP, under inference mode."""
+        with self._borrowed() as net, self.torch.inference_mode():
+            net.streaming(True)
+            try:
+                yield net
+            finally:
+                net.streaming(False)
+
+    @contextmanager
+    def gradient_network(self):
+        """A network for an encoder's gradients with respect to its inputs (`--effort 1`): whole
+        GOPs at once (not streaming), autograd on, its weights frozen."""
+        with self._borrowed() as net, self.torch.enable_grad():
+            net.requires_grad_(False)
+            yield net
+
+    @contextmanager
+    def _borrowed(self):
         with self.lock:
             net = self.idle.pop() if self.idle else copy.deepcopy(self.net)  # weights and all: a few MB
         try:
-            with self.torch.inference_mode():
-                net.streaming(True)
-                try:
-                    yield net
-                finally:
-                    net.streaming(False)
+            yield net
         finally:
             with self.lock:
                 self.idle.append(net)
@@ -226,6 +270,7 @@ class LearnedVideoCodec(Codec):
 
     codec_id = ""
     bitstream_version = 1  # the track header's codec_version: raised when the payload changes
+    efforts = 0  # the highest --effort; encoder_class takes `effort` when above 0
     quality: RateRange
     model_class: type
     encoder_class: type[Encoder]
@@ -239,18 +284,20 @@ class LearnedVideoCodec(Codec):
         self.descriptor = CodecDescriptor(
             id=self.codec_id, version=self.bitstream_version, modality="video", summary=summary,
             ranges=(self.quality, BPS),
-            default=default, streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=rank)
+            default=default, streaming=True, deterministic=True, weights_sha256=sha256_of(weights), rank=rank,
+            efforts=self.efforts)
 
     @cached_property
     def model(self):
         return self.model_class(self.weights)
 
-    def encoder(self, facts: VideoFacts, rate: RatePoint) -> Encoder:
+    def encoder(self, facts: VideoFacts, rate: RatePoint, effort: int = 0) -> Encoder:
         self.check(facts)
+        check_effort(self.descriptor, effort)
         if rate.unit not in ("quality", "bps"):
             q = self.quality
             raise UsageError(f"{self.codec_id} takes a quality ({q.low:g}-{q.high:g}) or a bitrate, not {rate.unit}")
-        return self.encoder_class(self.model, facts, rate)
+        return self.encoder_class(self.model, facts, rate, **({"effort": effort} if effort else {}))
 
     def decoder(self, facts: VideoFacts, rate: RatePoint, params: dict) -> Decoder:
         self.check(facts)

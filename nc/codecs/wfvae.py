@@ -58,7 +58,8 @@ from nc.codecs import postfilter
 from nc.codecs.base import RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
-from nc.codecs.learned_video import GopEncoder, GopModel, LearnedVideoCodec, filtered_within, largest_that_fits
+from nc.codecs.learned_video import (GopEncoder, GopModel, LearnedVideoCodec, filtered_within, largest_that_fits,
+                                     refined_filtered_within)
 from nc.errors import CorruptChunkError, PluginError
 from nc.media.facts import VideoFacts
 
@@ -68,6 +69,14 @@ WEIGHTS = Path(os.environ.get("NC_WFVAE_WEIGHTS", SHIPPED_WEIGHTS))
 GOP = 32  # frames per packet: about a second at 25-30 fps, a seek point each
 WINDOW = 8  # frames per network call: two latent frames
 QUALITY = RateRange("quality", 1, 8)
+#: --effort 0, 1: iterations of encoder-side refinement of each GOP's y (nc/models/refine.py); the
+#: decoder and the format are the same at every effort; at effort 1 the bytes depend on the
+#: encoder's torch thread count (the refinement's float sums)
+REFINEMENT_ITERATIONS = (0, 30)
+#: refinement works on tiles of REFINE_TILE latent cells (16 pixels each) a side, the synthesis
+#: seeing REFINE_MARGIN cells around them: backpropagating through a 32-frame GOP holds about 1.5 GB
+#: per 448x256 pixels, so a 512x512 tile and its margins about 5 GB, whatever the frame size
+REFINE_TILE, REFINE_MARGIN = 32, 4
 HEADER = struct.Struct("<HB")  # step, latent frames
 
 
@@ -155,28 +164,103 @@ class WfvaeModel(GopModel):
         return np.concatenate(frames)
 
 
+    def refine(self, frames: np.ndarray, duration: int, latents, step: int, iterations: int,
+               post: postfilter.PostFilter | None) -> list:
+        """`latents` (from `analyse`) with y refined for quality `step` (`nc.models.refine`), tile by
+        tile, each tile's y over the whole GOP at once against its pixels in the first `duration`
+        frames (edges and the GOP's repeated last frames do not count), after the post-filter
+        `post` (its float twin is differentiated). The priors are those `code` gives the analysis y
+        (the previous latent frame's y_hat shapes them): the refined y moves them a little."""
+        from nc.bitstream.entropy import SCALES
+
+        means, indices, context = [], [], np.zeros(latents[0][0].shape, np.int64)
+        for y, z, _ in latents:
+            side = self.coder.hyper_side(z, context)
+            mean_g, index = self.coder.side_info(side, step)
+            context = self.coder.fixed_point(self.coder.quantize(y, side, step)[1])
+            means.append(mean_g)
+            indices.append(index)
+        mean_g, scale = np.stack(means, 1), SCALES[np.stack(indices, 1)]  # (latent, t, h, w)
+        gain = self.coder.gain(step)[:, None]
+        y = np.stack([y for y, _, _ in latents], 1)
+        canvas = np.stack([pad_to(f, 64) for f in frames])
+        height, width = frames.shape[1:3]
+        with self.gradient_network() as net:
+            for r0 in range(0, y.shape[2], REFINE_TILE):
+                for c0 in range(0, y.shape[3], REFINE_TILE):
+                    cells = np.s_[:, :, r0:r0 + REFINE_TILE, c0:c0 + REFINE_TILE]
+                    u = self._refine_tile(net, canvas, (duration, height, width), y, cells, mean_g[cells],
+                                          gain, scale[cells], step, iterations, post)
+                    y[cells] = (u + mean_g[cells]) / gain
+        return [(y[:, t].astype(np.float32), z, z_data) for t, (_, z, z_data) in enumerate(latents)]
+
+    def _refine_tile(self, net, canvas, real, y, cells, mean_g, gain, scale, step, iterations, post) -> np.ndarray:
+        """One tile's refined symbols (`nc.models.refine.refine`): the synthesis sees the tile's y and
+        REFINE_MARGIN cells of its neighbours' around it, and every real pixel of that window counts
+        (the tile's y shapes its neighbours' margins too). real: (duration, height, width)."""
+        from nc.models.refine import refine
+
+        torch, (duration, height, width) = self.torch, real
+        rows, cols = cells[2], cells[3]
+        r0, c0 = max(0, rows.start - REFINE_MARGIN), max(0, cols.start - REFINE_MARGIN)
+        r1, c1 = rows.start + REFINE_TILE + REFINE_MARGIN, cols.start + REFINE_TILE + REFINE_MARGIN
+        window = torch.from_numpy(np.ascontiguousarray(y[:, :, r0:r1, c0:c1]))[None]
+        pixels = np.ascontiguousarray(canvas[:, 16 * r0:16 * r1, 16 * c0:16 * c1])
+        target = torch.from_numpy(pixels).permute(3, 0, 1, 2)[None].float() / 255  # (1, 3, frames, h, w)
+        weight = torch.zeros(1, 1, *target.shape[2:])
+        weight[:, :, :duration, :height - 16 * r0, :width - 16 * c0] = 1
+        inner = np.s_[:, :, :, rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
+        mean_t, gain_t = (torch.from_numpy(a.astype(np.float32))[None] for a in (mean_g, gain))
+        filtered = None if post is None else post.as_convolution()
+
+        def decode(u):  # the tile's symbols among its neighbours' y; each frame filtered as the decoder does
+            window_y = window.clone()
+            window_y[inner] = (u + mean_t) / gain_t
+            x = net.synthesis(window_y)
+            return x if filtered is None else filtered(x.clamp(0, 1)[0].transpose(0, 1)).transpose(0, 1)[None]
+
+        u0 = y[cells] * gain - mean_g
+        return refine(decode, target, weight, u0, scale, self.coder.lmbda(step), iterations)
+
+
 class WfvaeEncoder(GopEncoder):
-    def __init__(self, model: WfvaeModel, facts: VideoFacts, rate: RatePoint):
+    def __init__(self, model: WfvaeModel, facts: VideoFacts, rate: RatePoint, effort: int = 0):
         super().__init__(facts, GOP, model.time)
         self.m, self.rate = model, rate
+        self.iterations = REFINEMENT_ITERATIONS[effort]
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         latents = self.m.analyse(frames)
         code = lambda step: self.m.code(latents, step)  # noqa: E731
         filtered = lambda payload: self._filtered(payload, frames, duration)  # noqa: E731
+        refined = lambda step: self._refined(frames, duration, latents, step)  # noqa: E731
         if self.rate.unit == "quality":
-            return filtered(code(self.m.coder.step_of(self.rate.value)))
+            step = self.m.coder.step_of(self.rate.value)
+            return filtered(refined(step) if self.iterations else code(step))
         budget = self.rate.value * duration / float(self.facts.fps) / 8
-        return filtered_within(lambda b: largest_that_fits(code, self.m.steps, b), budget, filtered)
+        search = lambda b: largest_that_fits(code, self.m.steps, b)  # noqa: E731
+        if not self.iterations:
+            return filtered_within(search, budget, filtered)
+        return refined_filtered_within(search, budget, filtered, code, refined, self.m.steps,
+                                       lambda payload: postfilter.split_step(HEADER.unpack_from(payload)[0])[0])
+
+    def _refined(self, frames: np.ndarray, duration: int, latents, step: int) -> bytes:
+        """The payload at `step`, without a post-filter, of y refined (`WfvaeModel.refine`) for the
+        pixels after the filter that the unrefined payload gets (the refined one gets its own, fitted
+        again, which can only do better on the pixels it is fitted to)."""
+        post = self._fit(self.m.code(latents, step), frames, duration)
+        return self.m.code(self.m.refine(frames, duration, latents, step, self.iterations, post), step)
 
     def _filtered(self, payload: bytes, frames: np.ndarray, duration: int) -> bytes:
-        """`payload` with the post-filter (nc/codecs/postfilter.py) fitted to the GOP's frames as
-        they decode, where the filter pays for its bytes (bits + lambda x squared error); `payload`
-        itself where none does."""
+        """`payload` with its post-filter (`_fit`), if any."""
+        return postfilter.attach(payload, HEADER.size, self._fit(payload, frames, duration))
+
+    def _fit(self, payload: bytes, frames: np.ndarray, duration: int) -> postfilter.PostFilter | None:
+        """The post-filter (nc/codecs/postfilter.py) fitted to the GOP's frames as a payload without one
+        decodes them, where it pays for its bytes (bits + lambda x squared error); None where none does."""
         f, (step, _) = self.facts, HEADER.unpack_from(payload)
         decoded = self.m.synthesis(self.m.read(payload, f.height, f.width, duration).y_hats, f.height, f.width)
-        fitted = postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step))
-        return postfilter.attach(payload, HEADER.size, fitted)
+        return postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step))
 
 
 class WfvaeCodec(LearnedVideoCodec):
@@ -185,6 +269,7 @@ class WfvaeCodec(LearnedVideoCodec):
     # (nc/bitstream/entropy.py); every version decodes
     bitstream_version = 3
     model_class, encoder_class = WfvaeModel, WfvaeEncoder
+    efforts = len(REFINEMENT_ITERATIONS) - 1
 
     def __init__(self, weights: Path = WEIGHTS):
         super().__init__(weights, summary="neural, wavelet-driven causal video VAE with a conditional hyperprior; "

@@ -1,7 +1,8 @@
-"""Encoder-side refinement of a hyperprior's latents: what `--effort` buys with image/hvae.
+"""Encoder-side refinement of a hyperprior's latents: what `--effort 1` buys with image/hvae and
+video/wfvae.
 
 The analysis network computes y in one pass, trained to do well on average over images; for one
-image the y that minimises that image's bits + lambda * distortion lies elsewhere (the amortization
+image (or GOP) the y that minimises that image's bits + lambda * distortion lies elsewhere (the amortization
 gap, largest for a briefly trained model). Refinement searches for it by gradient descent through
 the fixed synthesis, with the rounding relaxed by stochastic Gumbel annealing (SGA: Yang, Bamler and
 Mandt, "Improving Inference for Neural Image Compression", NeurIPS 2020): each value is pulled
@@ -30,30 +31,24 @@ def _annealed_round(u: torch.Tensor, temperature: float, generator: torch.Genera
     return low + torch.softmax(logits + gumbel, -1)[..., 1]
 
 
-def refine(synthesis, target: torch.Tensor, weight: torch.Tensor, y_window: torch.Tensor,
-           cells: tuple[slice, slice], u0: np.ndarray, mean_g: np.ndarray, gain: np.ndarray,
-           scale: np.ndarray, lmbda: float, iterations: int, seed: int = 0) -> np.ndarray:
-    """Refined continuous symbols u (y = (u + mean_g) / gain), float64 like `u0`.
+def refine(decode, target: torch.Tensor, weight: torch.Tensor, u0: np.ndarray, scale: np.ndarray,
+           lmbda: float, iterations: int, seed: int = 0) -> np.ndarray:
+    """Refined continuous symbols u (the coder sends rint(u)), float64 like `u0`.
 
-    synthesis: y (1, C, h, w) -> pixels (1, K, H, W) in [0, 1]; target: the pixels (1, K, H, W) it
-    should give (K channels: 3, or 1 for grey); weight: (1, 1, H, W), 1 where a pixel counts;
-    y_window: the latents the synthesis sees (1, C, h, w), of which `cells` (rows, columns) are
-    refined, starting from u0 (C, rows, columns) with their `mean_g`, `gain` (C, 1, 1) and Gaussian
-    `scale`; the rest stays fixed.
+    decode: symbols (1, *u0.shape), torch float32 -> the pixels they give, shaped like `target`
+    (1, K, ...) in [0, 1] (the codec places them among its fixed latents and synthesizes); weight:
+    target[:, :1]'s shape, 1 where a pixel counts; scale: the Gaussian scale each symbol is coded
+    with (mean 0: the symbols are already centred). The hyper latent is kept, so are the scales.
     Loss: bits per counted pixel + lmbda * 255^2 * their mean squared error (the training's)."""
     generator = torch.Generator().manual_seed(seed)
-    as_tensor = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))[None]  # noqa: E731
-    mean, g, log_scale = as_tensor(mean_g), as_tensor(gain), as_tensor(np.log(scale))
-    u = as_tensor(u0).requires_grad_(True)
+    u = torch.from_numpy(np.asarray(u0, dtype=np.float32))[None].requires_grad_(True)
+    log_scale = torch.from_numpy(np.log(scale).astype(np.float32))[None]
     optimizer = torch.optim.Adam([u], lr=LEARNING_RATE)
     pixels = weight.sum()
-    rows, cols = cells
     for it in range(iterations):
         temperature = 0.5 * max(1e-3, 1 - it / iterations)
         relaxed = _annealed_round(u, temperature, generator)
-        y = y_window.clone()
-        y[:, :, rows, cols] = (relaxed + mean) / g
-        error = ((synthesis(y) - target) ** 2 * weight).sum() / (pixels * target.shape[1])
+        error = ((decode(relaxed) - target) ** 2 * weight).sum() / (pixels * target.shape[1])
         bits = gaussian_bits(relaxed, torch.zeros_like(relaxed), log_scale).sum()  # what the coder will spend
         loss = bits / pixels + lmbda * 255**2 * error
         optimizer.zero_grad()
