@@ -46,8 +46,8 @@ def encode(media, codec: str | None = None, bitrate=None, quality=None, effort: 
     `nc.encode(samples, sample_rate=16000, channels=1, bitrate="6k")`;
     `nc.encode(image_uint8_hwc)` (image facts follow from the shape);
     `nc.encode(frames, fps=25)` (video: width and height follow from the shape).
-    `effort=1`: a slower encoder search where the codec offers one (`nc codecs`: image/hvae and
-    the nc-classical still codecs).
+    `effort=1`: a slower encoder search where the codec offers one (`nc codecs`: image/hvae,
+    video/wfvae and the nc-classical codecs).
     """
     out = io.BytesIO()
     if isinstance(media, (str, os.PathLike)):

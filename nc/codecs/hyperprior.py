@@ -139,24 +139,29 @@ class LatentCoder:
     def quantize(self, y: np.ndarray, side, step: int, offsets: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
         """y's payload at quality `step` (its channels' scale indices moved by `offsets`, nc/codecs/
         scale_offsets.py), and y_hat exactly as `decode_y` will return it."""
-        mean_g, index = self.side_info(side, step, offsets)
-        symbols = self._symbols(y, mean_g, step)
-        return self.coder.encode(symbols, np.zeros_like(mean_g), index), self._dequantize(symbols, mean_g, step)
+        return self.quantize_at(y, *self.side_info(side, step, offsets), step)
+
+    def quantize_at(self, y: np.ndarray, mean_g: np.ndarray, index: np.ndarray, step: int) -> tuple[bytes, np.ndarray]:
+        """`quantize` with each value's mean (of y g) and scale index given: a codec's own choice of
+        them (video/wfvae's copy mode)."""
+        symbols = self.symbols(y, mean_g, step)
+        return self.coder.encode(symbols, np.zeros_like(mean_g), index), self.dequantize(symbols, mean_g, step)
 
     def choose_y_offsets(self, y: np.ndarray, side, step: int) -> tuple[np.ndarray, float]:
         """The scale offsets (nc/codecs/scale_offsets.py) that code y at `step` in the fewest bits, and
         the bits they save (estimated, their own counted)."""
         mean_g, index = self.side_info(side, step)
-        return scale_offsets.choose(self._symbols(y, mean_g, step), index, self.coder)
+        return scale_offsets.choose(self.symbols(y, mean_g, step), index, self.coder)
 
     def choose_z_offsets(self, z: np.ndarray) -> tuple[np.ndarray, float]:
         """`choose_y_offsets` for a hyper latent (hyper, h, w)."""
         return scale_offsets.choose(z, self._z_index(z.shape), self.coder)
 
-    def _symbols(self, y: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
+    def symbols(self, y: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
+        """The integers coded for y at quality `step` around the means mean_g (of y g)."""
         return np.rint(y * self.gain(step) - mean_g).astype(np.int64)
 
-    def _dequantize(self, symbols: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
+    def dequantize(self, symbols: np.ndarray, mean_g: np.ndarray, step: int) -> np.ndarray:
         # a damaged file can escape to any int32: keep the synthesis finite (trained latents are far smaller)
         return np.clip((symbols + mean_g) / self.gain(step), -2.0**15, 2.0**15)
 
@@ -186,12 +191,15 @@ class LatentCoder:
     def decode_s(self, y_data: bytes, side, step: int, offsets: np.ndarray | None = None) -> np.ndarray:
         """The dequantized y, float64, from its payload and its side information (`hyper_side`), its
         channels' scale indices moved by `offsets` where given."""
-        mean_g, index = self.side_info(side, step, offsets)
+        return self.decode_at(y_data, *self.side_info(side, step, offsets), step)
+
+    def decode_at(self, y_data: bytes, mean_g: np.ndarray, index: np.ndarray, step: int) -> np.ndarray:
+        """`decode_s` with each value's mean (of y g) and scale index given (`quantize_at`'s)."""
         try:
             s = self.coder.decode(y_data, np.zeros(mean_g.shape), index)
         except (FormatError, ValueError) as e:
             raise CorruptChunkError(f"{self.codec_id}: {e}") from None
-        return self._dequantize(s, mean_g, step)
+        return self.dequantize(s, mean_g, step)
 
     def decode_y(self, z_data: bytes, y_data: bytes, h: int, w: int, step: int,
                  context: np.ndarray | None = None) -> np.ndarray:

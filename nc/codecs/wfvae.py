@@ -15,6 +15,11 @@ a multiple of 4 (the latent frame rate), and those frames are dropped on decode.
 bounded by a GOP (the encoder holds its frames, a copy of each) and a window of the network, and
 feeding frames in any pieces gives the same bytes as feeding the whole clip.
 
+`--effort 1` refines each GOP's y for that GOP before coding it (nc/models/refine.py, as image/hvae
+does per image): gradient descent through the synthesis and the post-filter fitted to the unrefined
+payload, on tiles of REFINE_TILE latent cells with REFINE_MARGIN cells of context, so memory does not
+grow with the frame size. The decoder and the format do not change.
+
 Deterministic as image/hvae is: everything that shapes the bitstream (the integer hyper-synthesis,
 its context input, the gain tables) is integer or correctly rounded IEEE arithmetic. The float
 synthesis shapes pixels only, and runs on one thread so that they do not depend on the thread
@@ -22,28 +27,35 @@ count. A decoder synthesizes as many GOPs at once as torch has threads (fewer fo
 learned_video.GopModel.decode_workers), each on one thread and its own copy of the network, so the
 pixels are the same whatever the thread count.
 
-Packet payload:
+Packet payload (docs/FORMAT.md, video/wfvae, is the exact spec):
 
     offset  size  field
-    0       2     u16 LE: bit 15 set when a post-filter follows the header; bits 0-14 the step, the row
-                  of the weights' gain tables (quality = 1 - levels_below + step / 16; the shipped
-                  weights: levels_below 0), < their rows
+    0       2     u16 LE: bit 15 set when a post-filter follows the header; bit 14 set when copy modes
+                  and scale offsets are used; bits 0-13 the step, the row of the weights' gain tables
+                  (quality = 1 - levels_below + step / 16; the shipped weights: levels_below 0), < their rows
     2       1     n: u8, latent frames in this packet, ceil(frames / 4), 1..GOP / 4
     (3      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, 3 channels; one
                   filter for the GOP's frames, each filtered on its own after the synthesis)
+    (4      ...   when bit 14 is set: u32 LE length, then the scale offsets (nc/codecs/scale_offsets.py)
+                  of 3 x latent channels: the first latent frame's, the later ones' around the prior,
+                  and in copy mode)
     then, per latent frame in time order:
+    (       ...   when bit 14 is set and this is not the first: its copy-mode map, a bit per 2 x 2 cells
+                  (nc/codecs/copy_modes.py))
             4     z bytes: u32 LE
             ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
                   (hyper, H64/64, W64/64), as image/hvae's
             4     y bytes: u32 LE
             ...   y: ScaleTableCoder("gaussian") payload of s, (latent, H64/16, W64/16), scale
                   indices and means from the integer hyper-synthesis of z and of the previous latent
-                  frame's y_hat in fixed point (zeros for the GOP's first), docs/FORMAT.md
+                  frame's y_hat in fixed point (zeros for the GOP's first); in copy mode the means are
+                  the previous latent frame's y_hat g
 
-Track params: {}. Bitstream version 3: the post-filter (the encoder fits it to each GOP, with
-one more synthesis of the GOP, and sends it where it pays for its bytes). Version 2: escapes in
-the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1 files (raw
-i32 escapes). All three decode.
+Track params: {}. Bitstream version 4: copy modes and scale offsets (the encoder sends them where
+the GOP's payload is then shorter). Version 3: the post-filter (the encoder fits it to each GOP,
+with one more synthesis of the GOP, and sends it where it pays for its bytes). Version 2: escapes in
+the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1 files (raw i32
+escapes). All four decode.
 """
 from __future__ import annotations
 
@@ -54,7 +66,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nc.codecs import postfilter
+from nc.codecs import copy_modes, postfilter, scale_offsets
 from nc.codecs.base import RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
@@ -78,6 +90,12 @@ REFINEMENT_ITERATIONS = (0, 30)
 #: per 448x256 pixels, so a 512x512 tile and its margins about 5 GB, whatever the frame size
 REFINE_TILE, REFINE_MARGIN = 32, 4
 HEADER = struct.Struct("<HB")  # step, latent frames
+U32 = struct.Struct("<I")
+
+
+def step_of(payload: bytes) -> int:
+    """The quality step of a GOP's payload, without its flags."""
+    return scale_offsets.split_step(postfilter.split_step(HEADER.unpack_from(payload)[0])[0])[0]
 
 
 class Gop(NamedTuple):
@@ -117,13 +135,79 @@ class WfvaeModel(GopModel):
 
     def code(self, latents, step: int) -> bytes:
         """A GOP's payload at quality `step`: each latent frame's prior sees the one before."""
-        coder, parts = self.coder, [HEADER.pack(step, len(latents))]
-        context = np.zeros(latents[0][0].shape, np.int64)  # the GOP starts with no past
-        for y, z, z_data in latents:
-            y_data, y_hat = coder.quantize(y, coder.hyper_side(z, context), step)
+        return self.coded(latents, step)[0]
+
+    def coded(self, latents, step: int) -> tuple[bytes, list]:
+        """`code`'s payload and each latent frame's (mean of y g, scale indices) in it: the shorter of
+        the payloads with and without copy modes and scale offsets."""
+        return min(self._coded(latents, step, None), self._coded(latents, step, self._choose_offsets(latents, step)),
+                   key=lambda c: len(c[0]))
+
+    def _coded(self, latents, step: int, offsets: np.ndarray | None) -> tuple[bytes, list]:
+        """`coded` without copy modes (offsets None), or with them and these scale offsets (3, latent):
+        the first latent frame's, then the later ones' around the prior and in copy mode."""
+        coder = self.coder
+        parts = [HEADER.pack(step | (0 if offsets is None else scale_offsets.FLAG), len(latents))]
+        if offsets is not None:
+            block = scale_offsets.pack(offsets.ravel())
+            parts += [U32.pack(len(block)), block]
+        context, y_hat, priors = np.zeros(latents[0][0].shape, np.int64), None, []  # the GOP starts with no past
+        for t, (y, z, z_data) in enumerate(latents):
+            mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
+            if offsets is not None and t:
+                copy = self._copy_blocks(y, mean_g, index, y_hat, step, offsets)
+                mean_g, index = self._with_modes(mean_g, index, y_hat, step, offsets, copy)
+                parts.append(copy_modes.pack(copy))
+            elif offsets is not None:
+                index = scale_offsets.shifted(index, offsets[0])
+            y_data, y_hat = coder.quantize_at(y, mean_g, index, step)
             context = coder.fixed_point(y_hat)
-            parts += [struct.pack("<I", len(z_data)), z_data, struct.pack("<I", len(y_data)), y_data]
-        return b"".join(parts)
+            parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
+            priors.append((mean_g, index))
+        return b"".join(parts), priors
+
+    def _copy_blocks(self, y, mean_g, index, previous, step: int, offsets: np.ndarray) -> np.ndarray:
+        """The blocks of a later latent frame that code in fewer bits in copy mode (nc/codecs/copy_modes.py)."""
+        coder = self.coder
+        return copy_modes.choose(coder.symbols(y, mean_g, step), scale_offsets.shifted(index, offsets[1]),
+                                 coder.symbols(y, previous * coder.gain(step), step),
+                                 scale_offsets.shifted(index, offsets[2]), coder.coder)
+
+    def _with_modes(self, mean_g, index, previous, step: int, offsets: np.ndarray, copy: np.ndarray):
+        """A later latent frame's (mean of y g, scale indices) per cell, by its blocks' modes: the
+        prior's, or the previous latent frame's y_hat g; each mode's offsets on the prior's indices."""
+        cells = copy_modes.cells(copy)
+        return (np.where(cells, previous * self.coder.gain(step), mean_g),
+                np.where(cells, scale_offsets.shifted(index, offsets[2]), scale_offsets.shifted(index, offsets[1])))
+
+    def _choose_offsets(self, latents, step: int) -> np.ndarray:
+        """The scale offsets (3, latent) of a GOP: each channel's best over the first latent frame,
+        over the later ones' cells coded around the prior, and over those in copy mode. The modes
+        are those each latent frame would take with offsets chosen for it alone."""
+        coder = self.coder
+        groups = ([], [], [])  # (symbols, scale indices) per cell of each kind, (latent, cells)
+        context, y_hat = np.zeros(latents[0][0].shape, np.int64), None
+        for t, (y, z, _) in enumerate(latents):
+            mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
+            prior = coder.symbols(y, mean_g, step)
+            if t:
+                copy_mean = y_hat * coder.gain(step)
+                copy = coder.symbols(y, copy_mean, step)
+                own = np.stack([scale_offsets.choose(s, index, coder.coder)[0] for s in (prior, prior, copy)])
+                cells = copy_modes.cells(self._copy_blocks(y, mean_g, index, y_hat, step, own))
+                groups[1].append((prior[:, ~cells], index[:, ~cells]))
+                groups[2].append((copy[:, cells], index[:, cells]))
+                prior, mean_g = np.where(cells, copy, prior), np.where(cells, copy_mean, mean_g)
+            else:
+                groups[0].append((prior.reshape(len(prior), -1), index.reshape(len(index), -1)))
+            y_hat = coder.dequantize(prior, mean_g, step)
+            context = coder.fixed_point(y_hat)
+        offsets = np.zeros((3, self.cfg.latent), np.int64)
+        for k, group in enumerate(groups):
+            if group and sum(s.shape[1] for s, _ in group):
+                symbols, indices = (np.concatenate(a, 1) for a in zip(*group))
+                offsets[k] = scale_offsets.choose(symbols, indices, coder.coder)[0]
+        return offsets
 
     def read(self, payload: bytes, height: int, width: int, duration: int) -> Gop:
         """A GOP's payload -> its latent frames' y_hat, float64 (latent, H64/16, W64/16) each, and its
@@ -133,16 +217,30 @@ class WfvaeModel(GopModel):
             raise CorruptChunkError("video/wfvae payload shorter than its header")
         field, n = HEADER.unpack_from(payload)
         step, has_filter = postfilter.split_step(field)
+        step, has_modes = scale_offsets.split_step(step)  # bit 14: copy modes and scale offsets
         fitted, pos = postfilter.unpack(payload, HEADER.size, 3) if has_filter else (None, HEADER.size)
         if step >= self.steps or not 1 <= n <= GOP // self.time or n != -(-duration // self.time):
             raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames "
                                     f"for {duration} frames)")
+        offsets = None
+        if has_modes:
+            block, pos = take_block(payload, pos, "video/wfvae")
+            offsets = scale_offsets.unpack(block, 3 * self.cfg.latent, "video/wfvae").reshape(3, -1)
         h16, w16 = -(-height // 64) * 4, -(-width // 64) * 4
         context, y_hats = np.zeros((self.cfg.latent, h16, w16), np.int64), []
-        for _ in range(n):
+        for t in range(n):
+            if has_modes and t:
+                copy, pos = copy_modes.unpack(payload, pos, (h16 // copy_modes.BLOCK, w16 // copy_modes.BLOCK),
+                                              "video/wfvae")
             z_data, pos = take_block(payload, pos, "video/wfvae")
             y_data, pos = take_block(payload, pos, "video/wfvae")
-            y_hats.append(coder.decode_y(z_data, y_data, h16, w16, step, context))
+            z = coder.decode_z(z_data, (self.cfg.hyper, h16 // 4, w16 // 4))
+            mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
+            if has_modes and t:
+                mean_g, index = self._with_modes(mean_g, index, y_hats[-1], step, offsets, copy)
+            elif has_modes:
+                index = scale_offsets.shifted(index, offsets[0])
+            y_hats.append(coder.decode_at(y_data, mean_g, index, step))
             context = coder.fixed_point(y_hats[-1])
         if pos != len(payload):
             raise CorruptChunkError("video/wfvae payload has bytes after its last latent frame")
@@ -169,18 +267,14 @@ class WfvaeModel(GopModel):
         """`latents` (from `analyse`) with y refined for quality `step` (`nc.models.refine`), tile by
         tile, each tile's y over the whole GOP at once against its pixels in the first `duration`
         frames (edges and the GOP's repeated last frames do not count), after the post-filter
-        `post` (its float twin is differentiated). The priors are those `code` gives the analysis y
-        (the previous latent frame's y_hat shapes them): the refined y moves them a little."""
+        `post` (its float twin is differentiated). The priors (means and scales) are those `coded`
+        gives the analysis y (the previous latent frame's y_hat and the copy modes shape them): the
+        refined y, coded again, moves them a little."""
         from nc.bitstream.entropy import SCALES
 
-        means, indices, context = [], [], np.zeros(latents[0][0].shape, np.int64)
-        for y, z, _ in latents:
-            side = self.coder.hyper_side(z, context)
-            mean_g, index = self.coder.side_info(side, step)
-            context = self.coder.fixed_point(self.coder.quantize(y, side, step)[1])
-            means.append(mean_g)
-            indices.append(index)
-        mean_g, scale = np.stack(means, 1), SCALES[np.stack(indices, 1)]  # (latent, t, h, w)
+        priors = self.coded(latents, step)[1]
+        mean_g = np.stack([mean for mean, _ in priors], 1)  # (latent, t, h, w)
+        scale = SCALES[np.stack([index for _, index in priors], 1)]
         gain = self.coder.gain(step)[:, None]
         y = np.stack([y for y, _, _ in latents], 1)
         canvas = np.stack([pad_to(f, 64) for f in frames])
@@ -242,7 +336,7 @@ class WfvaeEncoder(GopEncoder):
         if not self.iterations:
             return filtered_within(search, budget, filtered)
         return refined_filtered_within(search, budget, filtered, code, refined, self.m.steps,
-                                       lambda payload: postfilter.split_step(HEADER.unpack_from(payload)[0])[0])
+                                       step_of)
 
     def _refined(self, frames: np.ndarray, duration: int, latents, step: int) -> bytes:
         """The payload at `step`, without a post-filter, of y refined (`WfvaeModel.refine`) for the
@@ -258,16 +352,17 @@ class WfvaeEncoder(GopEncoder):
     def _fit(self, payload: bytes, frames: np.ndarray, duration: int) -> postfilter.PostFilter | None:
         """The post-filter (nc/codecs/postfilter.py) fitted to the GOP's frames as a payload without one
         decodes them, where it pays for its bytes (bits + lambda x squared error); None where none does."""
-        f, (step, _) = self.facts, HEADER.unpack_from(payload)
+        f, step = self.facts, step_of(payload)
         decoded = self.m.synthesis(self.m.read(payload, f.height, f.width, duration).y_hats, f.height, f.width)
         return postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step))
 
 
 class WfvaeCodec(LearnedVideoCodec):
     codec_id, quality = "video/wfvae", QUALITY
-    # 3: a post-filter per GOP (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded
-    # (nc/bitstream/entropy.py); every version decodes
-    bitstream_version = 3
+    # 4: copy modes and scale offsets (nc/codecs/copy_modes.py, scale_offsets.py); 3: a post-filter per
+    # GOP (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); every
+    # version decodes
+    bitstream_version = 4
     model_class, encoder_class = WfvaeModel, WfvaeEncoder
     efforts = len(REFINEMENT_ITERATIONS) - 1
 
