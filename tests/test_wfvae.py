@@ -336,6 +336,19 @@ def test_copy_modes_shrink_a_still_camera_clip_with_shipped_weights(shipped):
     assert len(moded) < 0.75 * len(plain) and psnr(moded) > psnr(plain) - 0.1
 
 
+def test_effort_1_refines_copied_cells_with_the_cells_they_copy(shipped):
+    """samples/clip.mp4's still background codes in copy mode; refinement keeps it there (a copy cell's
+    mean follows the refined value before it), so it still lowers the cost."""
+    import av
+
+    with av.open(str(SAMPLES / "clip.mp4")) as container:
+        x = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:8])[:, 64:192, 96:224]
+    step = shipped.model.coder.step_of(4)
+    plain, refined = (code_packets(shipped, x, quality=4, **e)[1][0].payload for e in ({}, {"effort": 1}))
+    assert plain[1] & 0x40 and refined[1] & 0x40
+    assert _cost(shipped, refined, x, step) < 0.97 * _cost(shipped, plain, x, step)
+
+
 def test_efforts_video_codecs_do_not_offer_are_refused(codec):
     assert codec.descriptor.efforts == 1
     x = clip(4, 64, 64)

@@ -22,7 +22,9 @@ import numpy as np
 
 from nc.errors import CorruptChunkError, FormatError
 
-FLAG = 1 << 14  # bit 14 of image/hvae's u16 step field: every tile's offsets precede its z
+# bit 14 of a u16 step field: image/hvae's, every tile's offsets precede its z; video/wfvae's, the
+# GOP's offsets and its copy-mode maps (nc/codecs/copy_modes.py) are sent
+FLAG = 1 << 14
 RADIUS = 15  # offsets lie in [-RADIUS, RADIUS]
 MAX_CHANNELS = 2**16  # a map's channels, for the estimate's packed keys
 # How often each offset -15..15 is chosen: counted over the choices for 8 photos (4 of skimage.data,
@@ -40,7 +42,7 @@ def table():
 
 
 def split_step(field: int) -> tuple[int, bool]:
-    """A step field without its post-filter bit -> (step, whether every tile sends offsets)."""
+    """A step field without its post-filter bit -> (step, whether FLAG is set)."""
     return field & (FLAG - 1), bool(field & FLAG)
 
 
