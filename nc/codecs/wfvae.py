@@ -155,13 +155,11 @@ class WfvaeModel(GopModel):
         context, y_hat, priors = np.zeros(latents[0][0].shape, np.int64), None, []  # the GOP starts with no past
         for t, (y, z, z_data) in enumerate(latents):
             mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
-            copy = None
-            if offsets is not None and t:
-                copy = self._copy_blocks(y, mean_g, index, y_hat, step, offsets)
-                mean_g, index = self._with_modes(mean_g, index, y_hat, step, offsets, copy)
+            copy = self._copy_blocks(y, mean_g, index, y_hat, step, offsets) if offsets is not None and t else None
+            if copy is not None:
                 parts.append(copy_modes.pack(copy))
-            elif offsets is not None:
-                index = scale_offsets.shifted(index, offsets[0])
+            if offsets is not None:
+                mean_g, index = self._with_modes(mean_g, index, y_hat, step, offsets, copy)
             y_data, y_hat = coder.quantize_at(y, mean_g, index, step)
             context = coder.fixed_point(y_hat)
             parts += [U32.pack(len(z_data)), z_data, U32.pack(len(y_data)), y_data]
@@ -175,9 +173,12 @@ class WfvaeModel(GopModel):
                                  coder.symbols(y, previous * coder.gain(step), step),
                                  scale_offsets.shifted(index, offsets[2]), coder.coder)
 
-    def _with_modes(self, mean_g, index, previous, step: int, offsets: np.ndarray, copy: np.ndarray):
-        """A later latent frame's (mean of y g, scale indices) per cell, by its blocks' modes: the
-        prior's, or the previous latent frame's y_hat g; each mode's offsets on the prior's indices."""
+    def _with_modes(self, mean_g, index, previous, step: int, offsets: np.ndarray, copy: np.ndarray | None):
+        """A latent frame's (mean of y g, scale indices) per cell with copy modes and offsets: the first
+        latent frame's (copy None) the prior's with offsets[0]; a later one's by its blocks' modes, the
+        prior's or the previous latent frame's y_hat g, with offsets[1] or [2] on the prior's indices."""
+        if copy is None:
+            return mean_g, scale_offsets.shifted(index, offsets[0])
         cells = copy_modes.cells(copy)
         return (np.where(cells, previous * self.coder.gain(step), mean_g),
                 np.where(cells, scale_offsets.shifted(index, offsets[2]), scale_offsets.shifted(index, offsets[1])))
@@ -232,6 +233,7 @@ class WfvaeModel(GopModel):
         h16, w16 = -(-height // 64) * 4, -(-width // 64) * 4
         context, y_hats = np.zeros((self.cfg.latent, h16, w16), np.int64), []
         for t in range(n):
+            copy = None
             if has_modes and t:
                 copy, pos = copy_modes.unpack(payload, pos, (h16 // copy_modes.BLOCK, w16 // copy_modes.BLOCK),
                                               "video/wfvae")
@@ -239,10 +241,8 @@ class WfvaeModel(GopModel):
             y_data, pos = take_block(payload, pos, "video/wfvae")
             z = coder.decode_z(z_data, (self.cfg.hyper, h16 // 4, w16 // 4))
             mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
-            if has_modes and t:
-                mean_g, index = self._with_modes(mean_g, index, y_hats[-1], step, offsets, copy)
-            elif has_modes:
-                index = scale_offsets.shifted(index, offsets[0])
+            if has_modes:
+                mean_g, index = self._with_modes(mean_g, index, y_hats[-1] if t else None, step, offsets, copy)
             y_hats.append(coder.decode_at(y_data, mean_g, index, step))
             context = coder.fixed_point(y_hats[-1])
         if pos != len(payload):
@@ -264,17 +264,16 @@ class WfvaeModel(GopModel):
                 frames.append((x * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[:, :height, :width].numpy())
         return np.concatenate(frames)
 
-    def refine(self, frames: np.ndarray, duration: int, latents, step: int, iterations: int,
+    def refine(self, frames: np.ndarray, duration: int, latents, priors, step: int, iterations: int,
                post: postfilter.PostFilter | None) -> list:
         """`latents` (from `analyse`) with y refined for quality `step` (`nc.models.refine`), tile by
         tile, each tile's y over the whole GOP at once against its pixels in the first `duration`
         frames (edges and the GOP's repeated last frames do not count), after the post-filter
         `post` (its float twin is differentiated). The priors (means, scales and copy modes) are
-        those `coded` gives the analysis y; a cell in copy mode keeps following the previous latent
+        those `coded` gave the analysis y; a cell in copy mode keeps following the previous latent
         frame's refined value. The refined y, coded again, moves the priors a little."""
         from nc.bitstream.entropy import SCALES
 
-        priors = self.coded(latents, step)[1]
         mean_g = np.stack([mean for mean, _, _ in priors], 1)  # (latent, t, h, w)
         scale = SCALES[np.stack([index for _, index, _ in priors], 1)]
         copy = np.stack([np.zeros(mean_g.shape[2:], bool) if c is None else c for _, _, c in priors])  # (t, h, w)
@@ -366,8 +365,9 @@ class WfvaeEncoder(GopEncoder):
         """The payload at `step`, without a post-filter, of y refined (`WfvaeModel.refine`) for the
         pixels after the filter that the unrefined payload gets (the refined one gets its own, fitted
         again, which can only do better on the pixels it is fitted to)."""
-        post = self._fit(self.m.code(latents, step), frames, duration)
-        return self.m.code(self.m.refine(frames, duration, latents, step, self.iterations, post), step)
+        payload, priors = self.m.coded(latents, step)
+        post = self._fit(payload, frames, duration)
+        return self.m.code(self.m.refine(frames, duration, latents, priors, step, self.iterations, post), step)
 
     def _filtered(self, payload: bytes, frames: np.ndarray, duration: int) -> bytes:
         """`payload` with its post-filter (`_fit`), if any."""
