@@ -87,8 +87,8 @@ QUALITY = RateRange("quality", 1, 8)
 REFINEMENT_ITERATIONS = (0, 30)
 #: refinement works on tiles of REFINE_TILE latent cells (16 pixels each) a side, the synthesis
 #: seeing REFINE_MARGIN cells around them: backpropagating through a 32-frame GOP holds about 1.5 GB
-#: per 448x256 pixels (measured), so a 512x512 tile and its margins about 5 GB (estimated), whatever
-#: the frame size
+#: per 448x256 pixels (measured; 4.5 GB peak for an 854x480 GOP), so a 512x512 tile and its margins
+#: about 5.5 GB (estimated), whatever the frame size
 REFINE_TILE, REFINE_MARGIN = 32, 4
 HEADER = struct.Struct("<HB")  # step, latent frames
 U32 = struct.Struct("<I")
