@@ -72,3 +72,5 @@ def test_offsets_round_trip_and_damaged_ones_are_clean_errors():
 def test_the_step_field_says_whether_offsets_follow():
     assert scale_offsets.split_step(128 | scale_offsets.FLAG) == (128, True)
     assert scale_offsets.split_step(128) == (128, False)
+    assert scale_offsets.split_flags(0x8000 | scale_offsets.FLAG | 7) == (7, True, True)
+    assert scale_offsets.split_flags(0x8000 | 7) == (7, True, False)

@@ -294,9 +294,7 @@ def as_mode_torch(rgb, channels: int):
 
 def _header(payload: bytes) -> tuple[int, bool, bool]:
     """A payload's u16 step field -> (step, whether a post-filter follows, whether tiles send scale offsets)."""
-    step, has_filter = postfilter.split_step(U16.unpack_from(payload)[0])
-    step, has_offsets = scale_offsets.split_step(step)
-    return step, has_filter, has_offsets
+    return scale_offsets.split_flags(U16.unpack_from(payload)[0])
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,15 @@ def split_step(field: int) -> tuple[int, bool]:
     return field & (FLAG - 1), bool(field & FLAG)
 
 
+def split_flags(field: int) -> tuple[int, bool, bool]:
+    """A codec's whole u16 step field -> (step, whether a post-filter follows (bit 15, nc/codecs/
+    postfilter.py), whether FLAG is set)."""
+    from nc.codecs import postfilter
+
+    step, has_filter = postfilter.split_step(field)
+    return step & (FLAG - 1), has_filter, bool(step & FLAG)
+
+
 def bits_by_offset(residuals: np.ndarray, index: np.ndarray, coder) -> np.ndarray:
     """(channels, 2 RADIUS + 1): the bits of each channel's residuals (channels, ...) at each offset
     of its scale indices, estimated from `coder`'s (a ScaleTableCoder) tables. Equal (channel, index,

@@ -96,7 +96,7 @@ U32 = struct.Struct("<I")
 
 def step_of(payload: bytes) -> int:
     """The quality step of a GOP's payload, without its flags."""
-    return scale_offsets.split_step(postfilter.split_step(HEADER.unpack_from(payload)[0])[0])[0]
+    return scale_offsets.split_flags(HEADER.unpack_from(payload)[0])[0]
 
 
 class Gop(NamedTuple):
@@ -196,9 +196,9 @@ class WfvaeModel(GopModel):
             if t:
                 copy_mean = y_hat * coder.gain(step)
                 copy = coder.symbols(y, copy_mean, step)
-                prior_offsets, copy_offsets = (scale_offsets.choose(s, index, coder.coder)[0] for s in (prior, copy))
-                own = np.stack([prior_offsets, prior_offsets, copy_offsets])
-                cells = copy_modes.cells(self._copy_blocks(y, mean_g, index, y_hat, step, own))
+                prior_index, copy_index = (scale_offsets.shifted(index, scale_offsets.choose(s, index, coder.coder)[0])
+                                           for s in (prior, copy))
+                cells = copy_modes.cells(copy_modes.choose(prior, prior_index, copy, copy_index, coder.coder))
                 groups[1].append((prior[:, ~cells], index[:, ~cells]))
                 groups[2].append((copy[:, cells], index[:, cells]))
                 prior, mean_g = np.where(cells, copy, prior), np.where(cells, copy_mean, mean_g)
@@ -220,8 +220,7 @@ class WfvaeModel(GopModel):
         if len(payload) < HEADER.size:
             raise CorruptChunkError("video/wfvae payload shorter than its header")
         field, n = HEADER.unpack_from(payload)
-        step, has_filter = postfilter.split_step(field)
-        step, has_modes = scale_offsets.split_step(step)  # bit 14: copy modes and scale offsets
+        step, has_filter, has_modes = scale_offsets.split_flags(field)  # bit 14: copy modes and scale offsets
         fitted, pos = postfilter.unpack(payload, HEADER.size, 3) if has_filter else (None, HEADER.size)
         if step >= self.steps or not 1 <= n <= GOP // self.time or n != -(-duration // self.time):
             raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames "
