@@ -25,7 +25,7 @@ from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Dama
 from nc.codecs.base import Codec, Decoder, Packet, RatePoint, is_near, parse_rate
 from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, PluginError, RateWarning,
                        TruncatedError, UsageError, WeightsMismatchError, one_line)
-from nc.media.facts import AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
+from nc.media.facts import MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
 from nc.plugins import find_codec, registry
 
 
@@ -709,7 +709,8 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
     several: `nc.open("x.ncb", "wb", tracks=[TrackSpec(...), ...])` and `write(block, track=i)`.
     `effort`: the encoder's effort, for codecs that offer one (`CodecDescriptor.efforts`).
     Media facts: audio `sample_rate`, `channels`; image `width`, `height`, `mode`;
-    video `width`, `height`, `fps` (a number or Fraction). (`mode` after the target is the open mode;
+    video `width`, `height`, `fps` (a number or Fraction), optionally `sar` (the pixels' width / height
+    as shown, a Fraction; 1 by default). (`mode` after the target is the open mode;
     as a keyword it is the image's mode, "L", "RGB" or "RGBA", unless it is "rb" or "wb".)
     """
     if facts.get("mode") in ("rb", "wb"):
@@ -770,7 +771,7 @@ def facts_from_kwargs(**kw) -> MediaFacts:
     """Media facts from keyword arguments; the modality follows from which are given."""
     from fractions import Fraction
 
-    known = {"sample_rate", "channels", "fps", "width", "height", "mode"}
+    known = {"sample_rate", "channels", "fps", "width", "height", "mode", "sar"}
     if set(kw) - known:
         raise UsageError(f"unknown arguments: {', '.join(sorted(set(kw) - known))}")
     def whole(name: str, default=None) -> int:
@@ -785,7 +786,9 @@ def facts_from_kwargs(**kw) -> MediaFacts:
             facts = AudioFacts(whole("sample_rate"), whole("channels", 1))
         elif "fps" in kw:
             fps = Fraction(kw.pop("fps")).limit_denominator(1001)
-            facts = VideoFacts(whole("width"), whole("height"), fps.numerator, fps.denominator)
+            sar = Fraction(kw.pop("sar", 1)).limit_denominator(MAX_SAR_TERM)
+            facts = VideoFacts(whole("width"), whole("height"), fps.numerator, fps.denominator, sar.numerator,
+                               sar.denominator)
         elif "width" in kw:
             facts = ImageFacts(whole("width"), whole("height"), str(kw.pop("mode", "RGB")))
         else:

@@ -677,6 +677,43 @@ def test_a_rotated_video_is_read_upright(tmp_path):
     np.testing.assert_array_equal(np.argwhere(frames[0, :, :, 0] > 128).mean(0), [29.5, 1.5])
 
 
+def _anamorphic_mp4(path, rotation: int = 0) -> None:
+    """3 frames of 64x48 whose pixels players show 32:27 wide (a 4:3 DVD frame stretched to 16:9)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(32, 27)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def test_anamorphic_video_keeps_its_pixel_shape(tmp_path):
+    """A DVD's 720x480 frames are shown 16:9 through their sample aspect ratio; nc dropped it, and the
+    decoded video played squeezed to 3:2."""
+    import av
+
+    _anamorphic_mp4(tmp_path / "dvd.mp4")
+    _ok(run_nc("encode", tmp_path / "dvd.mp4", tmp_path / "dvd.ncb", "--codec", "video/h264"))
+    assert b"sar_num=32, sar_den=27" in run_nc("info", tmp_path / "dvd.ncb").stdout
+    _ok(run_nc("decode", tmp_path / "dvd.ncb", tmp_path / "out.mp4"))
+    with av.open(str(tmp_path / "out.mp4")) as f:
+        assert f.streams.video[0].sample_aspect_ratio == Fraction(32, 27)
+    result = run_nc("decode", tmp_path / "dvd.ncb", tmp_path / "out.mkv")  # Matroska's is out of PyAV's reach
+    assert result.returncode == 0 and b"does not keep this video's sample aspect ratio 32:27: players show " \
+        b"64x48, not 76x48" in result.stderr
+    from nc.media.files import open_media
+
+    _anamorphic_mp4(tmp_path / "turned.mp4", rotation=90)  # turned upright, a wide pixel stands tall
+    assert open_media(str(tmp_path / "turned.mp4")).facts[0].sar == Fraction(27, 32)
+
+
 def test_video_written_as_yuv_says_its_colour_matrix(tmp_path):
     """Untagged, an HD .mp4 was read by players as BT.709 while nc converted with BT.601: colours shifted."""
     import av

@@ -191,6 +191,29 @@ def test_image_and_video_facts_follow_from_the_array():
         nc.encode(np.zeros((5, 4, 3, 2), np.float32))
 
 
+def test_a_video_keeps_its_sample_aspect_ratio_and_square_pixels_go_unsaid():
+    """Files written before nc kept the sample aspect ratio have no sar keys: they must read as square,
+    and square video must still write none (the golden files' bytes)."""
+    from fractions import Fraction
+
+    from nc.errors import FormatError
+    from nc.media.facts import VideoFacts, facts_from_json, facts_to_json
+
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    for sar, keys in ((Fraction(1), set()), (Fraction(16, 15), {"sar_num", "sar_den"})):
+        data = nc.encode(frames, codec="video/h264", fps=25, sar=sar)
+        assert nc.open(io.BytesIO(data), "rb").tracks[0].facts.sar == sar
+        square = facts_to_json(VideoFacts(16, 16, 25, 1))
+        assert set(facts_to_json(VideoFacts(16, 16, 25, 1, sar.numerator, sar.denominator))) - set(square) == keys
+    assert facts_from_json(square) == VideoFacts(16, 16, 25, 1)
+    with pytest.raises(FormatError, match="sample aspect ratio 0:1 is out of the supported range"):
+        facts_from_json({**square, "sar_num": 0, "sar_den": 1})
+    with pytest.raises(FormatError, match="mistyped"):
+        facts_from_json({**square, "sar_num": 1.5})
+    with pytest.raises(UsageError, match="sample aspect ratio"):
+        nc.encode(frames, codec="video/h264", fps=25, sar=-1)
+
+
 def test_one_hour_streams_with_bounded_memory(tmp_path):
     """An hour of 16 kHz audio through the writer and reader; peak Python-side memory stays small."""
     path = tmp_path / "hour.ncb"

@@ -16,6 +16,8 @@ MAX_SIDE = 32_768  # pixels, per image or video side
 MAX_IMAGE_PIXELS = 1 << 28  # 16384 x 16384
 MAX_FRAME_PIXELS = 1 << 25  # a little over 8K UHD
 IMAGE_MODES = {"L": 1, "RGB": 3, "RGBA": 4}
+MAX_SAR_TERM = 65_535  # H.264's and H.265's aspect_ratio_idc terms are 16-bit
+SQUARE = {"sar_num": 1, "sar_den": 1}  # video facts' optional keys, written only when they differ
 
 
 @dataclass(frozen=True)
@@ -60,17 +62,27 @@ class VideoFacts:
     height: int
     fps_num: int
     fps_den: int
+    # the pixels' shape (width / height) as the source's player shows them: 1:1 but on anamorphic
+    # video (DVD, broadcast), whose frames are stretched to the display aspect
+    sar_num: int = 1
+    sar_den: int = 1
     modality = "video"
 
     @property
     def fps(self) -> Fraction:
         return Fraction(self.fps_num, self.fps_den)
 
+    @property
+    def sar(self) -> Fraction:
+        return Fraction(self.sar_num, self.sar_den)
+
     def validate(self) -> "VideoFacts":
         _check(1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE
                and self.width * self.height <= MAX_FRAME_PIXELS, f"video size {self.width}x{self.height}")
         _check(1 <= self.fps_num <= 1_000_000 and 1 <= self.fps_den <= 1_000_000, f"frame rate {self.fps_num}/{self.fps_den}")
         _check(self.fps_num / self.fps_den <= 1000, f"frame rate {self.fps_num}/{self.fps_den}")
+        _check(1 <= self.sar_num <= MAX_SAR_TERM and 1 <= self.sar_den <= MAX_SAR_TERM,
+               f"sample aspect ratio {self.sar_num}:{self.sar_den}")
         return self
 
     def seconds(self, frames: int) -> float:
@@ -82,14 +94,20 @@ _BY_MODALITY = {"audio": AudioFacts, "image": ImageFacts, "video": VideoFacts}
 
 
 def facts_to_json(facts: MediaFacts) -> dict:
-    return {"modality": facts.modality, **asdict(facts)}
+    """The track header's `facts`; square pixels go unsaid, so files written before nc kept the
+    sample aspect ratio read the same, and theirs read as square."""
+    fields = asdict(facts)
+    if isinstance(facts, VideoFacts) and facts.sar == 1:
+        fields = {k: v for k, v in fields.items() if k not in SQUARE}
+    return {"modality": facts.modality, **fields}
 
 
 def facts_from_json(d: dict) -> MediaFacts:
     """Parse and validate facts read from a file; raises FormatError on anything odd."""
     try:
         cls = _BY_MODALITY[d["modality"]]
-        fields = {k: d[k] for k in cls.__dataclass_fields__}
+        optional = SQUARE if cls is VideoFacts else {}
+        fields = {k: d.get(k, optional[k]) if k in optional else d[k] for k in cls.__dataclass_fields__}
         for k, v in fields.items():
             want = str if k == "mode" else int
             if type(v) is not want:

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from nc.errors import FormatError, MediaError, OutputWarning, UsageError
-from nc.media.facts import MAX_IMAGE_PIXELS, AudioFacts, ImageFacts, MediaFacts, VideoFacts
+from nc.media.facts import MAX_IMAGE_PIXELS, MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm"}
@@ -211,8 +211,10 @@ def _open_av(path: str) -> MediaSource | None:
                 width, height = video.codec_context.width, video.codec_context.height
                 VideoFacts(width, height, rate.numerator, rate.denominator).validate()  # before a frame is decoded
                 turns = _quarter_turns(container, video)
+                sar = _sample_aspect_ratio(video)
+                sar = 1 / sar if turns % 2 else sar  # turned upright, a wide pixel stands tall
                 facts.append(VideoFacts(*((height, width) if turns % 2 else (width, height)),
-                                        rate.numerator, rate.denominator))
+                                        rate.numerator, rate.denominator, sar.numerator, sar.denominator).validate())
             if audio is not None:
                 facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels).validate())
     except (av.FFmpegError, OSError, ValueError):
@@ -232,6 +234,16 @@ def _quarter_turns(container, video) -> int:
     except av.FFmpegError:  # the reading proper says what is wrong with the file
         return 0
     return round((getattr(frame, "rotation", 0) or 0) / 90) % 4 if frame is not None else 0
+
+
+def _sample_aspect_ratio(video) -> Fraction:
+    """The shape of the video's pixels as players show them (the container's, else the codec's, as
+    FFmpeg guesses it); 1 where none is said, or one beyond what facts hold."""
+    sar = video.sample_aspect_ratio
+    if not sar or sar <= 0:
+        return Fraction(1)
+    sar = Fraction(sar).limit_denominator(MAX_SAR_TERM)
+    return sar if sar.numerator <= MAX_SAR_TERM else Fraction(1)
 
 
 def _picture_stream(container):
@@ -624,6 +636,8 @@ class _VideoFileWriter:
                 if (s.width, s.height) != (f.width, f.height):
                     warnings.warn(f"a {ext} file's 4:2:0 video needs even sides: {f.width}x{f.height} is written as "
                                   f"{s.width}x{s.height} (its edge repeated); .mkv keeps it exact", OutputWarning)
+                if f.sar != 1:
+                    self._keep_aspect(s, f, ext)
                 if pix_fmt.startswith("yuv"):  # swscale converts RGB with BT.601, limited range: say so, or
                     cc = s.codec_context      # players take untagged HD as BT.709 and shift its colours
                     cc.colorspace = cc.color_primaries = cc.color_trc = SMPTE_170M
@@ -635,6 +649,18 @@ class _VideoFileWriter:
                 self._resamplers[track] = av.AudioResampler(format=s.format.name, layout=s.layout, rate=s.rate)
             self._streams[track] = s
             self._pts[track] = 0
+
+    @staticmethod
+    def _keep_aspect(stream, facts: VideoFacts, ext: str) -> None:
+        """Anamorphic video: .mp4 and .mov keep its pixels' shape; PyAV cannot set the one Matroska
+        (.mkv, .webm) reads, the stream's, so there players show it squeezed: say so."""
+        if ext in (".mp4", ".mov"):
+            stream.codec_context.sample_aspect_ratio = facts.sar
+            return
+        shown = round(facts.width * facts.sar)
+        warnings.warn(f"a {ext} file does not keep this video's sample aspect ratio {facts.sar_num}:{facts.sar_den}: "
+                      f"players show {facts.width}x{facts.height}, not {shown}x{facts.height}; .mp4 keeps it",
+                      OutputWarning)
 
     def write(self, track: int, block: np.ndarray) -> None:
         import av
