@@ -312,6 +312,19 @@ def test_effort_1_refines_tile_by_tile_reproducibly_and_meets_bitrates(codec, mo
     assert len(code_packets(codec, x, bitrate=f"{target:.0f}", effort=1)[1][0].payload) <= 0.9 * len(plain)
 
 
+def test_effort_1_keeps_the_plain_payload_where_refinement_loses(shipped, monkeypatch):
+    """Refinement optimises a relaxed rounding through a float twin of the filter: nothing made it
+    win. Here it returns latents far from the analysis's (zeros: a grey clip, in fewer bits), which
+    must not reach the file, at a quality (bits + lambda x error) or a bitrate (error)."""
+    monkeypatch.setattr(wfvae_codec, "REFINEMENT_ITERATIONS", (0, 1))
+    monkeypatch.setattr(type(shipped.model), "refine",
+                        lambda m, frames, duration, latents, *a: [(0 * y, z, data) for y, z, data in latents])
+    x = clip(8, 64, 64)
+    for rate in ({"quality": 5}, {"bitrate": "400k"}):
+        plain = code_packets(shipped, x, **rate)[1][0].payload
+        assert code_packets(shipped, x, effort=1, **rate)[1][0].payload == plain
+
+
 def test_effort_1_lowers_the_cost_of_shipped_weights_gops(shipped):
     """A pan over a photo (unseen material: samples/ is not in the training set) at quality 4."""
     from PIL import Image
