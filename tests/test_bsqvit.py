@@ -15,7 +15,8 @@ from nc.models.weights import save_weights
 from nc.train.bsqvit import fit_priors, recon_loss
 from conftest import SAMPLES, panning_clip as clip, run_nc
 from video_codec_checks import (check_damaged_payloads_are_clean_errors, check_every_gop_is_a_seek_point,
-                                check_parallel_decoding, check_pieces_give_the_same_file,
+                                check_parallel_decoding, check_parallel_encoding,
+                                check_pieces_give_the_same_file,
                                 check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets)
 
@@ -143,6 +144,10 @@ def test_damaged_payloads_are_clean_errors(codec):
 
 def test_gops_decode_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):
     check_parallel_decoding(codec, GOP, monkeypatch)
+
+
+def test_gops_code_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):
+    check_parallel_encoding(codec, GOP, monkeypatch)
 
 
 def test_other_weights_are_refused(tmp_path):

@@ -18,7 +18,8 @@ from nc.train.video import rd_loss
 from conftest import SAMPLES, panning_clip as clip
 from latent_checks import check_version_1_files_still_decode, without_filter
 from video_codec_checks import (check_damaged_payloads_are_clean_errors, check_every_gop_is_a_seek_point,
-                                check_parallel_decoding, check_pieces_give_the_same_file,
+                                check_parallel_decoding, check_parallel_encoding,
+                                check_pieces_give_the_same_file,
                                 check_trainer_writes_weights_the_codec_loads_and_resumes,
                                 check_video_with_sound_through_the_cli, code_packets, decode_packets)
 
@@ -186,6 +187,10 @@ def test_a_gop_decodes_with_or_without_its_post_filter(codec):
 
 def test_gops_decode_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):
     check_parallel_decoding(codec, GOP, monkeypatch)
+
+
+def test_gops_code_in_parallel_as_they_do_one_at_a_time(codec, monkeypatch):
+    check_parallel_encoding(codec, GOP, monkeypatch)
 
 
 def test_a_config_beyond_the_integer_networks_bounds_is_refused():

@@ -186,3 +186,32 @@ def check_good_gops_survive_a_bad_one(codec, gop: int, monkeypatch) -> None:
     np.testing.assert_array_equal(damaged[:gop], clean[:gop])
     np.testing.assert_array_equal(damaged[gop:2 * gop], np.repeat(clean[gop - 1:gop], gop, axis=0))
     np.testing.assert_array_equal(damaged[2 * gop:], clean[2 * gop:])
+
+
+def check_parallel_encoding(codec, gop: int, monkeypatch) -> None:
+    """GOPs coded several at once (GopEncoder with a model), each on one thread: the same packets, in
+    order, whatever torch's thread count (1: one GOP at a time); the workers' one thread does not leak,
+    and a GOP that fails to code raises, not a file with a hole."""
+    torch = codec.model.torch
+    x = panning_clip(3 * gop + 5, 40, 56)
+    threads, runs = torch.get_num_threads(), []
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            runs.append([(p.payload, p.start, p.duration) for p in code_packets(codec, x, quality=4)[1]])
+            assert threads_of_a_new_thread() == count
+    finally:
+        torch.set_num_threads(threads)
+    assert [r[1:] for r in runs[0]] == [(0, gop), (gop, gop), (2 * gop, gop), (3 * gop, 5)] and runs[1] == runs[0]
+    calls = []
+
+    def fail_the_second(self, frames, duration):
+        calls.append(duration)
+        if len(calls) == 2:
+            raise RuntimeError("failed on purpose")
+        return b""
+
+    monkeypatch.setattr(codec.encoder_class, "code_gop", fail_the_second)
+    monkeypatch.setattr(codec.model, "decode_workers", lambda facts: 2)
+    with pytest.raises(RuntimeError, match="failed on purpose"):
+        code_packets(codec, x, quality=4)

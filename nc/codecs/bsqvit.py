@@ -161,7 +161,7 @@ def _groups(rate: RatePoint) -> int:
 
 class BsqVitEncoder(GopEncoder):
     def __init__(self, model: BsqVitModel, facts: VideoFacts, rate: RatePoint):
-        super().__init__(facts, GOP, TUBELET)
+        super().__init__(facts, GOP, TUBELET, model)
         self.m, self.rate = model, rate
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:

@@ -7,8 +7,9 @@ payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit p
 
 `GopEncoder`: frames arrive in blocks of any size; every GOP frames (the last GOP: the rest) become
 one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
-repeating the last one to a multiple of the network's frames per latent frame. Frames are copied
-as they arrive (a caller may refill one buffer), so the encoder holds at most one GOP.
+repeating the last one to a multiple of the network's frames per latent frame, several GOPs at once
+on as many threads. Frames are copied as they arrive (a caller may refill one buffer), so the
+encoder holds the GOP it collects and those it codes.
 `GopDecoder` decodes each packet alone, several GOPs at once on as many threads. `GopModel` lends
 networks, each with causal caches for one GOP; `LearnedVideoCodec` is the codec shell (one weights
 file, a quality or a bitrate).
@@ -117,13 +118,23 @@ def checked_frames(block, facts: VideoFacts) -> np.ndarray:
 
 class GopEncoder(Encoder):
     """Cuts the stream into GOPs of `gop` frames and hands each, padded to a multiple of `multiple`
-    frames, to `code_gop(frames, duration)`; packet start and duration count the real frames."""
+    frames, to `code_gop(frames, duration)`; packet start and duration count the real frames.
 
-    def __init__(self, facts: VideoFacts, gop: int, multiple: int):
+    Given its `model`, it codes up to `model.decode_workers(facts)` consecutive GOPs at once on the
+    model's pool (as `GopDecoder` synthesizes them), each on one thread, so the bytes are the same
+    whatever the thread count; packets come out in order, lagging by up to workers - 1 GOPs. Without
+    a model (or with `parallel` False: an encoder whose GOPs want every thread) it codes each GOP on
+    the caller's threads as it completes."""
+
+    def __init__(self, facts: VideoFacts, gop: int, multiple: int, model: "GopModel | None" = None,
+                 parallel: bool = True):
         self.facts, self.gop, self.multiple = facts, gop, multiple
         self.params: dict = {}
         self.pending: list[np.ndarray] = []  # frames of the GOP being collected
         self.frames = 0  # frames coded so far
+        self.model = model if parallel else None
+        self.threads = None if self.model is None else self.model.torch.get_num_threads()  # the caller's
+        self.coding: deque = deque()  # (start, duration, future) of the GOPs handed to the pool, in order
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         raise NotImplementedError
@@ -133,18 +144,49 @@ class GopEncoder(Encoder):
         for frame in checked_frames(block, self.facts):
             self.pending.append(frame.copy())  # the caller may reuse its buffer
             if len(self.pending) == self.gop:
-                out.append(self._packet())
+                out += self._start()
         return out
 
     def flush(self) -> list[Packet]:
-        return [self._packet()] if self.pending else []
+        out = self._start() if self.pending else []
+        return out + self._take(len(self.coding))
 
-    def _packet(self) -> Packet:
+    def _start(self) -> list[Packet]:
+        """Code the collected GOP (on the pool with a model: then the packets that must be taken now)."""
         frames, self.pending = self.pending, []
         duration = len(frames)
         frames += [frames[-1]] * (-duration % self.multiple)
         start, self.frames = self.frames, self.frames + duration
-        return Packet(self.code_gop(np.stack(frames), duration), start, duration, keyframe=True)
+        if self.model is None:
+            return [Packet(self.code_gop(np.stack(frames), duration), start, duration, keyframe=True)]
+        self.coding.append((start, duration, self.model.pool.submit(self._on_one_thread, np.stack(frames), duration)))
+        return self._take(len(self.coding) - self.model.decode_workers(self.facts) + 1)
+
+    def _on_one_thread(self, frames: np.ndarray, duration: int) -> bytes:
+        """code_gop on a pool thread, with one torch thread (and the caller's count set back after:
+        see GopDecoder._synthesize)."""
+        torch = self.model.torch
+        try:
+            torch.set_num_threads(1)
+            return self.code_gop(frames, duration)
+        finally:
+            torch.set_num_threads(self.threads)
+
+    def _take(self, count: int) -> list[Packet]:
+        """The packets of the `count` oldest GOPs being coded; an error drops the ones after it."""
+        out = []
+        for _ in range(max(0, count)):
+            start, duration, future = self.coding[0]
+            try:
+                payload = future.result()
+            except BaseException:
+                for _, _, later in self.coding:
+                    later.cancel()
+                self.coding.clear()
+                raise
+            self.coding.popleft()
+            out.append(Packet(payload, start, duration, keyframe=True))
+        return out
 
 
 class GopDecoder(Decoder):

@@ -343,9 +343,10 @@ def _chained(u, mean_g, copy, gain):
 
 class WfvaeEncoder(GopEncoder):
     def __init__(self, model: WfvaeModel, facts: VideoFacts, rate: RatePoint, effort: int = 0):
-        super().__init__(facts, GOP, model.time)
-        self.m, self.rate = model, rate
         self.iterations = REFINEMENT_ITERATIONS[effort]
+        # refinement holds GBs per GOP and uses every thread: one GOP at a time
+        super().__init__(facts, GOP, model.time, model, parallel=not self.iterations)
+        self.m, self.rate = model, rate
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         latents = self.m.analyse(frames)
