@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import nc
-from nc.codecs import wfvae as wfvae_codec
+from nc.codecs import hyper_deltas, wfvae as wfvae_codec
 from nc.codecs.wfvae import GOP, WfvaeCodec
 from nc.models.hyperprior import ACT_BITS, IntegerHyperSynthesis
 from nc.models.weights import save_weights
@@ -148,7 +148,7 @@ def test_still_frames_code_in_copy_mode_and_plain_payloads_still_decode(codec):
     x = _still_clip()
     model, step = codec.model, codec.model.coder.step_of(5)
     latents = model.analyse(x)
-    plain = model._coded(latents, step, None)[0]
+    plain = model._coded(latents, step, None, None)[0]
     moded = model.code(latents, step)
     assert moded[1] & 0x40 and not plain[1] & 0x40 and len(moded) < 0.8 * len(plain)
     for payload in (plain, moded):
@@ -160,7 +160,8 @@ def test_damaged_copy_modes_are_clean_errors(codec):
     model, step = codec.model, codec.model.coder.step_of(5)
     moded = model.code(model.analyse(_still_clip(8)), step)
     assert moded[1] & 0x40
-    offsets_end = 3 + 4 + int.from_bytes(moded[3:7], "little")  # a copy-mode map follows the first latent frame
+    offsets_end = 3 + 4 + int.from_bytes(moded[3:7], "little") + codec.model.cfg.hyper * bool(moded[1] & 0x20)
+    # a copy-mode map follows the first latent frame
     z_end = offsets_end + 4 + int.from_bytes(moded[offsets_end:offsets_end + 4], "little")
     map_at = z_end + 4 + int.from_bytes(moded[z_end:z_end + 4], "little")  # 2 x 3 blocks: one byte
     assert model.read(moded, 64, 96, 8).y_hats
@@ -170,6 +171,44 @@ def test_damaged_copy_modes_are_clean_errors(codec):
                 moded[:map_at]):
         with pytest.raises(nc.NCError):
             model.read(bad, 64, 96, 8)
+
+
+def test_a_still_clips_hyper_latents_code_as_changes_and_older_payloads_still_decode(codec):
+    """Bitstream version 5 (nc/codecs/hyper_deltas.py): the later latent frames' z of a still clip
+    code as changes from the one before; a payload with copy modes but without z modes (version 4)
+    decodes to the same latents; a damaged map of z modes is a clean error."""
+    model, step = codec.model, codec.model.coder.step_of(5)
+    latents = model.analyse(_still_clip(16))
+    offsets = model._choose_offsets(latents, step)
+    modes = hyper_deltas.choose([z for _, z, _ in latents], model.coder.z_index, model.coder.coder)
+    assert (modes > 0).all()  # z does not change: every channel codes its changes
+    older, newer = (model._coded(latents, step, offsets, m)[0] for m in (None, modes))
+    assert newer[1] & 0x20 and not older[1] & 0x20 and newer == model.code(latents, step)
+    z_bytes = [sum(len(z) for z in _z_blocks(model, p)[1:]) for p in (older, newer)]
+    assert z_bytes[1] < z_bytes[0] and len(newer) < len(older)
+    for a, b in zip(*(model.read(p, 64, 96, 16).y_hats for p in (older, newer))):
+        np.testing.assert_array_equal(a, b)
+    map_at = 3 + 4 + int.from_bytes(newer[3:7], "little")
+    for bad in (newer[:map_at] + bytes([65]) + newer[map_at + 1:],  # a scale beyond the 64
+                newer[:map_at + 3],  # cut inside the map
+                newer[:1] + bytes([newer[1] & ~0x20]) + newer[2:]):  # the map read as the first z's length
+        with pytest.raises(nc.NCError):
+            model.read(bad, 64, 96, 16)
+
+
+def _z_blocks(model, payload: bytes) -> list[bytes]:
+    """The z payloads of a GOP's latent frames (copy modes, offsets and z modes present or not)."""
+    from nc.codecs.learned_image import take_block
+
+    _, _, has_modes, has_z_modes = wfvae_codec.split_field(payload[0] | payload[1] << 8)
+    pos = 3 + (4 + int.from_bytes(payload[3:7], "little") if has_modes else 0) + model.cfg.hyper * has_z_modes
+    blocks = []
+    for t in range(payload[2]):
+        pos += (1 if has_modes and t else 0)  # a one-byte copy-mode map (2 x 3 blocks)
+        z, pos = take_block(payload, pos, "video/wfvae")
+        _, pos = take_block(payload, pos, "video/wfvae")
+        blocks.append(z)
+    return blocks
 
 
 def test_a_gop_decodes_with_or_without_its_post_filter(codec):
@@ -350,8 +389,10 @@ def test_copy_modes_shrink_a_still_camera_clip_with_shipped_weights(shipped):
     model, step = shipped.model, shipped.model.coder.step_of(4)
     latents = model.analyse(x)
     psnr = lambda p: 10 * np.log10(255**2 / np.mean((model.pixels(model.read(p, 240, 320, 32), 240, 320) - x.astype(float)) ** 2))  # noqa: E731
-    plain, moded = model._coded(latents, step, None)[0], model.code(latents, step)
+    plain, moded = model._coded(latents, step, None, None)[0], model.code(latents, step)
     assert len(moded) < 0.75 * len(plain) and psnr(moded) > psnr(plain) - 0.1
+    without_z_modes = model._coded(latents, step, model._choose_offsets(latents, step), None)[0]
+    assert len(moded) < 0.985 * len(without_z_modes)  # 2.8 % smaller (by hand)
 
 
 def test_effort_1_refines_copied_cells_with_the_cells_they_copy(shipped):

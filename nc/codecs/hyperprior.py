@@ -177,13 +177,22 @@ class LatentCoder:
         return index if offsets is None else scale_offsets.shifted(index, offsets)
 
     def code_z(self, z: np.ndarray, offsets: np.ndarray | None = None) -> bytes:
-        return self.coder.encode(z, np.zeros(z.shape), self._z_index(z.shape, offsets))
+        return self.code_z_at(z, np.zeros(z.shape), self._z_index(z.shape, offsets))
+
+    def code_z_at(self, z: np.ndarray, means: np.ndarray, index: np.ndarray) -> bytes:
+        """`code_z` with each value's integer mean and scale index given (video/wfvae's changes of z,
+        nc/codecs/hyper_deltas.py)."""
+        return self.coder.encode(z, means, index)
 
     def decode_z(self, z_data: bytes, shape: tuple[int, int, int], offsets: np.ndarray | None = None) -> np.ndarray:
         """The hyper latent, int64 of `shape` (hyper, h, w), from its payload (its channels' scale
         indices moved by `offsets`, where given)."""
+        return self.decode_z_at(z_data, np.zeros(shape), self._z_index(shape, offsets))
+
+    def decode_z_at(self, z_data: bytes, means: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """`decode_z` with each value's integer mean and scale index given (`code_z_at`'s)."""
         try:
-            z = self.coder.decode(z_data, np.zeros(shape), self._z_index(shape, offsets))
+            z = self.coder.decode(z_data, means, index)
         except (FormatError, ValueError) as e:
             raise CorruptChunkError(f"{self.codec_id}: {e}") from None
         return z.astype(np.int64)

@@ -33,7 +33,7 @@ Packet payload (docs/FORMAT.md, video/wfvae, is the exact spec):
 
     offset  size  field
     0       2     u16 LE: bit 15 set when a post-filter follows the header; bit 14 set when copy modes
-                  and scale offsets are used; bits 0-13 the step, the row of the weights' gain tables
+                  and scale offsets are used; bit 13 when z modes are; bits 0-12 the step, the row of the weights' gain tables
                   (quality = 1 - levels_below + step / 16; the shipped weights: levels_below 0), < their rows
     2       1     n: u8, latent frames in this packet, ceil(frames / 4), 1..GOP / 4
     (3      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, 3 channels; one
@@ -41,23 +41,26 @@ Packet payload (docs/FORMAT.md, video/wfvae, is the exact spec):
     (3 or after the post-filter: when bit 14 is set: u32 LE length, then the scale offsets
                   (nc/codecs/scale_offsets.py) of 3 x latent channels: the first latent frame's, the
                   later ones' around the prior, and in copy mode)
+    (       hyper when bit 13 is set: the z modes, a byte per channel of z (nc/codecs/hyper_deltas.py))
     then, per latent frame in time order:
     (       ...   when bit 14 is set and this is not the first: its copy-mode map, a bit per 2 x 2 cells
                   (nc/codecs/copy_modes.py))
             4     z bytes: u32 LE
             ...   z: nc/bitstream/entropy.ScaleTableCoder("gaussian") payload of the hyper latent,
-                  (hyper, H64/64, W64/64), as image/hvae's
+                  (hyper, H64/64, W64/64), as image/hvae's; with bit 13, a later latent frame's
+                  channels in change mode around the previous latent frame's z at their own scales
             4     y bytes: u32 LE
             ...   y: ScaleTableCoder("gaussian") payload of s, (latent, H64/16, W64/16), scale
                   indices and means from the integer hyper-synthesis of z and of the previous latent
                   frame's y_hat in fixed point (zeros for the GOP's first); with bit 14, scale indices
                   moved by their offsets, and in copy mode the means are the previous latent frame's y_hat g
 
-Track params: {}. Bitstream version 4: copy modes and scale offsets (the encoder sends them where
+Track params: {}. Bitstream version 5: z modes, the later latent frames' z coded as changes where
+that saves bits. Version 4: copy modes and scale offsets (the encoder sends them where
 the GOP's payload is then shorter). Version 3: the post-filter (the encoder fits it to each GOP,
 with one more synthesis of the GOP, and sends it where it pays for its bytes). Version 2: escapes in
 the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1 files (raw i32
-escapes). All four decode.
+escapes). All five decode.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nc.codecs import copy_modes, postfilter, scale_offsets
+from nc.codecs import copy_modes, hyper_deltas, postfilter, scale_offsets
 from nc.codecs.base import RatePoint, RateRange
 from nc.codecs.hyperprior import LatentCoder
 from nc.codecs.learned_image import load_network, one_thread, pad_to, take_block
@@ -98,7 +101,14 @@ U32 = struct.Struct("<I")
 
 def step_of(payload: bytes) -> int:
     """The quality step of a GOP's payload, without its flags."""
-    return scale_offsets.split_flags(HEADER.unpack_from(payload)[0])[0]
+    return split_field(HEADER.unpack_from(payload)[0])[0]
+
+
+def split_field(field: int) -> tuple[int, bool, bool, bool]:
+    """A GOP's u16 step field -> (step, whether a post-filter follows (bit 15), whether copy modes and
+    scale offsets do (bit 14), whether a map of z modes does (bit 13))."""
+    step, has_filter, has_modes = scale_offsets.split_flags(field)
+    return step & (hyper_deltas.FLAG - 1), has_filter, has_modes, bool(step & hyper_deltas.FLAG)
 
 
 class Gop(NamedTuple):
@@ -142,20 +152,27 @@ class WfvaeModel(GopModel):
 
     def coded(self, latents, step: int) -> tuple[bytes, list]:
         """`code`'s payload and each latent frame's (mean of y g, scale indices, cells in copy mode or
-        None) in it: the shorter of the payloads with and without copy modes and scale offsets."""
-        return min(self._coded(latents, step, None), self._coded(latents, step, self._choose_offsets(latents, step)),
-                   key=lambda c: len(c[0]))
+        None) in it: the shorter of the payloads with and without copy modes, scale offsets and z modes."""
+        z_modes = hyper_deltas.choose([z for _, z, _ in latents], self.coder.z_index, self.coder.coder)
+        return min(self._coded(latents, step, None, None),
+                   self._coded(latents, step, self._choose_offsets(latents, step), z_modes), key=lambda c: len(c[0]))
 
-    def _coded(self, latents, step: int, offsets: np.ndarray | None) -> tuple[bytes, list]:
+    def _coded(self, latents, step: int, offsets: np.ndarray | None, z_modes: np.ndarray | None) -> tuple[bytes, list]:
         """`coded` without copy modes (offsets None), or with them and these scale offsets (3, latent):
-        the first latent frame's, then the later ones' around the prior and in copy mode."""
+        the first latent frame's, then the later ones' around the prior and in copy mode; with the later
+        latent frames' z coded by `z_modes` (nc/codecs/hyper_deltas.py) where given."""
         coder = self.coder
-        parts = [HEADER.pack(step | (0 if offsets is None else scale_offsets.FLAG), len(latents))]
+        flags = (0 if offsets is None else scale_offsets.FLAG) | (0 if z_modes is None else hyper_deltas.FLAG)
+        parts = [HEADER.pack(step | flags, len(latents))]
         if offsets is not None:
             block = scale_offsets.pack(offsets.ravel())
             parts += [U32.pack(len(block)), block]
+        if z_modes is not None:
+            parts.append(hyper_deltas.pack(z_modes))
         context, y_hat, priors = np.zeros(latents[0][0].shape, np.int64), None, []  # the GOP starts with no past
         for t, (y, z, z_data) in enumerate(latents):
+            if z_modes is not None and t:
+                z_data = coder.code_z_at(z, *hyper_deltas.prior(latents[t - 1][1], z_modes, coder.z_index))
             mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
             copy = self._copy_blocks(y, mean_g, index, y_hat, step, offsets) if offsets is not None and t else None
             if copy is not None:
@@ -222,7 +239,7 @@ class WfvaeModel(GopModel):
         if len(payload) < HEADER.size:
             raise CorruptChunkError("video/wfvae payload shorter than its header")
         field, n = HEADER.unpack_from(payload)
-        step, has_filter, has_modes = scale_offsets.split_flags(field)  # bit 14: copy modes and scale offsets
+        step, has_filter, has_modes, has_z_modes = split_field(field)
         fitted, pos = postfilter.unpack(payload, HEADER.size, 3) if has_filter else (None, HEADER.size)
         if step >= self.steps or not 1 <= n <= GOP // self.time or n != -(-duration // self.time):
             raise CorruptChunkError(f"video/wfvae packet header out of range (step {step}, {n} latent frames "
@@ -231,6 +248,9 @@ class WfvaeModel(GopModel):
         if has_modes:
             block, pos = take_block(payload, pos, "video/wfvae")
             offsets = scale_offsets.unpack(block, 3 * self.cfg.latent, "video/wfvae").reshape(3, -1)
+        z_modes, z = None, None
+        if has_z_modes:
+            z_modes, pos = hyper_deltas.unpack(payload, pos, self.cfg.hyper, "video/wfvae")
         h16, w16 = -(-height // 64) * 4, -(-width // 64) * 4
         context, y_hats = np.zeros((self.cfg.latent, h16, w16), np.int64), []
         for t in range(n):
@@ -240,7 +260,10 @@ class WfvaeModel(GopModel):
                                               "video/wfvae")
             z_data, pos = take_block(payload, pos, "video/wfvae")
             y_data, pos = take_block(payload, pos, "video/wfvae")
-            z = coder.decode_z(z_data, (self.cfg.hyper, h16 // 4, w16 // 4))
+            if z_modes is not None and t:
+                z = coder.decode_z_at(z_data, *hyper_deltas.prior(z, z_modes, coder.z_index))
+            else:
+                z = coder.decode_z(z_data, (self.cfg.hyper, h16 // 4, w16 // 4))
             mean_g, index = coder.side_info(coder.hyper_side(z, context), step)
             if has_modes:
                 mean_g, index = self._with_modes(mean_g, index, y_hats[-1] if t else None, step, offsets, copy)
@@ -404,10 +427,11 @@ class WfvaeEncoder(GopEncoder):
 
 class WfvaeCodec(LearnedVideoCodec):
     codec_id, quality = "video/wfvae", QUALITY
-    # 4: copy modes and scale offsets (nc/codecs/copy_modes.py, scale_offsets.py); 3: a post-filter per
+    # 5: z modes (nc/codecs/hyper_deltas.py); 4: copy modes and scale offsets (nc/codecs/copy_modes.py,
+    # scale_offsets.py); 3: a post-filter per
     # GOP (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); every
     # version decodes
-    bitstream_version = 4
+    bitstream_version = 5
     model_class, encoder_class = WfvaeModel, WfvaeEncoder
     efforts = len(REFINEMENT_ITERATIONS) - 1
 
