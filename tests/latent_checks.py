@@ -31,6 +31,8 @@ def check_version_1_files_still_decode(codec, encode, monkeypatch) -> None:
     with monkeypatch.context() as m:
         for maps in ("choose_y_offsets", "choose_z_offsets"):  # no version-1 file has scale offsets
             m.setattr(latents, maps, lambda *args: (None, -np.inf))
+        if hasattr(codec.model, "_coded"):  # nor video/wfvae's copy modes or z modes
+            m.setattr(codec.model, "coded", lambda lat, step: codec.model._coded(lat, step, None, None))
         m.setattr(scale_coder, "encode", functools.partial(ScaleTableCoder.encode, scale_coder, escapes="i32"))
         m.setattr(codec, "descriptor", dataclasses.replace(codec.descriptor, version=1))
         old = encode()

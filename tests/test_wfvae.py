@@ -161,9 +161,9 @@ def test_damaged_copy_modes_are_clean_errors(codec):
     moded = model.code(model.analyse(_still_clip(8)), step)
     assert moded[1] & 0x40
     offsets_end = 3 + 4 + int.from_bytes(moded[3:7], "little") + codec.model.cfg.hyper * bool(moded[1] & 0x20)
-    # a copy-mode map follows the first latent frame
     z_end = offsets_end + 4 + int.from_bytes(moded[offsets_end:offsets_end + 4], "little")
-    map_at = z_end + 4 + int.from_bytes(moded[z_end:z_end + 4], "little")  # 2 x 3 blocks: one byte
+    # a copy-mode map follows the first latent frame: 2 x 3 blocks, one byte
+    map_at = z_end + 4 + int.from_bytes(moded[z_end:z_end + 4], "little")
     assert model.read(moded, 64, 96, 8).y_hats
     for bad in (moded[:1] + bytes([moded[1] & ~0x40]) + moded[2:],  # read as a plain payload
                 moded[:3] + (9999).to_bytes(4, "little") + moded[7:],  # offsets longer than the payload
@@ -186,7 +186,11 @@ def test_a_still_clips_hyper_latents_code_as_changes_and_older_payloads_still_de
     assert newer[1] & 0x20 and not older[1] & 0x20 and newer == model.code(latents, step)
     z_bytes = [sum(len(z) for z in _z_blocks(model, p)[1:]) for p in (older, newer)]
     assert z_bytes[1] < z_bytes[0] and len(newer) < len(older)
+    plain, plain_with_z_modes = (model._coded(latents, step, None, m)[0] for m in (None, modes))
+    assert plain_with_z_modes[1] & 0x20 and not plain_with_z_modes[1] & 0x40  # the map without copy modes
     for a, b in zip(*(model.read(p, 64, 96, 16).y_hats for p in (older, newer))):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(*(model.read(p, 64, 96, 16).y_hats for p in (plain, plain_with_z_modes))):
         np.testing.assert_array_equal(a, b)
     map_at = 3 + 4 + int.from_bytes(newer[3:7], "little")
     for bad in (newer[:map_at] + bytes([65]) + newer[map_at + 1:],  # a scale beyond the 64

@@ -191,7 +191,9 @@ def check_good_gops_survive_a_bad_one(codec, gop: int, monkeypatch) -> None:
 def check_parallel_encoding(codec, gop: int, monkeypatch) -> None:
     """GOPs coded several at once (GopEncoder with a model), each on one thread: the same packets, in
     order, whatever torch's thread count (1: one GOP at a time); the workers' one thread does not leak,
-    and a GOP that fails to code raises, not a file with a hole."""
+    and a GOP that fails to code raises, then every later call: not a file with a hole."""
+    from nc.media.facts import VideoFacts
+
     torch = codec.model.torch
     x = panning_clip(3 * gop + 5, 40, 56)
     threads, runs = torch.get_num_threads(), []
@@ -212,6 +214,12 @@ def check_parallel_encoding(codec, gop: int, monkeypatch) -> None:
         return b""
 
     monkeypatch.setattr(codec.encoder_class, "code_gop", fail_the_second)
-    monkeypatch.setattr(codec.model, "decode_workers", lambda facts: 2)
-    with pytest.raises(RuntimeError, match="failed on purpose"):
-        code_packets(codec, x, quality=4)
+    for workers in (2, 1):  # on the pool, and on the caller's threads
+        calls.clear()
+        monkeypatch.setattr(codec.model, "decode_workers", lambda facts: workers)
+        encoder = codec.encoder(VideoFacts(56, 40, 25, 1), codec.descriptor.resolve(quality=4))
+        with pytest.raises(RuntimeError, match="failed on purpose"):
+            encoder.encode(x)
+            encoder.flush()
+        with pytest.raises(nc.errors.UsageError, match="stopped at a GOP it could not code"):
+            encoder.flush()  # the file would close with a hole

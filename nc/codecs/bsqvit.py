@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,10 @@ class TokenGops(GopEncoder):
         self.m, self.groups, self.tokens = model, groups, []
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
-        self.tokens.append(subcodes(self.m.bits(frames))[..., :self.groups].astype(np.uint8))
+        # one torch thread where the encoder codes GOPs on one thread each: a file's tokens exactly
+        with one_thread(self.m.torch) if self.m.decode_workers(self.facts) > 1 else nullcontext():
+            bits = self.m.bits(frames)
+        self.tokens.append(subcodes(bits)[..., :self.groups].astype(np.uint8))
         return b""
 
 

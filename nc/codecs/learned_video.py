@@ -11,7 +11,7 @@ repeating the last one to a multiple of the network's frames per latent frame, s
 on as many threads. Frames are copied as they arrive (a caller may refill one buffer), so the
 encoder holds the GOP it collects and those it codes.
 `GopDecoder` decodes each packet alone, several GOPs at once on as many threads. `GopModel` lends
-networks, each with causal caches for one GOP; `LearnedVideoCodec` is the codec shell (one weights
+networks, each with causal caches for one GOP, and the threads both run GOPs on; `LearnedVideoCodec` is the codec shell (one weights
 file, a quality or a bitrate).
 """
 from __future__ import annotations
@@ -32,12 +32,13 @@ from nc.errors import PluginError, UsageError, one_line
 from nc.media.facts import VideoFacts
 
 BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload, per second of its frames
-#: GOPs synthesized at once, by all decoders of one model (and by one decoder at most torch's thread
-#: count): each holds a network and a GOP of frames, so this bounds memory as well as threads
+#: GOPs synthesized (decoders) or coded (encoders) at once, by all of one model (and by one decoder or
+#: encoder at most torch's thread count): each holds a network and a GOP of frames, so this bounds
+#: memory as well as threads
 MAX_DECODE_WORKERS = 4
-#: frame area one decoder's GOPs in flight may add up to: a video/wfvae synthesis holds about 1 GB of
-#: activations at 854x480 (bench/results/video_memory.md), so 480p decodes two GOPs at
-#: once, 240p four, and 720p and up one at a time
+#: frame area one decoder's (or encoder's) GOPs in flight may add up to: a video/wfvae synthesis holds
+#: about 1 GB of activations at 854x480 (bench/results/video_memory.md), so 480p decodes (and
+#: encodes) two GOPs at once, 240p four, and 720p and up one at a time
 PARALLEL_DECODE_PIXELS = 2 * 854 * 480
 
 
@@ -121,10 +122,11 @@ class GopEncoder(Encoder):
     frames, to `code_gop(frames, duration)`; packet start and duration count the real frames.
 
     Given its `model`, it codes up to `model.decode_workers(facts)` consecutive GOPs at once on the
-    model's pool (as `GopDecoder` synthesizes them), each on one thread, so the bytes are the same
-    whatever the thread count; packets come out in order, lagging by up to workers - 1 GOPs. Without
-    a model (or with `parallel` False: an encoder whose GOPs want every thread) it codes each GOP on
-    the caller's threads as it completes."""
+    model's pool (as `GopDecoder` synthesizes them), each on one thread; packets come out in order,
+    lagging by up to workers - 1 GOPs. With one worker (frames of 720p and up, one torch thread), no
+    model, or `parallel` False (an encoder whose GOPs want every thread), each GOP is coded on the
+    caller's threads as it completes. After a GOP fails to code, the encoder refuses to go on: the
+    GOPs after it are lost, and a file must not close with a hole."""
 
     def __init__(self, facts: VideoFacts, gop: int, multiple: int, model: "GopModel | None" = None,
                  parallel: bool = True):
@@ -132,14 +134,17 @@ class GopEncoder(Encoder):
         self.params: dict = {}
         self.pending: list[np.ndarray] = []  # frames of the GOP being collected
         self.frames = 0  # frames coded so far
-        self.model = model if parallel else None
-        self.threads = None if self.model is None else self.model.torch.get_num_threads()  # the caller's
+        self.model = model
+        self.workers = model.decode_workers(facts) if model is not None and parallel else 1
+        self.threads = None if model is None else model.torch.get_num_threads()  # the caller's
         self.coding: deque = deque()  # (start, duration, future) of the GOPs handed to the pool, in order
+        self.failure: str | None = None
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         raise NotImplementedError
 
     def encode(self, block) -> list[Packet]:
+        self._check_not_failed()
         out = []
         for frame in checked_frames(block, self.facts):
             self.pending.append(frame.copy())  # the caller may reuse its buffer
@@ -148,19 +153,24 @@ class GopEncoder(Encoder):
         return out
 
     def flush(self) -> list[Packet]:
+        self._check_not_failed()
         out = self._start() if self.pending else []
         return out + self._take(len(self.coding))
 
+    def _check_not_failed(self) -> None:
+        if self.failure is not None:
+            raise UsageError(f"this encoder stopped at a GOP it could not code ({self.failure})")
+
     def _start(self) -> list[Packet]:
-        """Code the collected GOP (on the pool with a model: then the packets that must be taken now)."""
+        """Code the collected GOP (on the pool with several workers: then the packets due now)."""
         frames, self.pending = self.pending, []
         duration = len(frames)
         frames += [frames[-1]] * (-duration % self.multiple)
         start, self.frames = self.frames, self.frames + duration
-        if self.model is None:
-            return [Packet(self.code_gop(np.stack(frames), duration), start, duration, keyframe=True)]
+        if self.workers == 1:
+            return [Packet(self._guarded(self.code_gop, np.stack(frames), duration), start, duration, keyframe=True)]
         self.coding.append((start, duration, self.model.pool.submit(self._on_one_thread, np.stack(frames), duration)))
-        return self._take(len(self.coding) - self.model.decode_workers(self.facts) + 1)
+        return self._take(len(self.coding) - self.workers + 1)
 
     def _on_one_thread(self, frames: np.ndarray, duration: int) -> bytes:
         """code_gop on a pool thread, with one torch thread (and the caller's count set back after:
@@ -173,20 +183,23 @@ class GopEncoder(Encoder):
             torch.set_num_threads(self.threads)
 
     def _take(self, count: int) -> list[Packet]:
-        """The packets of the `count` oldest GOPs being coded; an error drops the ones after it."""
+        """The packets of the `count` oldest GOPs being coded."""
         out = []
         for _ in range(max(0, count)):
-            start, duration, future = self.coding[0]
-            try:
-                payload = future.result()
-            except BaseException:
-                for _, _, later in self.coding:
-                    later.cancel()
-                self.coding.clear()
-                raise
-            self.coding.popleft()
-            out.append(Packet(payload, start, duration, keyframe=True))
+            start, duration, future = self.coding.popleft()
+            out.append(Packet(self._guarded(future.result), start, duration, keyframe=True))
         return out
+
+    def _guarded(self, code, *args) -> bytes:
+        """code(*args); where it raises, the encoder is marked failed and the GOPs in flight dropped."""
+        try:
+            return code(*args)
+        except BaseException as e:
+            self.failure = one_line(e)
+            for _, _, later in self.coding:
+                later.cancel()  # one already running finishes on its own network; its bytes are dropped
+            self.coding.clear()
+            raise
 
 
 class GopDecoder(Decoder):
@@ -255,7 +268,7 @@ class GopDecoder(Decoder):
 class GopModel:
     """Loaded video weights, and networks (each with `streaming(on)`) whose causal caches hold one
     GOP's state: `fresh_network` lends one to a GOP, copying `net` (kept unused, so it is never copied
-    mid-call) when all are busy, so GOPs can be coded on several threads at once. Decoders share one
+    mid-call) when all are busy, so GOPs can be coded on several threads at once. Decoders and encoders share one
     pool of MAX_DECODE_WORKERS threads, which bounds the networks and GOPs in flight. Subclasses add
     `read(payload, height, width, duration)` -> latents and `pixels(latents, height, width)` -> uint8
     frames for `GopDecoder`."""
@@ -268,7 +281,7 @@ class GopModel:
         self.idle: list = []  # copies of net not lent out
 
     def decode_workers(self, facts: VideoFacts) -> int:
-        """GOPs a decoder of these frames synthesizes at once: as many as torch's threads, at most
+        """GOPs a decoder of these frames synthesizes (or an encoder codes) at once: as many as torch's threads, at most
         MAX_DECODE_WORKERS, and as many as PARALLEL_DECODE_PIXELS holds (at least one)."""
         by_area = PARALLEL_DECODE_PIXELS // (facts.width * facts.height)
         return max(1, min(MAX_DECODE_WORKERS, self.torch.get_num_threads(), by_area))

@@ -154,7 +154,7 @@ class WfvaeModel(GopModel):
         """`code`'s payload and each latent frame's (mean of y g, scale indices, cells in copy mode or
         None) in it: the shorter of the payloads with and without copy modes, scale offsets and z modes."""
         z_modes = hyper_deltas.choose([z for _, z, _ in latents], self.coder.z_index, self.coder.coder)
-        return min(self._coded(latents, step, None, None),
+        return min(self._coded(latents, step, None, z_modes),
                    self._coded(latents, step, self._choose_offsets(latents, step), z_modes), key=lambda c: len(c[0]))
 
     def _coded(self, latents, step: int, offsets: np.ndarray | None, z_modes: np.ndarray | None) -> tuple[bytes, list]:
@@ -375,27 +375,29 @@ class WfvaeEncoder(GopEncoder):
         latents = self.m.analyse(frames)
         code = lambda step: self.m.code(latents, step)  # noqa: E731
         filtered = lambda payload: self._filtered(payload, frames, duration)  # noqa: E731
-        refined = lambda step: self._refined(frames, duration, latents, step)  # noqa: E731
+        refined = lambda step: self._refined(frames, duration, latents, step)[1]  # noqa: E731
         if self.rate.unit == "quality":
             step = self.m.coder.step_of(self.rate.value)
             if not self.iterations:
                 return filtered(code(step))
-            return self._better(filtered(code(step)), filtered(refined(step)), frames, duration,
-                                self.m.coder.lmbda(step))
+            plain, refined_payload = self._refined(frames, duration, latents, step)
+            return self._better(plain, filtered(refined_payload), frames, duration, self.m.coder.lmbda(step))
         budget = self.rate.value * duration / float(self.facts.fps) / 8
         search = lambda b: largest_that_fits(code, self.m.steps, b)  # noqa: E731
+        plain = filtered_within(search, budget, filtered)
         if not self.iterations:
-            return filtered_within(search, budget, filtered)
-        return self._better(filtered_within(search, budget, filtered),
-                            refined_filtered_within(search, budget, filtered, code, refined, self.m.steps, step_of),
-                            frames, duration, None)
+            return plain
+        refined_payload = refined_filtered_within(search, budget, filtered, code, refined, self.m.steps, step_of)
+        if max(len(plain), len(refined_payload)) > budget:  # below the smallest step's size: the smaller
+            return min(plain, refined_payload, key=len)
+        return self._better(plain, refined_payload, frames, duration, None)
 
     def _better(self, plain: bytes, refined: bytes, frames: np.ndarray, duration: int, lmbda: float | None) -> bytes:
-        """Effort 1 never does worse than effort 0: the refined payload unless the plain one costs less,
+        """Effort 1 does no worse than effort 0: the refined payload unless the plain one costs less,
         in bits + lmbda x squared error (the training's; 8-bit levels summed over the pixels, the mean
         over the channels), or, for a bitrate (lmbda None: both fit), in squared error alone. Refinement
-        optimises a relaxed rounding through a float filter fitted to the plain payload, so it can lose;
-        on the benchmark it never did (a GOP decodes again for this: a few seconds of its minute)."""
+        optimises a relaxed rounding through a float filter fitted to the plain payload, so it can lose.
+        Both payloads are decoded for this: a few seconds of a GOP's minute."""
         f = self.facts
 
         def cost(payload: bytes) -> float:
@@ -405,13 +407,14 @@ class WfvaeEncoder(GopEncoder):
 
         return refined if cost(refined) <= cost(plain) else plain
 
-    def _refined(self, frames: np.ndarray, duration: int, latents, step: int) -> bytes:
-        """The payload at `step`, without a post-filter, of y refined (`WfvaeModel.refine`) for the
-        pixels after the filter that the unrefined payload gets (the refined one gets its own, fitted
-        again, which can only do better on the pixels it is fitted to)."""
+    def _refined(self, frames: np.ndarray, duration: int, latents, step: int) -> tuple[bytes, bytes]:
+        """The plain payload at `step` with its post-filter, and the payload, without a post-filter, of
+        y refined (`WfvaeModel.refine`) for the pixels after that filter (the refined payload gets its
+        own, fitted again, which can only do better on the pixels it is fitted to)."""
         payload, priors = self.m.coded(latents, step)
         post = self._fit(payload, frames, duration)
-        return self.m.code(self.m.refine(frames, duration, latents, priors, step, self.iterations, post), step)
+        refined_y = self.m.refine(frames, duration, latents, priors, step, self.iterations, post)
+        return postfilter.attach(payload, HEADER.size, post), self.m.code(refined_y, step)
 
     def _filtered(self, payload: bytes, frames: np.ndarray, duration: int) -> bytes:
         """`payload` with its post-filter (`_fit`), if any."""

@@ -5,6 +5,7 @@ file is range-checked here, before anything is allocated from it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -81,7 +82,8 @@ class VideoFacts:
                and self.width * self.height <= MAX_FRAME_PIXELS, f"video size {self.width}x{self.height}")
         _check(1 <= self.fps_num <= 1_000_000 and 1 <= self.fps_den <= 1_000_000, f"frame rate {self.fps_num}/{self.fps_den}")
         _check(self.fps_num / self.fps_den <= 1000, f"frame rate {self.fps_num}/{self.fps_den}")
-        _check(1 <= self.sar_num <= MAX_SAR_TERM and 1 <= self.sar_den <= MAX_SAR_TERM,
+        _check(1 <= self.sar_num <= MAX_SAR_TERM and 1 <= self.sar_den <= MAX_SAR_TERM
+               and math.gcd(self.sar_num, self.sar_den) == 1,  # in lowest terms: one way to say each
                f"sample aspect ratio {self.sar_num}:{self.sar_den}")
         return self
 

@@ -657,7 +657,7 @@ class _VideoFileWriter:
         if ext in (".mp4", ".mov"):
             stream.codec_context.sample_aspect_ratio = facts.sar
             return
-        shown = round(facts.width * facts.sar)
+        shown = max(1, round(facts.width * facts.sar))
         warnings.warn(f"a {ext} file does not keep this video's sample aspect ratio {facts.sar_num}:{facts.sar_den}: "
                       f"players show {facts.width}x{facts.height}, not {shown}x{facts.height}; .mp4 keeps it",
                       OutputWarning)
