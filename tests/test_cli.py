@@ -708,6 +708,10 @@ def test_anamorphic_video_keeps_its_pixel_shape(tmp_path):
     result = run_nc("decode", tmp_path / "dvd.ncb", tmp_path / "out.mkv")  # Matroska's is out of PyAV's reach
     assert result.returncode == 0 and b"does not keep this video's sample aspect ratio 32:27: players show " \
         b"64x48, not 76x48" in result.stderr
+    _ok(run_nc("tokens", tmp_path / "dvd.mp4", "-o", tmp_path / "t.npz", "--codec", "video/bsqvit", "--quality", "1"))
+    _ok(run_nc("detokenize", tmp_path / "t.npz", tmp_path / "back.mp4"))  # its tokens make it anamorphic again
+    with av.open(str(tmp_path / "back.mp4")) as f:
+        assert f.streams.video[0].sample_aspect_ratio == Fraction(32, 27)
     from nc.media.files import open_media
 
     _anamorphic_mp4(tmp_path / "turned.mp4", rotation=90)  # turned upright, a wide pixel stands tall

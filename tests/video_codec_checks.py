@@ -144,9 +144,11 @@ def check_large_frames_decode_one_gop_at_a_time(codec) -> None:
     try:
         torch.set_num_threads(8)
         workers = [codec.model.decode_workers(VideoFacts(w, h, 25, 1)) for w, h in ((320, 240), (854, 480), (1280, 720))]
+        encoders = [codec.model.encode_workers(VideoFacts(w, h, 25, 1)) for w, h in ((320, 240), (416, 312), (640, 360))]
     finally:
         torch.set_num_threads(threads)
     assert workers == [learned_video.MAX_DECODE_WORKERS, 2, 1]
+    assert encoders == [3, 2, 1]  # encoders only gain on small frames
 
 
 def threads_of_a_new_thread() -> int:
@@ -216,7 +218,7 @@ def check_parallel_encoding(codec, gop: int, monkeypatch) -> None:
     monkeypatch.setattr(codec.encoder_class, "code_gop", fail_the_second)
     for workers in (2, 1):  # on the pool, and on the caller's threads
         calls.clear()
-        monkeypatch.setattr(codec.model, "decode_workers", lambda facts: workers)
+        monkeypatch.setattr(codec.model, "encode_workers", lambda facts: workers)
         encoder = codec.encoder(VideoFacts(56, 40, 25, 1), codec.descriptor.resolve(quality=4))
         with pytest.raises(RuntimeError, match="failed on purpose"):
             encoder.encode(x)

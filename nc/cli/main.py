@@ -461,7 +461,8 @@ def cmd_detokenize(args) -> int:
         media = as_mode(media, 1) if mode == "L" else media
         out, shown = ImageFacts(media.shape[1], media.shape[0], mode), f"{media.shape[1]}x{media.shape[0]}"
     elif kind == "video":
-        out = VideoFacts(media.shape[2], media.shape[1], fps.numerator, fps.denominator)
+        sar = getattr(facts, "sar", Fraction(1))  # an anamorphic video's tokens make it anamorphic again
+        out = VideoFacts(media.shape[2], media.shape[1], fps.numerator, fps.denominator, sar.numerator, sar.denominator)
         shown = f"{len(media)} frames of {media.shape[2]}x{media.shape[1]}"
     else:
         out, shown = AudioFacts(sample_rate, media.shape[1]), f"{len(media) / sample_rate:.2f} s"

@@ -182,7 +182,7 @@ class TokenGops(GopEncoder):
 
     def code_gop(self, frames: np.ndarray, duration: int) -> bytes:
         # one torch thread where the encoder codes GOPs on one thread each: a file's tokens exactly
-        with one_thread(self.m.torch) if self.m.decode_workers(self.facts) > 1 else nullcontext():
+        with one_thread(self.m.torch) if self.m.encode_workers(self.facts) > 1 else nullcontext():
             bits = self.m.bits(frames)
         self.tokens.append(subcodes(bits)[..., :self.groups].astype(np.uint8))
         return b""

@@ -36,10 +36,14 @@ BPS = RateRange("bps", 1_000, 50_000_000)  # a target for each packet's payload,
 #: encoder at most torch's thread count): each holds a network and a GOP of frames, so this bounds
 #: memory as well as threads
 MAX_DECODE_WORKERS = 4
-#: frame area one decoder's (or encoder's) GOPs in flight may add up to: a video/wfvae synthesis holds
-#: about 1 GB of activations at 854x480 (bench/results/video_memory.md), so 480p decodes (and
-#: encodes) two GOPs at once, 240p four, and 720p and up one at a time
+#: frame area one decoder's GOPs in flight may add up to: a video/wfvae synthesis holds about 1 GB of
+#: activations at 854x480 (bench/results/video_memory.md), so 480p decodes two GOPs at once, 240p
+#: four, and 720p and up one at a time
 PARALLEL_DECODE_PIXELS = 2 * 854 * 480
+#: the same for an encoder's GOPs: two at once gave 1.25 times the speed on 320x240 frames (192 of
+#: samples/clip.mp4, video/wfvae, 2 threads) but none on 854x480 (3.5 fps either way) for 700 MiB
+#: more, the cores' memory bandwidth spent (by hand); so 416x312 codes two GOPs at once, 640x360 one
+PARALLEL_ENCODE_PIXELS = 2 * 416 * 312
 
 
 def largest_that_fits(code: Callable[[int], bytes], steps: int, budget: float) -> bytes:
@@ -121,9 +125,10 @@ class GopEncoder(Encoder):
     """Cuts the stream into GOPs of `gop` frames and hands each, padded to a multiple of `multiple`
     frames, to `code_gop(frames, duration)`; packet start and duration count the real frames.
 
-    Given its `model`, it codes up to `model.decode_workers(facts)` consecutive GOPs at once on the
-    model's pool (as `GopDecoder` synthesizes them), each on one thread; packets come out in order,
-    lagging by up to workers - 1 GOPs. With one worker (frames of 720p and up, one torch thread), no
+    Given its `model`, it codes up to `model.encode_workers(facts)` consecutive GOPs at once on the
+    model's pool (as `GopDecoder` synthesizes them), each on one thread, so the bytes do not depend on
+    the thread count; packets come out in order, lagging by up to workers - 1 GOPs. With one worker
+    (frames larger than PARALLEL_ENCODE_PIXELS / 2, or one torch thread), no
     model, or `parallel` False (an encoder whose GOPs want every thread), each GOP is coded on the
     caller's threads as it completes. After a GOP fails to code, the encoder refuses to go on: the
     GOPs after it are lost, and a file must not close with a hole."""
@@ -135,7 +140,7 @@ class GopEncoder(Encoder):
         self.pending: list[np.ndarray] = []  # frames of the GOP being collected
         self.frames = 0  # frames coded so far
         self.model = model
-        self.workers = model.decode_workers(facts) if model is not None and parallel else 1
+        self.workers = model.encode_workers(facts) if model is not None and parallel else 1
         self.threads = None if model is None else model.torch.get_num_threads()  # the caller's
         self.coding: deque = deque()  # (start, duration, future) of the GOPs handed to the pool, in order
         self.failure: str | None = None
@@ -281,9 +286,16 @@ class GopModel:
         self.idle: list = []  # copies of net not lent out
 
     def decode_workers(self, facts: VideoFacts) -> int:
-        """GOPs a decoder of these frames synthesizes (or an encoder codes) at once: as many as torch's threads, at most
+        """GOPs a decoder of these frames synthesizes at once: as many as torch's threads, at most
         MAX_DECODE_WORKERS, and as many as PARALLEL_DECODE_PIXELS holds (at least one)."""
-        by_area = PARALLEL_DECODE_PIXELS // (facts.width * facts.height)
+        return self._workers(facts, PARALLEL_DECODE_PIXELS)
+
+    def encode_workers(self, facts: VideoFacts) -> int:
+        """GOPs an encoder of these frames codes at once: `decode_workers` within PARALLEL_ENCODE_PIXELS."""
+        return self._workers(facts, PARALLEL_ENCODE_PIXELS)
+
+    def _workers(self, facts: VideoFacts, pixels: int) -> int:
+        by_area = pixels // (facts.width * facts.height)
         return max(1, min(MAX_DECODE_WORKERS, self.torch.get_num_threads(), by_area))
 
     @cached_property

@@ -19,7 +19,7 @@ feeding frames in any pieces gives the same bytes as feeding the whole clip.
 does per image): gradient descent through the synthesis and the post-filter fitted to the unrefined
 payload, on tiles of REFINE_TILE latent cells with REFINE_MARGIN cells of context, so memory does not
 grow with the frame size. Where the unrefined payload costs less (bits + lambda x squared error; for a
-bitrate, squared error), the GOP keeps it: effort 1 never does worse than effort 0. The decoder and
+bitrate, squared error), the GOP keeps it: refinement never leaves a GOP worse. The decoder and
 the format do not change.
 
 Deterministic as image/hvae is: everything that shapes the bitstream (the integer hyper-synthesis,
@@ -27,7 +27,8 @@ its context input, the gain tables) is integer or correctly rounded IEEE arithme
 synthesis shapes pixels only, and runs on one thread so that they do not depend on the thread
 count. A decoder synthesizes as many GOPs at once as torch has threads (fewer for large frames:
 learned_video.GopModel.decode_workers), each on one thread and its own copy of the network, so the
-pixels are the same whatever the thread count.
+pixels are the same whatever the thread count. An encoder of small frames codes GOPs the same way
+(GopModel.encode_workers; its bytes then do not depend on the thread count either).
 
 Packet payload (docs/FORMAT.md, video/wfvae, is the exact spec):
 
@@ -393,7 +394,7 @@ class WfvaeEncoder(GopEncoder):
         return self._better(plain, refined_payload, frames, duration, None)
 
     def _better(self, plain: bytes, refined: bytes, frames: np.ndarray, duration: int, lmbda: float | None) -> bytes:
-        """Effort 1 does no worse than effort 0: the refined payload unless the plain one costs less,
+        """Refinement never leaves a GOP worse: the refined payload unless the plain one costs less,
         in bits + lmbda x squared error (the training's; 8-bit levels summed over the pixels, the mean
         over the channels), or, for a bitrate (lmbda None: both fit), in squared error alone. Refinement
         optimises a relaxed rounding through a float filter fitted to the plain payload, so it can lose.
