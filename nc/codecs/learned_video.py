@@ -7,12 +7,12 @@ payload fits a byte budget (image/hvae per image, video/wfvae and video/bsqvit p
 
 `GopEncoder`: frames arrive in blocks of any size; every GOP frames (the last GOP: the rest) become
 one packet, a seek point, coded by the subclass's `code_gop` from the GOP's frames, padded by
-repeating the last one to a multiple of the network's frames per latent frame, several GOPs at once
-on as many threads. Frames are copied as they arrive (a caller may refill one buffer), so the
-encoder holds the GOP it collects and those it codes.
+repeating the last one to a multiple of the network's frames per latent frame (on small frames,
+several GOPs at once on as many threads). Frames are copied as they arrive (a caller may refill one
+buffer), so the encoder holds the GOP it collects and those it codes.
 `GopDecoder` decodes each packet alone, several GOPs at once on as many threads. `GopModel` lends
-networks, each with causal caches for one GOP, and the threads both run GOPs on; `LearnedVideoCodec` is the codec shell (one weights
-file, a quality or a bitrate).
+networks, each with causal caches for one GOP, and the threads both run GOPs on; `LearnedVideoCodec`
+is the codec shell (one weights file, a quality or a bitrate).
 """
 from __future__ import annotations
 
@@ -128,9 +128,9 @@ class GopEncoder(Encoder):
     Given its `model`, it codes up to `model.encode_workers(facts)` consecutive GOPs at once on the
     model's pool (as `GopDecoder` synthesizes them), each on one thread, so the bytes do not depend on
     the thread count; packets come out in order, lagging by up to workers - 1 GOPs. With one worker
-    (frames larger than PARALLEL_ENCODE_PIXELS / 2, or one torch thread), no
-    model, or `parallel` False (an encoder whose GOPs want every thread), each GOP is coded on the
-    caller's threads as it completes. After a GOP fails to code, the encoder refuses to go on: the
+    (frames larger than PARALLEL_ENCODE_PIXELS / 2, or one torch thread), no model, or `parallel`
+    False (an encoder whose GOPs want every thread), each GOP is coded on the caller's threads as it
+    completes. After a GOP fails to code, the encoder refuses to go on: the
     GOPs after it are lost, and a file must not close with a hole."""
 
     def __init__(self, facts: VideoFacts, gop: int, multiple: int, model: "GopModel | None" = None,
@@ -273,8 +273,8 @@ class GopDecoder(Decoder):
 class GopModel:
     """Loaded video weights, and networks (each with `streaming(on)`) whose causal caches hold one
     GOP's state: `fresh_network` lends one to a GOP, copying `net` (kept unused, so it is never copied
-    mid-call) when all are busy, so GOPs can be coded on several threads at once. Decoders and encoders share one
-    pool of MAX_DECODE_WORKERS threads, which bounds the networks and GOPs in flight. Subclasses add
+    mid-call) when all are busy, so GOPs can be coded on several threads at once. Decoders and
+    encoders share one pool of MAX_DECODE_WORKERS threads, which bounds the networks and GOPs in flight. Subclasses add
     `read(payload, height, width, duration)` -> latents and `pixels(latents, height, width)` -> uint8
     frames for `GopDecoder`."""
 

@@ -214,7 +214,7 @@ def _open_av(path: str) -> MediaSource | None:
                 sar = _sample_aspect_ratio(video)
                 sar = 1 / sar if turns % 2 else sar  # turned upright, a wide pixel stands tall
                 facts.append(VideoFacts(*((height, width) if turns % 2 else (width, height)),
-                                        rate.numerator, rate.denominator, sar.numerator, sar.denominator).validate())
+                                        rate.numerator, rate.denominator, sar.numerator, sar.denominator))
             if audio is not None:
                 facts.append(AudioFacts(audio.codec_context.sample_rate, audio.codec_context.channels).validate())
     except (av.FFmpegError, OSError, ValueError):
