@@ -121,7 +121,9 @@ def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None
                  for i, f in enumerate(source.facts)]
         writer = Writer(out, specs)
         length = [0] * len(specs)
-        with _progress(progress, source.seconds, "encoding") as bar:
+        # refining every GOP (--effort 1) codes a few frames a second: worth a bar however short the video
+        slow = effort >= 1 and main == "video"
+        with _progress(progress, source.seconds, "encoding", min_seconds=0 if slow else 60) as bar:
             for track, block in source.blocks():
                 writer.write(block, track)
                 if track == 0 and main != "image":
@@ -167,9 +169,9 @@ class _NoBar:
         pass
 
 
-def _progress(enabled: bool, total_seconds: float | None, what: str):
-    """A tqdm bar on stderr for inputs longer than a minute (tqdm hides itself when stderr is not a TTY)."""
-    if not enabled or not total_seconds or total_seconds < 60:
+def _progress(enabled: bool, total_seconds: float | None, what: str, min_seconds: float = 60):
+    """A tqdm bar on stderr for inputs of at least `min_seconds` (tqdm hides itself when stderr is not a TTY)."""
+    if not enabled or not total_seconds or total_seconds < min_seconds:
         return _NoBar()
     from tqdm import tqdm
 

@@ -799,3 +799,18 @@ def test_effort_is_passed_to_codecs_that_offer_it_and_refused_by_others(tmp_path
     assert not (tmp_path / "j.ncb").exists() and not (tmp_path / "h.ncb").exists()
     listing = _ok(run_nc("codecs")).stdout.decode()
     assert "efforts: 0-1" in next(line for line in listing.splitlines() if line.startswith("image/hvae"))
+
+
+def test_effort_one_on_video_shows_progress_however_short_the_video(tmp_path, monkeypatch):
+    """Refining every GOP codes a few frames a second, so a 2 s clip can take minutes: it gets a bar;
+    effort 0 shows one only from a minute of media."""
+    import io
+
+    import nc.api as api
+
+    asked = []
+    real = api._progress
+    monkeypatch.setattr(api, "_progress", lambda *a, **k: asked.append(k.get("min_seconds", 60)) or real(*a, **k))
+    for effort in (0, 1):
+        api.encode_file(str(SAMPLES / "clip.mp4"), io.BytesIO(), codec="video/h264", effort=effort, progress=True)
+    assert asked == [60, 0]
