@@ -40,10 +40,10 @@ class Decoded:
         return next((t for t in self.tracks if t.info.modality == modality), None)
 
 
-def encode(media, codec: str | None = None, bitrate=None, quality=None, effort: int = 0, **facts) -> bytes:
+def encode(media, codec: str | None = None, *, bitrate=None, quality=None, effort: int = 0, **facts) -> bytes:
     """Encode a media file path, or an array with its facts, to the bytes of an `.ncb` file.
 
-    `nc.encode(samples, sample_rate=16000, channels=1, bitrate="6k")`;
+    `nc.encode(samples, sample_rate=16000, bitrate="6k")` (audio: (samples, channels) or (samples,));
     `nc.encode(image_uint8_hwc)` (image facts follow from the shape);
     `nc.encode(frames, fps=25)` (video: width and height follow from the shape).
     `effort=1`: a slower encoder search where the codec offers one (`nc codecs`: image/hvae,
@@ -66,10 +66,13 @@ def _no_facts_for_a_file(facts: dict) -> None:
 
 
 def _array_facts(media, facts: dict):
-    """An array's media facts: those given, completed from its shape (a video's size; all of an image's)."""
+    """An array's media facts: those given, completed from its shape (audio's channels, a video's size,
+    all of an image's)."""
     shape = np.shape(media)
     if "fps" in facts and len(shape) == 4:
         facts = {"height": shape[1], "width": shape[2], **facts}
+    if "sample_rate" in facts and len(shape) in (1, 2):
+        facts = {"channels": 1 if len(shape) == 1 else shape[1], **facts}
     return facts_from_kwargs(**facts) if facts else _image_facts(shape)
 
 
@@ -83,8 +86,8 @@ def _image_facts(shape: tuple) -> ImageFacts:
                         ": pass sample_rate=... for audio or fps=... for video"))
 
 
-def decode(source, ignore_errors: bool = False) -> Decoded:
-    """Decode `.ncb` bytes, a path or a binary file object into arrays."""
+def decode(source, *, ignore_errors: bool = False) -> Decoded:
+    """Decode `.ncb` bytes, a path or a binary file object into arrays (`decode_file` writes a media file)."""
     if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim == 1:  # np.frombuffer's
         source = source.tobytes()
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -188,20 +191,22 @@ def _token_codec(codec: str):
     return c
 
 
-def tokens(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts) -> np.ndarray:
+TOKEN_CODECS = {"audio": "audio/rvq", "image": "image/vqgan", "video": "video/bsqvit"}  # tokens without a codec
+
+
+def tokens(media, codec: str | None = None, bitrate=None, quality=None, **facts) -> np.ndarray:
     """Discrete codes of a file or array: what the .ncb would hold, in the codec's token dtype.
+    The codec defaults to the media's kind: audio/rvq, image/vqgan or video/bsqvit (`TOKEN_CODECS`).
     Audio: (channels, stages, frames), int16 for audio/rvq, int64 for audio/fsq (mixed-radix FSQ codes).
     Images (image/vqgan): int16 (stages, rows, columns), one token per 16 x 16 pixels; an image
     array (height, width, channels) needs no facts."""
     return tokens_and_facts(media, codec, bitrate, quality, **facts)[0]
 
 
-def tokens_and_facts(media, codec: str = "audio/rvq", bitrate=None, quality=None, **facts) -> tuple[np.ndarray, dict]:
+def tokens_and_facts(media, codec: str | None = None, bitrate=None, quality=None,
+                     **facts) -> tuple[np.ndarray, dict]:
     """`tokens`, and what the codes do not say: {"codec", "rate", "facts" (as in a track header), "length"
     (samples or frames; 1 for an image)}, JSON-able (`nc tokens -o x.npz` stores it beside the codes)."""
-    c = _token_codec(codec)
-    modalities = getattr(c, "token_modalities", (c.descriptor.modality,))  # video/bsqvit: video and images
-    rate = c.descriptor.resolve(bitrate, quality)
     length = [0]
 
     def counted(blocks):
@@ -214,17 +219,31 @@ def tokens_and_facts(media, codec: str = "audio/rvq", bitrate=None, quality=None
         with local_path(os.fspath(media)) as local:
             source = open_media(local)
             spec = source.facts[0]
-            if spec.modality not in modalities or (len(source.facts) > 1 and spec.modality != "video"):
-                raise UsageError(f"{media}: {codec} makes tokens of {' and '.join(modalities)} files")
+            if len(source.facts) > 1 and spec.modality != "video":
+                raise UsageError(f"{media}: tokens are of one track, and this file holds {len(source.facts)}")
+            c, codec, rate = _tokenizer(codec, spec.modality, bitrate, quality, f"{media}: ")
             codes = c.tokenize(counted(b for t, b in source.blocks() if t == 0), spec, rate)
     else:
         from nc.stream import as_media
 
         spec = _array_facts(media, facts)
-        if spec.modality not in modalities:
-            raise UsageError(f"{codec} makes tokens of {' and '.join(modalities)}, not {spec.modality}")
+        c, codec, rate = _tokenizer(codec, spec.modality, bitrate, quality, "")
         codes = c.tokenize(counted([as_media(media, spec)]), spec, rate)
+    if not length[0]:  # codes of nothing would make nothing again: say so now, not at detokenize
+        raise UsageError(f"{'' if not isinstance(media, (str, os.PathLike)) else f'{media}: '}"
+                         f"no {spec.modality} to make tokens of (it is empty)")
     return codes, {"codec": codec, "rate": rate.name, "facts": facts_to_json(spec), "length": length[0]}
+
+
+def _tokenizer(codec: str | None, modality: str, bitrate, quality, where: str):
+    """(codec object, its id, rate point) for tokens of `modality`: the codec asked for, else the kind's default."""
+    codec = codec or TOKEN_CODECS[modality]
+    c = _token_codec(codec)
+    modalities = getattr(c, "token_modalities", (c.descriptor.modality,))  # video/bsqvit: video and images
+    if modality not in modalities:
+        raise UsageError(f"{where}{codec} makes tokens of {' and '.join(modalities)}, not {modality} "
+                         f"(for {modality}: --codec {TOKEN_CODECS[modality]})")
+    return c, codec, c.descriptor.resolve(bitrate, quality)
 
 
 def detokenize(codes, codec: str = "audio/rvq", sample_rate: int = 16000) -> np.ndarray:

@@ -204,7 +204,8 @@ def as_media(block, facts: MediaFacts) -> np.ndarray:
         if a.ndim == 1 and facts.channels == 1:
             a = a[:, None]
         if a.ndim != 2 or a.shape[1] != facts.channels:
-            raise UsageError(f"audio blocks must have shape (samples, {facts.channels}), not {a.shape}")
+            raise UsageError(f"audio blocks must have shape (samples, {facts.channels}), not {a.shape} "
+                             f"(the track was opened with channels={facts.channels})")
         if a.dtype.kind == "i":
             return (a / float(np.iinfo(a.dtype).max + 1)).astype(np.float32)
         if a.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128

@@ -306,6 +306,23 @@ def test_ignore_errors_fails_when_nothing_could_be_recovered(tmp_path):
     assert not (tmp_path / "o.wav").exists()
 
 
+def test_tokens_pick_the_codec_by_the_inputs_kind_and_refuse_empty_media(tmp_path):
+    """Without --codec, an image gets image/vqgan's tokens (not audio/rvq's refusal); an empty sound has no
+    tokens to give, which `nc tokens` says itself instead of writing a file `nc detokenize` refuses."""
+    import soundfile as sf
+
+    _ok(run_nc("tokens", SAMPLES / "photo.png", "-o", tmp_path / "p.npz", "--quality", "1"))
+    with np.load(tmp_path / "p.npz") as z:
+        assert json.loads(str(z["meta"]))["codec"] == "image/vqgan"
+    assert nc.tokens(np.zeros((32, 48, 3), np.uint8), quality=1).shape == (1, 2, 3)
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), 16000)
+    _fails_cleanly(run_nc("tokens", tmp_path / "empty.wav", "-o", tmp_path / "e.npz"), 2,
+                   "no audio to make tokens of (it is empty)")
+    np.save(tmp_path / "p.npy", np.zeros((1, 2, 3), np.int16))
+    _fails_cleanly(run_nc("detokenize", tmp_path / "p.npy", tmp_path / "p.png"), 2,
+                   "a .npy does not say which codec made its tokens: add --codec")
+
+
 def test_detokenize_refuses_empty_codes_bad_files_and_frame_rates(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((1, 12, 0), np.int16))
     _fails_cleanly(run_nc("detokenize", tmp_path / "empty.npy", tmp_path / "o.wav"), 2, "no tokens")

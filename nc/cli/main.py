@@ -63,14 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("input")
     t.add_argument("-o", "--output", required=True, help=".npy file of the codes, or .npz: the codes with "
                                                             "their codec, media facts and length")
-    t.add_argument("--codec", default="audio/rvq")
+    t.add_argument("--codec", help="a codec that exposes tokens (default: audio/rvq, image/vqgan or video/bsqvit, "
+                                    "by the input's kind)")
     t.add_argument("--bitrate", help="rate point (sets the number of stages)")
     t.add_argument("--quality", type=float, help="quality (image/vqgan: the number of stages, 1-4)")
 
     k = sub.add_parser("detokenize", help="codes (.npy, or .npz from `nc tokens`) -> audio, image or video file")
     k.add_argument("input", help=".npy or .npz made by `nc tokens` (an .npz records the codec, rate and size)")
     k.add_argument("output", help="audio file (.wav, .flac, ...) or, for image codecs, .png")
-    k.add_argument("--codec", help="the codec that made the tokens (default: what an .npz records, else audio/rvq)")
+    k.add_argument("--codec", help="the codec that made the tokens (default: what an .npz records; a .npy of "
+                                    "audio tokens: audio/rvq)")
     k.add_argument("--sample-rate", type=int, help="(default: what an .npz records, else 16000)")
     k.add_argument("--fps", type=int, help="frame rate of a video written from video tokens (default: what an .npz "
                                            "records, else 25)")
@@ -428,7 +430,7 @@ def cmd_tokens(args) -> int:
     finally:
         out.discard()
     axes = {"image": ("stages", "rows", "columns"), "video": ("tubelets", "rows", "columns", "sub-codes")}.get(
-        args.codec.split("/")[0], ("channel(s)", "stages", "frames"))
+        meta["codec"].split("/")[0], ("channel(s)", "stages", "frames"))
     print(f"{path}: " + " x ".join(f"{n} {a}" for n, a in zip(codes.shape, axes)),
           file=sys.stderr if path in STDOUT_NAMES else sys.stdout)
     return 0
@@ -439,10 +441,13 @@ def cmd_detokenize(args) -> int:
 
     from nc.codecs.learned_image import as_mode
     from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
-    from nc.media.files import IMAGE_EXTS, MediaSink
+    from nc.media.files import AUDIO_EXTS, IMAGE_EXTS, MediaSink
 
     _refuse_overwriting(args.input, args.output)
     codes, meta = _read_tokens(args.input)
+    if meta is None and args.codec is None and os.path.splitext(args.output)[1].lower() not in AUDIO_EXTS:
+        raise UsageError(f"a .npy does not say which codec made its tokens: add --codec (image/vqgan, video/bsqvit, "
+                         f"...), or make an .npz with `nc tokens -o x.npz`, which records it")
     codec = _agreed("--codec", args.codec, meta and meta["codec"], "audio/rvq")
     facts = meta and meta["facts"]
     sample_rate = _agreed("--sample-rate", args.sample_rate, getattr(facts, "sample_rate", None), 16000)
