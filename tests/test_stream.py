@@ -46,6 +46,19 @@ def test_torch_tensors_and_int16_are_accepted(tone):
     assert np.abs(nc.decode(nc.encode(as_int16, **TOY)).data - tone).max() < 0.02
 
 
+def test_audio_channels_follow_from_the_array_and_options_are_keywords(tone):
+    """nc.encode takes a stereo array's channels from its shape, as an image's facts; nc.decode(data, "x.wav")
+    is a TypeError, not ignore_errors="x.wav" (which stepped over damage silently)."""
+    stereo = np.concatenate([tone, -tone], 1)
+    data = nc.encode(stereo, codec="audio/toy-mulaw", sample_rate=16000)
+    assert nc.decode(data)[0].info.facts.channels == 2 and nc.decode(data).data.shape == stereo.shape
+    assert nc.decode(nc.encode(tone[:, 0], codec="audio/toy-mulaw", sample_rate=16000)).data.shape == tone.shape
+    with pytest.raises(TypeError):
+        nc.decode(data, "out.wav")
+    with pytest.raises(TypeError):
+        nc.encode(tone, "audio/toy-mulaw", "6k", sample_rate=16000)
+
+
 def test_wrong_shape_is_a_usage_error(tone):
     with pytest.raises(UsageError, match="shape"):
         nc.encode(np.zeros((10, 2), np.float32), **TOY)
