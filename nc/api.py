@@ -185,7 +185,7 @@ def _progress(enabled: bool, total_seconds: float | None, what: str, min_seconds
 def _token_codec(codec: str):
     from nc.plugins import registry
 
-    c = registry().get(codec)
+    c = registry().get(codec, requested=True)
     if not hasattr(c, "tokenize"):
         raise UsageError(f"{codec} does not expose tokens")
     return c

@@ -41,6 +41,11 @@ class UnknownCodecError(NCError):
     """A codec id that no installed plugin provides."""
 
 
+class UnknownCodecRequest(UnknownCodecError, UsageError):
+    """A codec asked for by name (`--codec`) that is not installed: a usage error (exit 2), where a file's
+    codec that is not installed is a failure (exit 1)."""
+
+
 class WeightsMismatchError(NCError):
     """A track was encoded with different weights from the installed ones."""
 

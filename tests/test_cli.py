@@ -98,7 +98,9 @@ def test_info_human_and_chunks(tmp_path):
 @pytest.mark.parametrize("args, code, pattern", [
     (["encode", "missing.wav", "x.ncb"], 1, "missing.wav: no such file"),
     (["encode", "README_NOT_MEDIA", "x.ncb"], 1, "not a supported audio, image or video file"),
-    (["encode", "SPEECH", "x.ncb", "--codec", "audio/nope"], 1, "codec 'audio/nope' is not installed"),
+    (["encode", "SPEECH", "x.ncb", "--codec", "audio/nope"], 2, "codec 'audio/nope' is not installed"),
+    (["encode", "SPEECH", "x.ncb", "--codec", "opus"], 2, "codec 'opus' is not installed; did you mean audio/opus?"),
+    (["encode", "CLIP", "x.ncb", "--codec", "audio/opus"], 2, "the input is video (a video's sound takes --audio-codec)"),
     (["encode", "SPEECH", "x.ncb", "--codec", "image/jpeg"], 2, "image/jpeg is an image codec; the input is audio"),
     (["encode", "SPEECH", "x.ncb", "--codec", "audio/opus", "--bitrate", "2k"], 2, "accepts 5k to 510k"),
     (["encode", "SPEECH", "x.ncb", "--bitrate", "lots"], 2, "cannot read bitrate"),
@@ -108,7 +110,8 @@ def test_info_human_and_chunks(tmp_path):
 ])
 def test_bad_input_gives_one_line(tmp_path, args, code, pattern):
     (tmp_path / "README_NOT_MEDIA").write_text("hello")
-    args = [str(SAMPLES / "speech.wav") if a == "SPEECH" else a for a in args]
+    args = [str(SAMPLES / {"SPEECH": "speech.wav", "CLIP": "clip.mp4"}[a]) if a in ("SPEECH", "CLIP") else a
+            for a in args]
     args = [str(tmp_path / a) if a in ("README_NOT_MEDIA", "x.ncb", "x.wav") else a for a in args]
     _fails_cleanly(run_nc(*args), code, pattern)
     assert not (tmp_path / "x.ncb").exists()

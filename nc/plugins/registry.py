@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from nc.codecs.base import Codec, CodecDescriptor, RatePoint, is_near, parse_rate
-from nc.errors import NCError, UnknownCodecError, UsageError, one_line
+from nc.errors import NCError, UnknownCodecError, UnknownCodecRequest, UsageError, one_line
 from nc.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "nc.plugins"
@@ -33,7 +33,8 @@ class Registry:
     contested: dict[str, list[str]] = field(default_factory=dict)
     disabled: set[str] = field(default_factory=set)  # plugins NC_DISABLE_PLUGINS switched off
 
-    def get(self, codec_id: str) -> Codec:
+    def get(self, codec_id: str, requested: bool = False) -> Codec:
+        """The codec of this id; `requested`: the user named it (a missing one is then a usage error)."""
         if codec_id in self.codecs:
             return self.codecs[codec_id]
         if codec_id in self.contested:
@@ -44,8 +45,11 @@ class Registry:
         same = [c for c in self.codecs if c.startswith(modality + "/")] or list(self.codecs)
         known = ", ".join(sorted(same)) or "none"
         off = f"; {BLOCK_ENV} switched off {', '.join(sorted(self.disabled))}" if self.disabled else ""
-        raise UnknownCodecError(f"codec {codec_id!r} is not installed; installed: {known}{off}"
-                                f"{self._hint(codec_id)}")
+        meant = [c for c in self.codecs if "/" not in codec_id and c.split("/", 1)[1] == codec_id.lower()]
+        guess = f"; did you mean {' or '.join(sorted(meant))}?" if meant else ""
+        typo = requested and not any(codec_id in p for p in self.problems)  # else: a plugin or its weights failed
+        raise (UnknownCodecRequest if typo else UnknownCodecError)(
+            f"codec {codec_id!r} is not installed{guess}; installed: {known}{off}{self._hint(codec_id)}")
 
     def default(self, modality: str, bitrate=None, quality=None) -> Codec:
         """The highest-ranked codec for a modality (ties: alphabetical id) among those offering the
@@ -225,8 +229,10 @@ def find_codec(codec_id: str | None, modality: str, bitrate=None, quality=None) 
     Opus while `--bitrate 6k` gets the neural codec; if none does, the highest-ranked."""
     if codec_id is None:
         return registry().default(modality, bitrate, quality)
-    codec = registry().get(codec_id)
+    codec = registry().get(codec_id, requested=True)
     if codec.descriptor.modality != modality:
         kind = codec.descriptor.modality
-        raise UsageError(f"{codec_id} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} codec; the input is {modality}")
+        sound = " (a video's sound takes --audio-codec)" if (kind, modality) == ("audio", "video") else ""
+        raise UsageError(f"{codec_id} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} codec; the input is {modality}"
+                         f"{sound}")
     return codec
