@@ -834,3 +834,21 @@ def test_effort_one_on_video_shows_progress_however_short_the_video(tmp_path, mo
     for effort in (0, 1):
         api.encode_file(str(SAMPLES / "clip.mp4"), io.BytesIO(), codec="video/h264", effort=effort, progress=True)
     assert asked == [60, 0]
+
+
+def test_binary_output_is_not_sent_to_a_terminal(tmp_path):
+    """`nc encode x.wav -` typed at a terminal would fill it with bytes; a pipe gets them as before."""
+    import pty
+
+    main_fd, terminal = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "nc", "encode", str(SAMPLES / "speech.wav"), "-", "--codec",
+                                 "audio/opus"], stdout=terminal, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(main_fd)
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == ("nc: error: the output is binary and stdout is a terminal: "
+                                              "redirect it (> out) or pipe it")
+    piped = run_nc("encode", SAMPLES / "speech.wav", "-", "--codec", "audio/opus")
+    assert piped.returncode == 0 and piped.stdout.startswith(b"\x89NCB")

@@ -10,7 +10,7 @@ import warnings
 
 import nc
 from nc.errors import FormatError, MediaError, NCError, NCWarning, UsageError, one_line
-from nc.media.files import STDOUT_NAMES, OutputFile
+from nc.media.files import STDOUT_NAMES, OutputFile, refuse_a_terminal
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -285,6 +285,7 @@ def _refuse_media_name(path: str) -> None:
 def _output(path: str):
     """stdout (streamed), or an OutputFile for `path` that appears only when everything succeeded."""
     if path in STDOUT_NAMES:
+        refuse_a_terminal(path)
         yield _Stdout(sys.stdout.buffer)
         return
 

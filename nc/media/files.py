@@ -393,6 +393,18 @@ def _samples(frames) -> np.ndarray:
 STDOUT_NAMES = {"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"}
 
 
+def refuse_a_terminal(path: str) -> None:
+    """Binary output for stdout when stdout is a terminal (`nc encode x.wav -` typed as is) is refused."""
+    if path not in STDOUT_NAMES:
+        return
+    try:
+        terminal = os.isatty(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # a replaced or closed stdout (pytest, an embedding app)
+        terminal = False
+    if terminal:
+        raise UsageError("the output is binary and stdout is a terminal: redirect it (> out) or pipe it")
+
+
 class OutputFile:
     """An output that nobody sees half-written: it goes to a temporary file (`temp`, mode 0o600), which
     `commit()` puts where `path` leads and `discard()` drops. A failed job never leaves half a file, nor
@@ -406,6 +418,7 @@ class OutputFile:
 
     def __init__(self, path: str, suffix: str):
         self.path, self.mode = path, None
+        refuse_a_terminal(path)
         try:
             st = None if path in STDOUT_NAMES else os.stat(path)  # (follows /proc's links to pipes too)
         except FileNotFoundError:  # a new file, or a dangling link: its target is made
