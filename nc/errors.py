@@ -62,6 +62,10 @@ class RateWarning(NCWarning):
     """An encoder's output came out far from the bitrate or bpp asked (the input lies outside what it reaches)."""
 
 
+class InputWarning(NCWarning):
+    """The input holds what the codecs are not made for (sound above full scale)."""
+
+
 class OutputWarning(NCWarning):
     """An output file format cannot hold the media exactly as decoded (a size it pads, for one)."""
 

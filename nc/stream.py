@@ -23,7 +23,7 @@ import numpy as np
 import nc
 from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Damage, TrackHeader
 from nc.codecs.base import Codec, Decoder, Packet, RatePoint, is_near, parse_rate
-from nc.errors import (CorruptChunkError, FormatError, MediaError, NCError, PluginError, RateWarning,
+from nc.errors import (CorruptChunkError, FormatError, InputWarning, MediaError, NCError, PluginError, RateWarning,
                        TruncatedError, UsageError, WeightsMismatchError, one_line)
 from nc.media.facts import MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
 from nc.plugins import find_codec, registry
@@ -110,6 +110,7 @@ class Writer:
         self._container = ContainerWriter(_CountingWriter(out), headers, created_by)
         self._payload_bytes = [0] * len(specs)
         self._ends = [0] * len(specs)
+        self._loud: set[int] = set()  # tracks already warned of sound above full scale
         self._closed = False
 
     def __del__(self):
@@ -126,7 +127,15 @@ class Writer:
         if self._closed:
             raise UsageError("write to a closed nc writer")
         _check_track(track, len(self._encoders))
-        self._put(track, self._encoders[track].encode(as_media(block, self.facts[track])))
+        media = as_media(block, self.facts[track])
+        if track not in self._loud and self.facts[track].modality == "audio" and len(media):
+            peak = float(np.abs(media).max())
+            if peak > 1.0:  # float sound only: integer PCM cannot go there
+                self._loud.add(track)
+                warnings.warn(f"the sound goes above full scale (peak {peak:.2f}, {20 * np.log10(peak):+.1f} dBFS): "
+                              f"codecs here are made for [-1, 1], learned ones distort it and 16-bit files clip it; "
+                              f"scale it down", InputWarning)
+        self._put(track, self._encoders[track].encode(media))
 
     def close(self) -> None:
         if self._closed:

@@ -1,6 +1,7 @@
 """The `nc` command as a user runs it: real samples, real classical codecs, bad input."""
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -852,3 +853,18 @@ def test_binary_output_is_not_sent_to_a_terminal(tmp_path):
                                               "redirect it (> out) or pipe it")
     piped = run_nc("encode", SAMPLES / "speech.wav", "-", "--codec", "audio/opus")
     assert piped.returncode == 0 and piped.stdout.startswith(b"\x89NCB")
+
+
+def test_sound_above_full_scale_is_warned_of_when_encoded_and_when_clipped(tmp_path):
+    """A float WAV peaking at 3.0: encoding says the codecs are not made for it, and the 16-bit .wav it
+    decodes to says how much it clipped (nc.decode keeps the peaks); sound within full scale says nothing."""
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "hot.wav", (3.0 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    made = _ok(run_nc("encode", tmp_path / "hot.wav", tmp_path / "h.ncb", "--codec", "audio/opus", "--bitrate", "64k"))
+    assert "nc: warning: the sound goes above full scale (peak 3.00, +9.5 dBFS)" in made.stderr.decode()
+    assert np.abs(nc.decode(str(tmp_path / "h.ncb")).data).max() > 2.5
+    back = _ok(run_nc("decode", tmp_path / "h.ncb", tmp_path / "h.wav")).stderr.decode()
+    assert re.search(r"h\.wav: \d+ sound samples above full scale \(peak 3\.\d\d, \+9\.\d dBFS\) were clipped", back)
+    _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus"))
+    quiet = _ok(run_nc("decode", tmp_path / "s.ncb", tmp_path / "s.wav"))
+    assert "warning" not in quiet.stderr.decode()

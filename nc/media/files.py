@@ -487,6 +487,9 @@ def _umask() -> int:
         return mask
 
 
+LOUD_PEAK = 10 ** (0.5 / 20)  # decoded sound this far above full scale (+0.5 dBFS) is said to be clipped
+
+
 class MediaSink:
     """Writes decoded tracks to one output file, chosen by its extension (or `fmt`), through an
     `OutputFile`: the file appears on `close()`, and `abort()` leaves what was there."""
@@ -504,8 +507,13 @@ class MediaSink:
             self._out.discard()
             raise
         self.written = [0] * len(facts)  # blocks written per track
+        self.clipped, self.peak = 0, 0.0  # sound samples beyond full scale, which every audio format here clips
 
     def write(self, track: int, block: np.ndarray) -> None:
+        if isinstance(self.facts[track], AudioFacts) and len(block):
+            over = np.abs(block) > 1.0
+            if over.any():
+                self.clipped, self.peak = self.clipped + int(over.sum()), max(self.peak, float(np.abs(block).max()))
         with self._named_as_the_user_named_it():
             self._writer.write(track, block)
         self.written[track] += 1
@@ -518,6 +526,10 @@ class MediaSink:
             self._out.discard()
             raise
         self._out.commit()
+        if self.peak > LOUD_PEAK:  # a lossy codec's small overshoots on loud sound are normal and inaudible
+            warnings.warn(f"{self.path}: {self.clipped} sound samples above full scale (peak {self.peak:.2f}, "
+                          f"{20 * math.log10(self.peak):+.1f} dBFS) were clipped to it; nc.decode gives them unclipped",
+                          OutputWarning)
 
     @contextmanager
     def _named_as_the_user_named_it(self):
