@@ -108,6 +108,7 @@ class EncodeReport:
     tracks: list[tuple[str, str]]  # (codec id, rate point name)
     bytes: int
     seconds: float  # media duration (0 for an image)
+    pixels: int = 0  # an image's width x height (0 for audio and video)
 
 
 def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None, quality=None,
@@ -135,7 +136,9 @@ def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None
                     bar.update(source.facts[0].seconds(length[0]) - before)
         writer.close()
         seconds = source.facts[0].seconds(length[0]) if main != "image" else 0.0
-        return EncodeReport(list(zip(writer.codecs, [r.name for r in writer.rates])), writer.bytes_written, seconds)
+        pixels = source.facts[0].width * source.facts[0].height if main == "image" else 0
+        return EncodeReport(list(zip(writer.codecs, [r.name for r in writer.rates])), writer.bytes_written, seconds,
+                            pixels)
 
 
 def decode_file(source, out_path: str, fmt: str | None = None, ignore_errors: bool = False,

@@ -35,7 +35,9 @@ def _fails_cleanly(result, code: int, pattern: str):
 
 def test_audio_round_trip_with_opus(tmp_path):
     out = _ok(run_nc("encode", SAMPLES / "speech.wav", tmp_path / "s.ncb", "--codec", "audio/opus", "--bitrate", "12k"))
-    assert "audio/opus @ 12k" in out.stdout.decode() and "kbps" in out.stdout.decode()
+    size = (tmp_path / "s.ncb").stat().st_size  # encode says the whole file's rate, info each track's payload's
+    assert f"{size} bytes, {size * 8 / 6.125 / 1000:.2f} kbps in all (audio/opus @ 12k)" in out.stdout.decode()
+    assert "kbps of payload" in _ok(run_nc("info", tmp_path / "s.ncb")).stdout.decode()
     _ok(run_nc("decode", tmp_path / "s.ncb", tmp_path / "s.wav"))
     original, rate = sf.read(SAMPLES / "speech.wav")
     decoded, decoded_rate = sf.read(tmp_path / "s.wav")
@@ -43,7 +45,9 @@ def test_audio_round_trip_with_opus(tmp_path):
 
 
 def test_bpp_is_the_bitrate_in_bits_per_pixel(tmp_path):
-    _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "a.ncb", "--codec", "image/webp", "--bpp", "0.3"))
+    said = _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "a.ncb", "--codec", "image/webp", "--bpp", "0.3"))
+    size = (tmp_path / "a.ncb").stat().st_size  # the measured rate, not the target again
+    assert f"{size} bytes, {size * 8 / 512 ** 2:.3f} bpp in all (image/webp @ 0.3bpp)" in said.stdout.decode()
     _ok(run_nc("encode", SAMPLES / "photo.png", tmp_path / "b.ncb", "--codec", "image/webp", "--bitrate", "0.3bpp"))
     assert (tmp_path / "a.ncb").read_bytes() == (tmp_path / "b.ncb").read_bytes()
     _fails_cleanly(run_nc("encode", SAMPLES / "photo.png", tmp_path / "c.ncb", "--bpp=-1"), 2, "positive number")

@@ -262,7 +262,9 @@ def cmd_encode(args) -> int:
         for problem in registry().problems:
             print(f"nc: warning: {problem}", file=sys.stderr)
     tracks = ", ".join(f"{c} @ {r}" for c, r in report.tracks)
-    rate = f", {report.bytes * 8 / report.seconds / 1000:.2f} kbps" if report.seconds else ""
+    # the whole file's rate (container included); `nc info` gives each track's payload rate
+    rate = f", {report.bytes * 8 / report.seconds / 1000:.2f} kbps in all" if report.seconds else \
+        f", {report.bytes * 8 / report.pixels:.3f} bpp in all" if report.pixels else ""
     _status(args, f"{args.output}: {report.bytes} bytes{rate} ({tracks})")
     return 0
 
@@ -367,12 +369,12 @@ def cmd_info(args) -> int:
 
 
 def _measured_rate(t: dict) -> str:
-    """', 6.31 kbps' (or bpp for an image) from a track's bytes in the file; '' when unknown."""
+    """', 6.31 kbps of payload' (or bpp for an image) from a track's bytes in the file; '' when unknown."""
     if t.get("bytes") is None:
         return ""
     if t["modality"] == "image":
-        return f"{t['bytes'] * 8 / (t['facts']['width'] * t['facts']['height']):.3f} bpp"
-    return f", {t['bytes'] * 8 / t['seconds'] / 1000:.2f} kbps" if t["seconds"] else ""
+        return f"{t['bytes'] * 8 / (t['facts']['width'] * t['facts']['height']):.3f} bpp of payload"
+    return f", {t['bytes'] * 8 / t['seconds'] / 1000:.2f} kbps of payload" if t["seconds"] else ""
 
 
 def _track_json(t) -> dict:
