@@ -109,6 +109,8 @@ def test_info_human_and_chunks(tmp_path):
     (["encode", "SPEECH", "x.ncb", "--codec", "image/jpeg"], 2, "image/jpeg is an image codec; the input is audio"),
     (["encode", "SPEECH", "x.ncb", "--codec", "audio/opus", "--bitrate", "2k"], 2, "accepts 5k to 510k"),
     (["encode", "SPEECH", "x.ncb", "--bitrate", "lots"], 2, "cannot read bitrate"),
+    (["encode", "SPEECH", "x.ncb", "--bitrate", "0.5"], 2, "a bitrate of 0.5 bit/s is far below any audio codec's: "
+                                                           "write 0.5k for kbit/s"),
     (["decode", "SPEECH", "x.wav"], 1, "not an .ncb file"),
     (["decode", "missing.ncb", "x.wav"], 1, "cannot open missing.ncb"),
     (["info", "SPEECH"], 1, "not an .ncb file"),

@@ -188,17 +188,24 @@ def _fmt(value: float, unit: str) -> str:
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(k|m)?\s*(bps|bpp|b/s)?\s*$", re.IGNORECASE)
 
 
+MIN_PLAIN_BPS = 100  # a unitless sound or video bitrate below this is taken for a forgotten "k"
+
+
 def parse_rate(text: str | float, modality: str) -> tuple[float, str]:
     """'6k' -> (6000, 'bps'); '0.5bpp' -> (0.5, 'bpp'). Plain numbers are bps for audio/video, bpp for images."""
     if isinstance(text, (int, float)):
-        return float(text), ("bpp" if modality == "image" else "bps")
-    m = _RATE.match(str(text).strip().lstrip("+"))
-    if not m:
-        raise UsageError(f"cannot read bitrate {text!r}: use e.g. 6k, 1.5kbps, 128000 or 0.5bpp")
-    value = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[(m.group(2) or "").lower() or None]
-    unit = (m.group(3) or "").lower()
-    if unit == "bpp" or (not unit and modality == "image" and not m.group(2)):
+        value, plain, unit = float(text), True, ""
+    else:
+        m = _RATE.match(str(text).strip().lstrip("+"))
+        if not m:
+            raise UsageError(f"cannot read bitrate {text!r}: use e.g. 6k, 1.5kbps, 128000 or 0.5bpp")
+        value = float(m.group(1)) * {None: 1, "k": 1e3, "m": 1e6}[(m.group(2) or "").lower() or None]
+        plain, unit = not m.group(2), (m.group(3) or "").lower()
+    if unit == "bpp" or (not unit and modality == "image" and plain):
         return value, "bpp"
+    if not unit and plain and value < MIN_PLAIN_BPS:  # "0.5" or "6": kbit/s meant, or an image's bpp
+        raise UsageError(f"a bitrate of {text} bit/s is far below any {modality} codec's: write {text}k for kbit/s "
+                         f"(a bare number is bit/s for sound and video, bits per pixel for images)")
     return value, "bps"
 
 
