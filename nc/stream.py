@@ -733,6 +733,12 @@ def open(target, mode: str = "rb", /, *, codec: str | None = None, bitrate=None,
         f, owned = _open_binary(target, mode)
         try:
             return Reader(f, ignore_errors=ignore_errors, close_in=owned)
+        except FormatError as e:  # a header that cannot be read: say which file (`nc decode a.wav` named none)
+            if owned:
+                f.close()
+            if isinstance(target, (str, os.PathLike)) and not isinstance(e, CorruptChunkError):
+                raise type(e)(f"{os.fspath(target)}: {e}") from None
+            raise
         except BaseException:
             if owned:
                 f.close()

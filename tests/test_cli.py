@@ -111,14 +111,17 @@ def test_info_human_and_chunks(tmp_path):
     (["encode", "SPEECH", "x.ncb", "--bitrate", "lots"], 2, "cannot read bitrate"),
     (["encode", "SPEECH", "x.ncb", "--bitrate", "0.5"], 2, "a bitrate of 0.5 bit/s is far below any audio codec's: "
                                                            "write 0.5k for kbit/s"),
-    (["decode", "SPEECH", "x.wav"], 1, "not an .ncb file"),
+    (["decode", "SPEECH", "x.wav"], 1, "speech.wav: not an .ncb file (bad signature)"),
+    (["encode", "NCB", "y.ncb"], 1, "s.ncb: an .ncb file, which nc decode reads"),
     (["decode", "missing.ncb", "x.wav"], 1, "cannot open missing.ncb"),
     (["info", "SPEECH"], 1, "not an .ncb file"),
 ])
 def test_bad_input_gives_one_line(tmp_path, args, code, pattern):
     (tmp_path / "README_NOT_MEDIA").write_text("hello")
-    args = [str(SAMPLES / {"SPEECH": "speech.wav", "CLIP": "clip.mp4"}[a]) if a in ("SPEECH", "CLIP") else a
-            for a in args]
+    if "NCB" in args:
+        _opus_file(tmp_path)
+    args = [str(SAMPLES / {"SPEECH": "speech.wav", "CLIP": "clip.mp4"}[a]) if a in ("SPEECH", "CLIP") else
+            str(tmp_path / "s.ncb") if a == "NCB" else a for a in args]
     args = [str(tmp_path / a) if a in ("README_NOT_MEDIA", "x.ncb", "x.wav") else a for a in args]
     _fails_cleanly(run_nc(*args), code, pattern)
     assert not (tmp_path / "x.ncb").exists()

@@ -82,7 +82,19 @@ def open_media(path: str) -> MediaSource:
             raise MediaError(f"{path}: {e}") from None
         if source is not None:
             return source
+    if _is_ncb(path):
+        raise MediaError(f"{path}: an .ncb file, which nc decode reads")
     raise MediaError(f"{path}: not a supported audio, image or video file")
+
+
+def _is_ncb(path: str) -> bool:
+    from nc.bitstream.container import SIGNATURE
+
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SIGNATURE)) == SIGNATURE
+    except OSError:
+        return False
 
 
 _PILLOW_LIMIT = threading.RLock()
@@ -558,11 +570,11 @@ def _writer_for(modalities: list[str], ext: str, path: str):
         return _VideoFileWriter
     if modalities == ["audio"]:
         if ext not in AUDIO_EXTS:
-            raise UsageError(f"cannot write audio to {ext!r}; use .wav, .flac or .ogg")
+            raise UsageError(f"cannot write audio to {ext!r}; use one of {', '.join(sorted(AUDIO_EXTS))}")
         return _AudioFileWriter
     if modalities == ["image"]:
         if ext not in IMAGE_EXTS:
-            raise UsageError(f"cannot write an image to {ext!r}; use .png")
+            raise UsageError(f"cannot write an image to {ext!r}; use one of {', '.join(sorted(IMAGE_EXTS))}")
         return _ImageFileWriter
     raise UsageError(f"cannot write tracks {modalities} to one file")
 
