@@ -121,7 +121,8 @@ def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None
         if len(source.facts) == 1 and (audio_codec or audio_bitrate):
             raise UsageError("--audio-codec/--audio-bitrate are for a video's soundtrack; use --codec/--bitrate")
         # the first track takes --codec/--bitrate/--quality/--effort, a video's soundtrack the --audio-* options
-        specs = [TrackSpec(f, codec, bitrate, quality, effort) if i == 0 else TrackSpec(f, audio_codec, audio_bitrate)
+        sound_codec = audio_codec or (None if audio_bitrate else _soundtrack_default())
+        specs = [TrackSpec(f, codec, bitrate, quality, effort) if i == 0 else TrackSpec(f, sound_codec, audio_bitrate)
                  for i, f in enumerate(source.facts)]
         writer = Writer(out, specs)
         length = [0] * len(specs)
@@ -139,6 +140,17 @@ def encode_file(path: str, out: BinaryIO, codec: str | None = None, bitrate=None
         pixels = source.facts[0].width * source.facts[0].height if main == "image" else 0
         return EncodeReport(list(zip(writer.codecs, [r.name for r in writer.rates])), writer.bytes_written, seconds,
                             pixels)
+
+
+#: a video's sound without --audio-codec/--audio-bitrate: music and noise as often as speech, so the general
+#: codec at its own default rate where it is installed, not the speech-trained audio/rvq that audio files default to
+SOUNDTRACK_CODEC = "audio/opus"
+
+
+def _soundtrack_default() -> str | None:
+    from nc.plugins import registry
+
+    return SOUNDTRACK_CODEC if SOUNDTRACK_CODEC in registry().codecs else None
 
 
 def decode_file(source, out_path: str, fmt: str | None = None, ignore_errors: bool = False,

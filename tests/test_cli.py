@@ -85,6 +85,17 @@ def test_video_with_sound_becomes_two_tracks_and_plays_back(tmp_path):
     assert frames == 50
 
 
+def test_a_videos_sound_is_coded_with_opus_unless_asked_otherwise(tmp_path):
+    """A film's sound is music and noise as often as speech: not the speech-trained audio file default."""
+    def sound_codec(*options):
+        _ok(run_nc("encode", SAMPLES / "clip.mp4", tmp_path / "c.ncb", "--codec", "video/h264", *options))
+        return json.loads(_ok(run_nc("info", "--json", tmp_path / "c.ncb")).stdout)["tracks"][1]["codec"]
+
+    assert sound_codec() == "audio/opus"
+    assert sound_codec("--audio-bitrate", "6k") == "audio/rvq"  # a rate asked for picks as for an audio file
+    assert sound_codec("--audio-codec", "audio/fsq") == "audio/fsq"
+
+
 def test_stdin_to_stdout(tmp_path):
     wav = (SAMPLES / "speech.wav").read_bytes()
     encoded = _ok(run_nc("encode", "-", "-", "--codec", "audio/opus", stdin=wav)).stdout
