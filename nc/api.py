@@ -71,7 +71,10 @@ def _array_facts(media, facts: dict):
     shape = np.shape(media)
     if "fps" in facts and len(shape) == 4:
         facts = {"height": shape[1], "width": shape[2], **facts}
-    if "sample_rate" in facts and len(shape) in (1, 2):
+    if "sample_rate" in facts and "channels" not in facts and len(shape) in (1, 2):
+        if len(shape) == 2 and not 0 < shape[1] < shape[0]:  # torchaudio.load's (channels, samples), or nothing
+            raise UsageError(f"audio arrays are (samples, channels), or 1-D for mono; this one is {shape}"
+                             + (": transpose it" if 0 < shape[0] < shape[1] else ""))
         facts = {"channels": 1 if len(shape) == 1 else shape[1], **facts}
     return facts_from_kwargs(**facts) if facts else _image_facts(shape)
 
@@ -153,7 +156,7 @@ def _soundtrack_default() -> str | None:
     return SOUNDTRACK_CODEC if SOUNDTRACK_CODEC in registry().codecs else None
 
 
-def decode_file(source, out_path: str, fmt: str | None = None, ignore_errors: bool = False,
+def decode_file(source, out_path: str, fmt: str | None = None, *, ignore_errors: bool = False,
                 progress: bool = False) -> Reader:
     """Decode an `.ncb` path or stream to a media file; returns the reader (its tracks and damage)."""
     with nc_open(source, "rb", ignore_errors=ignore_errors) as reader:
@@ -257,7 +260,7 @@ def _tokenizer(codec: str | None, modality: str, bitrate, quality, where: str):
     modalities = getattr(c, "token_modalities", (c.descriptor.modality,))  # video/bsqvit: video and images
     if modality not in modalities:
         raise UsageError(f"{where}{codec} makes tokens of {' and '.join(modalities)}, not {modality} "
-                         f"(for {modality}: --codec {TOKEN_CODECS[modality]})")
+                         f"(for {modality}: {TOKEN_CODECS[modality]})")
     return c, codec, c.descriptor.resolve(bitrate, quality)
 
 

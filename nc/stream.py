@@ -25,7 +25,7 @@ from nc.bitstream.container import Chunk, ContainerReader, ContainerWriter, Dama
 from nc.codecs.base import Codec, Decoder, Packet, RatePoint, is_near, parse_rate
 from nc.errors import (CorruptChunkError, FormatError, InputWarning, MediaError, NCError, PluginError, RateWarning,
                        TruncatedError, UsageError, WeightsMismatchError, one_line)
-from nc.media.facts import MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
+from nc.media.facts import LOUD_PEAK, MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts, facts_from_json, facts_to_json
 from nc.plugins import find_codec, registry
 
 
@@ -130,9 +130,9 @@ class Writer:
         media = as_media(block, self.facts[track])
         if track not in self._loud and self.facts[track].modality == "audio" and len(media):
             peak = float(np.abs(media).max())
-            if peak > 1.0:  # float sound only: integer PCM cannot go there
+            if peak > LOUD_PEAK:  # float sound only (integer PCM cannot go there); not a lossy decoder's overshoot
                 self._loud.add(track)
-                warnings.warn(f"the sound goes above full scale (peak {peak:.2f}, {20 * np.log10(peak):+.1f} dBFS): "
+                warnings.warn(f"the sound goes above full scale (to {peak:.2f}, {20 * np.log10(peak):+.1f} dBFS): "
                               f"codecs here are made for [-1, 1], learned ones distort it and 16-bit files clip it; "
                               f"scale it down", InputWarning)
         self._put(track, self._encoders[track].encode(media))

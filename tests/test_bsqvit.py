@@ -193,7 +193,7 @@ def test_video_with_sound_and_tokens_through_the_cli(weights, tmp_path, monkeypa
     result = run_nc("detokenize", tmp_path / "v.npy", tmp_path / "v.mkv", "--codec", "video/bsqvit")
     assert result.returncode == 0 and b"52 frames of 320x256" in result.stdout
     result = run_nc("tokens", SAMPLES / "speech.wav", "-o", tmp_path / "s.npy", "--codec", "video/bsqvit")
-    assert result.returncode == 2 and b"video/bsqvit makes tokens of video and image, not audio (for audio: --codec audio/rvq)" in result.stderr
+    assert result.returncode == 2 and b"video/bsqvit makes tokens of video and image, not audio (for audio: audio/rvq)" in result.stderr
 
 
 def test_training_loss_falls_on_one_batch():

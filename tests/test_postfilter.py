@@ -22,21 +22,38 @@ def _blurred(x: np.ndarray) -> np.ndarray:
     return np.clip(0.9 * blur + np.arange(x.shape[2]) * 3, 0, 255).round().astype(np.uint8)
 
 
+def _reference_classes(pixels: np.ndarray) -> np.ndarray:
+    """The module docstring's classes, pixel by pixel in Python integers."""
+    h, w, channels = pixels.shape
+
+    def s(y, x):
+        y, x = min(h - 1, max(0, y)), min(w - 1, max(0, x))
+        return sum(int(v) for v in pixels[y, x]) * (3 if channels == 1 else 1)
+
+    def a(y, x):
+        return abs(2 * s(y, x) - s(y, x - 1) - s(y, x + 1)) + abs(2 * s(y, x) - s(y - 1, x) - s(y + 1, x))
+
+    return np.array([[sum(t <= sum(a(y + dy, x + dx) for dy in range(-2, 3) for dx in range(-2, 3))
+                          for t in postfilter.CLASS_THRESHOLDS) for x in range(w)] for y in range(h)])
+
+
 def _reference(f: PostFilter, pixels: np.ndarray) -> np.ndarray:
     """The formula of the module docstring, pixel by pixel in Python integers."""
     h, w, channels = pixels.shape
     p = pixels.astype(object)
+    of_class = np.minimum(_reference_classes(pixels), f.classes - 1)
     out = np.empty_like(pixels)
     for y in range(h):
         for x in range(w):
+            weights = f.weights[of_class[y, x]]
             for c in range(channels):
                 acc, i = 0, 0
                 for k in range(channels):
                     for dy, dx in taps(f.radius):
                         v = p[min(h - 1, max(0, y + dy)), min(w - 1, max(0, x + dx)), k]
-                        acc += int(f.weights[c, i]) * (v - 128 if (dy, dx) == (0, 0) else v - p[y, x, k])
+                        acc += int(weights[c, i]) * (v - 128 if (dy, dx) == (0, 0) else v - p[y, x, k])
                         i += 1
-                acc += int(f.weights[c, i]) + (1 << (f.shift - 1))
+                acc += int(weights[c, i]) + (1 << (f.shift - 1))
                 out[y, x, c] = min(255, max(0, p[y, x, c] + (acc >> f.shift)))
     return out
 
@@ -47,13 +64,17 @@ def test_taps_are_the_diamond_in_raster_order():
     assert [len(taps(r)) for r in range(4)] == [1, 5, 13, 25]
 
 
-@pytest.mark.parametrize("radius,channels", [(1, 3), (2, 1), (3, 3)])
-def test_apply_is_the_documented_integer_formula(radius, channels, monkeypatch):
+@pytest.mark.parametrize("radius,channels,classes", [(1, 3, 1), (2, 1, 1), (3, 3, 1), (2, 3, 6), (1, 1, 3)])
+def test_apply_is_the_documented_integer_formula(radius, channels, classes, monkeypatch):
     monkeypatch.setattr(postfilter, "STRIP_PIXELS", 40)  # strips of 2 rows: the halo crosses them
     rng = np.random.default_rng(radius)
     x = _image(9, 13, channels, seed=radius)
-    weights = rng.integers(-300, 300, (channels, channels * len(taps(radius)) + 1)).astype(np.int32)
+    if classes > 1:  # bands of noise from none to loud: every class
+        amplitude = np.repeat([0, 1, 2, 4, 8, 40], 4)[None, :, None]
+        x = np.clip(128 + amplitude * rng.standard_normal((10, 24, channels)), 0, 255).astype(np.uint8)
+    weights = rng.integers(-300, 300, (classes, channels, channels * len(taps(radius)) + 1)).astype(np.int32)
     f = PostFilter(radius, 8, weights)
+    assert len(np.unique(np.minimum(_reference_classes(x), classes - 1))) == classes  # each class is used
     np.testing.assert_array_equal(f.apply(x), _reference(f, x))
 
 
@@ -71,13 +92,19 @@ def test_pack_and_unpack_round_trip():
     f = PostFilter(1, 9, weights)
     data = b"head" + f.pack() + b"tail"
     g, end = unpack(data, 4, 1)
-    assert (g.radius, g.shift) == (1, 9) and data[end:] == b"tail"
-    np.testing.assert_array_equal(g.weights, weights)
+    assert (g.radius, g.shift, g.classes) == (1, 9, 1) and data[end:] == b"tail"
+    np.testing.assert_array_equal(g.weights[0], weights)
+    classed = PostFilter(2, 7, np.arange(4 * 3 * 40).reshape(4, 3, 40).astype(np.int32) - 200)
+    assert classed.pack()[0] == 2 + 16 * 3  # the radius, and the classes less one in the high nibble
+    g, end = unpack(classed.pack(), 0, 3)
+    assert (g.radius, g.shift, g.classes, end) == (2, 7, 4, len(classed.pack()))
+    np.testing.assert_array_equal(g.weights, classed.weights)
 
 
 def test_damaged_filters_are_corrupt_chunks():
     data = PostFilter(1, 9, np.array([[5, -3, 0, 7, 1, 12]], np.int32)).pack()
-    for bad in (data[:5], data[:-1], b"\x04" + data[1:], data[:1] + b"\x00" + data[2:], data[:2] + b"\x40" + data[3:]):
+    for bad in (data[:5], data[:-1], b"\x04" + data[1:], b"\x61" + data[1:], data[:1] + b"\x00" + data[2:],
+                data[:2] + b"\x40" + data[3:]):  # radius 4, 7 classes, shift 0, scale 64
         with pytest.raises(CorruptChunkError):
             unpack(bad, 0, 1)
     for huge in (postfilter.MAX_COEFFICIENT, -postfilter.MAX_COEFFICIENT, -2**31):  # |-2^31| is -2^31 in int32

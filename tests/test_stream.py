@@ -57,6 +57,9 @@ def test_audio_channels_follow_from_the_array_and_options_are_keywords(tone):
         nc.decode(data, "out.wav")
     with pytest.raises(TypeError):
         nc.encode(tone, "audio/toy-mulaw", "6k", sample_rate=16000)
+    with pytest.raises(UsageError, match=r"audio arrays are \(samples, channels\), or 1-D for mono; this one is "
+                                         r"\(2, 32000\): transpose it"):
+        nc.encode(stereo.T, codec="audio/toy-mulaw", sample_rate=16000)  # torchaudio.load's layout
 
 
 def test_wrong_shape_is_a_usage_error(tone):

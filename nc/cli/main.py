@@ -444,11 +444,11 @@ def cmd_detokenize(args) -> int:
 
     from nc.codecs.learned_image import as_mode
     from nc.media.facts import AudioFacts, ImageFacts, VideoFacts
-    from nc.media.files import AUDIO_EXTS, IMAGE_EXTS, MediaSink
+    from nc.media.files import IMAGE_EXTS, VIDEO_EXTS, MediaSink
 
     _refuse_overwriting(args.input, args.output)
     codes, meta = _read_tokens(args.input)
-    if meta is None and args.codec is None and os.path.splitext(args.output)[1].lower() not in AUDIO_EXTS:
+    if meta is None and args.codec is None and os.path.splitext(args.output)[1].lower() in IMAGE_EXTS | VIDEO_EXTS:
         raise UsageError(f"a .npy does not say which codec made its tokens: add --codec (image/vqgan, video/bsqvit, "
                          f"...), or make an .npz with `nc tokens -o x.npz`, which records it")
     codec = _agreed("--codec", args.codec, meta and meta["codec"], "audio/rvq")

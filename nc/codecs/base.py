@@ -203,9 +203,9 @@ def parse_rate(text: str | float, modality: str) -> tuple[float, str]:
         plain, unit = not m.group(2), (m.group(3) or "").lower()
     if unit == "bpp" or (not unit and modality == "image" and plain):
         return value, "bpp"
-    if not unit and plain and value < MIN_PLAIN_BPS:  # "0.5" or "6": kbit/s meant, or an image's bpp
-        raise UsageError(f"a bitrate of {text} bit/s is far below any {modality} codec's: write {text}k for kbit/s "
-                         f"(a bare number is bit/s for sound and video, bits per pixel for images)")
+    if not unit and plain and 0 < value < MIN_PLAIN_BPS:  # "0.5" or "6": kbit/s meant, or an image's bpp
+        raise UsageError(f"a bitrate of {value:g} bit/s is far below any {modality} codec's: write {value:g}k for "
+                         f"kbit/s (a bare number is bit/s for sound and video, bits per pixel for images)")
     return value, "bps"
 
 

@@ -20,6 +20,10 @@ IMAGE_MODES = {"L": 1, "RGB": 3, "RGBA": 4}
 MAX_SAR_TERM = 65_535  # H.264's and H.265's aspect_ratio_idc terms are 16-bit
 SQUARE = {"sar_num": 1, "sar_den": 1}  # video facts' optional keys, written only when they differ
 
+#: sound beyond full scale by more than this (+0.5 dBFS) is warned of when encoded and when a file clips it;
+#: a lossy decoder's overshoot on loud sound stays below it
+LOUD_PEAK = 10 ** (0.5 / 20)
+
 
 @dataclass(frozen=True)
 class AudioFacts:

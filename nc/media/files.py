@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from nc.errors import FormatError, MediaError, OutputWarning, UsageError
-from nc.media.facts import MAX_IMAGE_PIXELS, MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts
+from nc.media.facts import LOUD_PEAK, MAX_IMAGE_PIXELS, MAX_SAR_TERM, AudioFacts, ImageFacts, MediaFacts, VideoFacts
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".ppm", ".pgm"}
@@ -497,9 +497,6 @@ def _umask() -> int:
         mask = os.umask(0o022)
         os.umask(mask)
         return mask
-
-
-LOUD_PEAK = 10 ** (0.5 / 20)  # decoded sound this far above full scale (+0.5 dBFS) is said to be clipped
 
 
 class MediaSink:

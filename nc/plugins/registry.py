@@ -47,7 +47,8 @@ class Registry:
         off = f"; {BLOCK_ENV} switched off {', '.join(sorted(self.disabled))}" if self.disabled else ""
         meant = [c for c in self.codecs if "/" not in codec_id and c.split("/", 1)[1] == codec_id.lower()]
         guess = f"; did you mean {' or '.join(sorted(meant))}?" if meant else ""
-        typo = requested and not any(codec_id in p for p in self.problems)  # else: a plugin or its weights failed
+        # a name nothing explains is a typo (exit 2); a failed or switched-off plugin is a failure (exit 1)
+        typo = requested and not self._relevant_problems(codec_id) and not self.disabled
         raise (UnknownCodecRequest if typo else UnknownCodecError)(
             f"codec {codec_id!r} is not installed{guess}; installed: {known}{off}{self._hint(codec_id)}")
 
@@ -78,15 +79,16 @@ class Registry:
     def _hint(self, codec_id: str | None = None) -> str:
         """The plugin problems that may explain a missing codec: those naming it, and plugins that failed
         to load or register (they may have held it); the others are counted, not listed."""
-        if codec_id is None:
-            relevant = self.problems
-        else:
-            relevant = [p for p in self.problems  # (nc's own problems are about its built-in codecs' weights)
-                        if codec_id in p or "failed to" in p or p.startswith(f"plugin {BUILTIN!r}")]
+        relevant = self.problems if codec_id is None else self._relevant_problems(codec_id)
         others = len(self.problems) - len(relevant)
         parts = relevant + ([f"{others} other plugin problem{'s' * (others > 1)}: `nc codecs` lists them"]
                             if others else [])
         return f" ({'; '.join(parts)})" if parts else ""
+
+    def _relevant_problems(self, codec_id: str) -> list[str]:
+        """The problems that may explain a missing codec (nc's own are about its built-in codecs' weights)."""
+        return [p for p in self.problems
+                if codec_id in p or "failed to" in p or p.startswith(f"plugin {BUILTIN!r}")]
 
     def descriptors(self) -> list[CodecDescriptor]:
         return sorted((c.descriptor for c in self.codecs.values()), key=lambda d: d.id)
