@@ -138,7 +138,7 @@ def test_round_trip_restores_size_and_mode(codec, shape):
     assert y.shape == shape and y.dtype == np.uint8
     payload = next(c for c in ContainerReader(io.BytesIO(data)).chunks() if isinstance(c, Chunk)).payload
     channels = shape[2]  # a grey image's post-filter has one channel's taps: 1 x (1 x 13 + 1) at radius 2
-    assert payload[1] & 0x80 and postfilter.unpack(payload, 2, channels)[0].weights.shape[0] == channels
+    assert payload[1] & 0x80 and postfilter.unpack(payload, 2, channels)[0].weights.shape[:2] == (1, channels)
 
 
 def _payload(codec, x, **rate):

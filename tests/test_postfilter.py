@@ -123,6 +123,19 @@ def test_the_chosen_filter_brings_a_blurred_image_closer(channels):
     assert after < 0.7 * before
 
 
+def test_classes_are_chosen_where_parts_of_the_image_want_other_corrections():
+    """A smooth half blurred beside a noisy half decoded exactly: one filter cannot both sharpen the one
+    and leave the other, a filter of classes by activity can, and is chosen where it pays for its bytes."""
+    x = _image(64, 128)
+    x[:, 64:] = np.clip(x[:, 64:] + np.random.default_rng(0).normal(0, 25, x[:, 64:].shape), 0, 255)
+    y = _blurred(x)
+    y[:, 64:] = x[:, 64:]
+    one, classed = choose(y, x, lmbda=0.05), choose(y, x, lmbda=0.05, max_classes=postfilter.MAX_CLASSES)
+    assert one.classes == 1 and classed.classes > 1
+    error = lambda f: float(np.mean((f.apply(y) - x.astype(float)) ** 2))  # noqa: E731
+    assert error(classed) < 0.8 * error(one)
+
+
 def test_no_filter_where_it_cannot_pay_for_its_bytes():
     x = _image()
     assert choose(x, x, lmbda=0.05) is None  # nothing to correct
@@ -171,12 +184,12 @@ def test_large_inputs_are_fitted_on_a_sample_spread_over_them(monkeypatch):
     assert [t for _, t, _ in strips] == list(range(0, 1000, 30))
 
 
-@pytest.mark.parametrize("radius, channels", [(0, 3), (2, 3), (3, 1)])
-def test_the_float_twin_is_the_filter_without_its_rounding(radius, channels):
+@pytest.mark.parametrize("radius, channels, classes", [(0, 3, 1), (2, 3, 1), (3, 1, 1), (2, 3, 6)])
+def test_the_float_twin_is_the_filter_without_its_rounding(radius, channels, classes):
     import torch
 
     rng = np.random.default_rng(radius)
-    weights = rng.integers(-60, 60, (channels, channels * len(taps(radius)) + 1)).astype(np.int32)
+    weights = rng.integers(-60, 60, (classes, channels, channels * len(taps(radius)) + 1)).astype(np.int32)
     fitted = PostFilter(radius, 9, weights)
     x = rng.integers(0, 256, (20, 24, channels)).astype(np.uint8)
     exact = fitted.apply(x).astype(np.float64)

@@ -399,6 +399,26 @@ def test_copy_modes_shrink_a_still_camera_clip_with_shipped_weights(shipped):
     assert len(moded) < 0.985 * len(without_z_modes)  # 2.8 % smaller (by hand)
 
 
+def test_the_post_filter_of_classes_pays_with_shipped_weights(shipped, monkeypatch):
+    """Bitstream version 6: samples/clip.mp4's GOP gets a post-filter of several classes of activity,
+    which brings its cost (bits + lambda x squared error) below one filter's; a version-5 GOP (one
+    class) decodes as before."""
+    import av
+
+    from nc.codecs import postfilter
+
+    with av.open(str(SAMPLES / "clip.mp4")) as container:
+        x = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:32])
+    step = shipped.model.coder.step_of(1)
+    classed = code_packets(shipped, x, quality=1)[1][0].payload
+    assert postfilter.unpack(classed, wfvae_codec.HEADER.size, 3)[0].classes > 1
+    real = postfilter.choose
+    monkeypatch.setattr(postfilter, "choose", lambda *a, max_classes=1: real(*a, max_classes=1))
+    one = code_packets(shipped, x, quality=1)[1][0].payload
+    assert postfilter.unpack(one, wfvae_codec.HEADER.size, 3)[0].classes == 1
+    assert _cost(shipped, classed, x, step) < 0.99 * _cost(shipped, one, x, step)  # 0.981 (by hand)
+
+
 def test_effort_1_refines_copied_cells_with_the_cells_they_copy(shipped):
     """samples/clip.mp4's still background codes in copy mode; refinement keeps it there (a copy cell's
     mean follows the refined value before it), so it still lowers the cost."""

@@ -93,32 +93,41 @@ class PostFilter:
         """The filtered rows top:bottom of an image (height, width, C). Each neighbour's difference
         from the centre is summed as w P(neighbour) here, and the centre's share, -w P(centre), once
         per channel: the same integers as the formula, without a plane per tap. int64: the partial
-        sums may pass 2^31 where the formula's do not. With classes, each weight is a map of the
-        pixels' classes' weights."""
+        sums may pass 2^31 where the formula's do not."""
+        if self.classes > 1:
+            return self._rows_of_classes(pixels, top, bottom)
         r, (_, width, channels) = self.radius, pixels.shape
         n, offsets = bottom - top, taps(self.radius)
         planes = np.ascontiguousarray(_halo(pixels, top, bottom, r).transpose(2, 0, 1)).astype(np.int32)
         centre = planes[:, r:r + n, r:r + width]
-        of_class = None if self.classes == 1 else np.minimum(classify(pixels, top, bottom), self.classes - 1)
         out = np.empty((n, width, channels), np.uint8)
         for c in range(channels):
-            w = self.weights[:, c].astype(np.int64)  # (classes, C x taps + 1)
-            weight = (lambda i: w[0, i]) if of_class is None else (lambda i: w[:, i][of_class])
-            acc = (1 << (self.shift - 1)) + weight(-1) + np.zeros((n, width), np.int64)
+            w = self.weights[0, c].astype(np.int64)
+            acc = np.full((n, width), (1 << (self.shift - 1)) + w[-1], np.int64)
             for k in range(channels):
                 own, others = 0, 0
-                for t, (dy, dx) in enumerate(offsets):
-                    i = k * len(offsets) + t
-                    if not w[:, i].any():
-                        continue
+                for (dy, dx), weight in zip(offsets, w[k * len(offsets):(k + 1) * len(offsets)]):
                     if (dy, dx) == (0, 0):
-                        own = weight(i)
-                    else:
-                        acc += weight(i) * planes[k, r + dy:r + dy + n, r + dx:r + dx + width]
-                        others = others + weight(i)
+                        own = weight
+                    elif weight:
+                        acc += weight * planes[k, r + dy:r + dy + n, r + dx:r + dx + width]
+                        others += weight
                 acc += (own - others) * centre[k] - 128 * own
             out[..., c] = np.clip(centre[c] + (acc >> self.shift), 0, 255)
         return out
+
+    def _rows_of_classes(self, pixels: np.ndarray, top: int, bottom: int) -> np.ndarray:
+        """`rows` for a filter of classes: every class's sums by one product of the features with the
+        weights, then each pixel's class's. float64 is exact here: every product and sum is an integer
+        below 2^31 (the module's MAX_COEFFICIENT bound)."""
+        (_, width, channels), n = pixels.shape, bottom - top
+        features = _features(pixels, top, bottom, self.radius).reshape(-1, n * width)
+        sums = (self.weights.reshape(-1, features.shape[0]).astype(np.float64) @ features)
+        sums = sums.reshape(self.classes, channels, -1)
+        of_class = np.minimum(classify(pixels, top, bottom), self.classes - 1).reshape(1, 1, -1)
+        acc = np.take_along_axis(sums, of_class, 0)[0].astype(np.int64) + (1 << (self.shift - 1))
+        centre = pixels[top:bottom].reshape(-1, channels).T.astype(np.int64)
+        return np.clip(centre + (acc >> self.shift), 0, 255).astype(np.uint8).T.reshape(n, width, channels)
 
     def as_convolution(self):
         """The filter as a float function of torch images (batch, C, height, width) in [0, 1]: the same
@@ -310,14 +319,14 @@ def _features(pixels: np.ndarray, top: int, bottom: int, radius: int) -> np.ndar
     """(C x taps + 1, rows, width), float64: every tap's f of every channel for the rows top:bottom
     (the module docstring's formula), then ones (the bias)."""
     _, width, channels = pixels.shape
-    halo = _halo(pixels, top, bottom, radius).astype(np.float64)
-    centre = halo[radius:radius + bottom - top, radius:radius + width]
+    halo = np.ascontiguousarray(_halo(pixels, top, bottom, radius).transpose(2, 0, 1)).astype(np.float64)
+    centre = halo[:, radius:radius + bottom - top, radius:radius + width]
     out = np.empty((channels * len(taps(radius)) + 1, bottom - top, width))
     i = 0
     for k in range(channels):
         for dy, dx in taps(radius):
-            shifted = halo[radius + dy:radius + dy + bottom - top, radius + dx:radius + dx + width, k]
-            out[i] = shifted - 128 if (dy, dx) == (0, 0) else shifted - centre[..., k]
+            shifted = halo[k, radius + dy:radius + dy + bottom - top, radius + dx:radius + dx + width]
+            np.subtract(shifted, 128 if (dy, dx) == (0, 0) else centre[k], out=out[i])
             i += 1
     out[i] = 1
     return out

@@ -37,8 +37,8 @@ Packet payload (docs/FORMAT.md, video/wfvae, is the exact spec):
                   and scale offsets are used; bit 13 when z modes are; bits 0-12 the step, the row of the weights' gain tables
                   (quality = 1 - levels_below + step / 16; the shipped weights: levels_below 0), < their rows
     2       1     n: u8, latent frames in this packet, ceil(frames / 4), 1..GOP / 4
-    (3      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, 3 channels; one
-                  filter for the GOP's frames, each filtered on its own after the synthesis)
+    (3      7+    the post-filter, when bit 15 is set: nc/codecs/postfilter.py's layout, 3 channels, 1-6
+                  classes; one filter for the GOP's frames, each filtered on its own after the synthesis)
     (3 or after the post-filter: when bit 14 is set: u32 LE length, then the scale offsets
                   (nc/codecs/scale_offsets.py) of 3 x latent channels: the first latent frame's, the
                   later ones' around the prior, and in copy mode)
@@ -56,12 +56,13 @@ Packet payload (docs/FORMAT.md, video/wfvae, is the exact spec):
                   frame's y_hat in fixed point (zeros for the GOP's first); with bit 14, scale indices
                   moved by their offsets, and in copy mode the means are the previous latent frame's y_hat g
 
-Track params: {}. Bitstream version 5: z modes, the later latent frames' z coded as changes where
+Track params: {}. Bitstream version 6: the post-filter may hold up to 6 classes of local activity,
+each with its own weights. Version 5: z modes, the later latent frames' z coded as changes where
 that saves bits. Version 4: copy modes and scale offsets (the encoder sends them where
 the GOP's payload is then shorter). Version 3: the post-filter (the encoder fits it to each GOP,
 with one more synthesis of the GOP, and sends it where it pays for its bytes). Version 2: escapes in
 the scale-table payloads are Elias-gamma coded (nc/bitstream/entropy.py); version 1 files (raw i32
-escapes). All five decode.
+escapes). All six decode.
 """
 from __future__ import annotations
 
@@ -426,16 +427,17 @@ class WfvaeEncoder(GopEncoder):
         decodes them, where it pays for its bytes (bits + lambda x squared error); None where none does."""
         f, step = self.facts, step_of(payload)
         decoded = self.m.synthesis(self.m.read(payload, f.height, f.width, duration).y_hats, f.height, f.width)
-        return postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step))
+        return postfilter.choose(decoded[:duration], frames[:duration], self.m.coder.lmbda(step),
+                                 max_classes=postfilter.MAX_CLASSES)
 
 
 class WfvaeCodec(LearnedVideoCodec):
     codec_id, quality = "video/wfvae", QUALITY
-    # 5: z modes (nc/codecs/hyper_deltas.py); 4: copy modes and scale offsets (nc/codecs/copy_modes.py,
+    # 6: post-filters of classes; 5: z modes (nc/codecs/hyper_deltas.py); 4: copy modes and scale offsets (nc/codecs/copy_modes.py,
     # scale_offsets.py); 3: a post-filter per
     # GOP (nc/codecs/postfilter.py); 2: escapes Elias-gamma coded (nc/bitstream/entropy.py); every
     # version decodes
-    bitstream_version = 5
+    bitstream_version = 6
     model_class, encoder_class = WfvaeModel, WfvaeEncoder
     efforts = len(REFINEMENT_ITERATIONS) - 1
 
