@@ -881,7 +881,7 @@ def test_sound_above_full_scale_is_warned_of_when_encoded_and_when_clipped(tmp_p
     t = np.arange(32000) / 16000
     sf.write(tmp_path / "hot.wav", (3.0 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, subtype="FLOAT")
     made = _ok(run_nc("encode", tmp_path / "hot.wav", tmp_path / "h.ncb", "--codec", "audio/opus", "--bitrate", "64k"))
-    assert "nc: warning: the sound goes above full scale (peak 3.00, +9.5 dBFS)" in made.stderr.decode()
+    assert "nc: warning: the sound goes above full scale (to 3.00, +9.5 dBFS)" in made.stderr.decode()
     assert np.abs(nc.decode(str(tmp_path / "h.ncb")).data).max() > 2.5
     back = _ok(run_nc("decode", tmp_path / "h.ncb", tmp_path / "h.wav")).stderr.decode()
     assert re.search(r"h\.wav: \d+ sound samples above full scale \(peak 3\.\d\d, \+9\.\d dBFS\) were clipped", back)
